@@ -1,0 +1,14 @@
+"""GaMorNet: the Galaxy Morphology Network (Ghosh et al. 2020, ApJ 895, 112).
+
+A convolutional network that classifies single-band galaxy images as
+disk-dominated, indeterminate or bulge-dominated. The two backends live in
+:mod:`gamornet.keras_module` and :mod:`gamornet.tflearn_module`; importing the
+package itself loads neither TensorFlow nor tflearn.
+"""
+
+__version__ = "0.5.0.dev0"
+__author__ = "Aritra Ghosh and contributors"
+__copyright__ = "Copyright 2020-2026, Aritra Ghosh and contributors"
+__license__ = "GPL-3.0-or-later"
+
+__all__ = ["__version__", "__author__", "__copyright__", "__license__"]

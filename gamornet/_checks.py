@@ -1,0 +1,257 @@
+"""Argument checks shared by both backends.
+
+Backend-neutral: imports neither TensorFlow nor tflearn. Every check raises
+``TypeError`` or ``ValueError`` with a message that says what was expected and
+what was received, before any network is built.
+"""
+
+import numbers
+import os
+
+import numpy as np
+
+from gamornet._presets import INPUT_SHAPES, N_WEIGHTED_LAYERS
+
+# Finite-pixel checks run over this many images at a time, so that checking a
+# large (or memory-mapped) array never allocates a mask of the whole array.
+_CHECK_CHUNK = 256
+
+
+def check_input_shape(input_shape):
+    """Resolve ``input_shape`` to a tuple of three positive ints.
+
+    Parameters
+    ----------
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int
+        A preset name or a tuple (x, y, ndim).
+
+    Returns
+    -------
+    tuple of int
+        (x, y, ndim).
+
+    Raises
+    ------
+    ValueError
+        An unknown preset name, or a tuple that is not three positive ints.
+    TypeError
+        Anything that is neither a string nor a sequence.
+    """
+    if isinstance(input_shape, str):
+        if input_shape in INPUT_SHAPES:
+            return INPUT_SHAPES[input_shape]
+        raise ValueError(
+            "input_shape must be 'SDSS', 'CANDELS' or a tuple (x, y, ndim). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    if not isinstance(input_shape, (tuple, list, np.ndarray)):
+        raise TypeError(
+            "input_shape must be 'SDSS', 'CANDELS' or a tuple (x, y, ndim). "
+            f"Received an object of type {type(input_shape).__name__}: {input_shape!r}"
+        )
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(
+        isinstance(size, numbers.Integral) and not isinstance(size, bool) and size > 0 for size in shape
+    ):
+        raise ValueError(
+            "input_shape must be 'SDSS', 'CANDELS' or a tuple of three positive ints (x, y, ndim). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return tuple(int(size) for size in shape)
+
+
+def check_images(images, input_shape, name="img_array"):
+    """Check an image array against the network's input shape.
+
+    Parameters
+    ----------
+    images : numpy.ndarray of shape (n, x, y, ndim)
+        The images. Memory-mapped arrays are checked in chunks.
+    input_shape : tuple of int
+        The resolved (x, y, ndim) of the network.
+    name : str
+        The parameter name used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The same array (never a copy).
+
+    Raises
+    ------
+    TypeError
+        Not a numpy array, or not of a real numeric dtype.
+    ValueError
+        Not 4-D, empty, (x, y, ndim) different from ``input_shape``, or holding
+        NaN or infinite pixels.
+    """
+    if not isinstance(images, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy array of shape (n, x, y, ndim). "
+            f"Received an object of type {type(images).__name__}"
+        )
+    if not (np.issubdtype(images.dtype, np.number) and not np.issubdtype(images.dtype, np.complexfloating)):
+        raise TypeError(f"{name} must hold real numbers (pixel values). Received dtype {images.dtype}")
+    if images.ndim != 4:
+        raise ValueError(
+            f"{name} must be 4-D, of shape (n, x, y, ndim) = (n, {', '.join(map(str, input_shape))}). "
+            f"Received an array of shape {images.shape}. "
+            "A single-band image stack of shape (n, x, y) needs a trailing axis: img_array[..., np.newaxis]"
+        )
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} holds no images. Received an array of shape {images.shape}")
+    if tuple(images.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"{name} holds images of shape (x, y, ndim) = {tuple(images.shape[1:])}, "
+            f"but input_shape is {tuple(input_shape)}"
+        )
+    if np.issubdtype(images.dtype, np.floating):
+        for start in range(0, images.shape[0], _CHECK_CHUNK):
+            chunk = images[start : start + _CHECK_CHUNK]
+            finite = np.isfinite(chunk)
+            if not finite.all():
+                bad_image = start + int(np.flatnonzero(~finite.reshape(len(chunk), -1).all(axis=1))[0])
+                raise ValueError(
+                    f"{name} must hold finite pixel values, but image {bad_image} holds NaN or infinite "
+                    "pixels. Replace them (for example with the sky level) before calling GaMorNet"
+                )
+    return images
+
+
+def check_labels(labels, n_images, name="training_labels"):
+    """Check one-hot labels of shape (n, 3).
+
+    Raises
+    ------
+    TypeError
+        Not a numpy array.
+    ValueError
+        Not of shape (n_images, 3), not finite, or rows that do not sum to 1.
+    """
+    if not isinstance(labels, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy array of one-hot labels of shape (n, 3). "
+            f"Received an object of type {type(labels).__name__}"
+        )
+    if labels.ndim != 2 or labels.shape[1] != 3:
+        raise ValueError(
+            f"{name} must have shape (n, 3): one-hot [disk, indeterminate, bulge] labels. "
+            f"Received an array of shape {labels.shape}"
+        )
+    if labels.shape[0] != n_images:
+        raise ValueError(f"{name} holds {labels.shape[0]} labels, but there are {n_images} images")
+    values = np.asarray(labels, dtype=np.float64)
+    if not np.isfinite(values).all() or (values < 0).any() or not np.allclose(values.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError(
+            f"{name} must hold one-hot labels: disk [1, 0, 0], indeterminate [0, 1, 0], bulge [0, 0, 1] "
+            "(rows of non-negative numbers summing to 1)"
+        )
+    return labels
+
+
+def check_bools(bools, name, presets):
+    """Resolve a list of 8 layer bools, or the name of a preset.
+
+    Parameters
+    ----------
+    bools : str or sequence of bool
+        A preset name (a key of ``presets``) or exactly 8 booleans.
+    name : str
+        The parameter name used in error messages.
+    presets : dict
+        The allowed preset names and their bools.
+
+    Returns
+    -------
+    list of bool
+        The 8 bools, in the order of layers [2, 5, 8, 9, 10, 13, 15, 17].
+
+    Raises
+    ------
+    ValueError
+        An unknown preset name, or not exactly 8 booleans.
+    TypeError
+        Elements that are not booleans.
+    """
+    allowed = ", ".join(repr(preset) for preset in presets)
+    if isinstance(bools, str):
+        if bools in presets:
+            return list(presets[bools])
+        raise ValueError(f"{name} must be {allowed} or a list of 8 booleans. Received: {name}={bools!r}")
+    try:
+        values = list(bools)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be {allowed} or a list of 8 booleans. "
+            f"Received an object of type {type(bools).__name__}"
+        ) from None
+    if len(values) != N_WEIGHTED_LAYERS:
+        raise ValueError(
+            f"{name} must hold exactly 8 booleans, one per weighted layer [2, 5, 8, 9, 10, 13, 15, 17]. "
+            f"Received {len(values)} values: {values!r}"
+        )
+    if not all(isinstance(value, (bool, np.bool_)) for value in values):
+        raise TypeError(f"{name} must hold booleans (True or False). Received: {values!r}")
+    return [bool(value) for value in values]
+
+
+def check_positive_int(value, name, allow_zero=False):
+    """Check a positive (or non-negative) integer parameter."""
+    low = 0 if allow_zero else 1
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        kind = "a non-negative integer" if allow_zero else "a positive integer"
+        raise ValueError(f"{name} must be {kind}. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_non_negative_float(value, name):
+    """Check a finite, non-negative real parameter (momentum, decay)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_model_file(path, name="model_load_path"):
+    """Check that ``path`` names an existing, readable file.
+
+    Raises
+    ------
+    TypeError
+        ``path`` is not a string or path-like.
+    OSError
+        The file does not exist or is not a regular file.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path to a file. Received an object of type {type(path).__name__}")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name}: no model file found at {path!r}")
+    return path
+
+
+def resolve_nesterov(documented, alias):
+    """Reconcile the two spellings of the Nesterov flag of the 0.4.x docs.
+
+    The 0.4.x signature of ``gamornet_train_keras`` spells it ``nestorov``;
+    its parameter list, and every other function, spell it ``nesterov``. Each
+    function keeps its documented spelling (default False) and takes the other
+    as a keyword-only alias (default None).
+
+    Raises
+    ------
+    ValueError
+        The documented flag set to True and the alias to False.
+    TypeError
+        A value that is not a boolean.
+    """
+    for value in (documented, alias):
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"nesterov (or nestorov) must be True or False. Received: {value!r}")
+    if alias is None:
+        return bool(documented)
+    if documented and not alias:
+        raise ValueError(
+            "nesterov and nestorov are two spellings of one flag; give one of them. "
+            f"Received {documented!r} and {alias!r}"
+        )
+    return bool(alias)

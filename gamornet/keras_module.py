@@ -1,0 +1,580 @@
+"""GaMorNet with Keras 3 on TensorFlow 2: the 0.4.x ``keras_module`` API.
+
+The public functions keep the names, parameters, defaults and return values of
+GaMorNet 0.4.x: :func:`gamornet_build_model_keras`,
+:func:`gamornet_load_model_keras`, :func:`gamornet_predict_keras`,
+:func:`gamornet_train_keras` and :func:`gamornet_tl_keras`. The published Keras
+models (legacy HDF5 files written by Keras 2.2.4 / 2.3.1) load unchanged.
+"""
+
+import csv
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import h5py  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+if keras.config.backend() != "tensorflow":
+    raise ImportError(
+        "gamornet.keras_module needs Keras with the TensorFlow backend, which the published models and "
+        f"the TFLearn module share. Keras is set to the {keras.config.backend()!r} backend: set the "
+        "environment variable KERAS_BACKEND=tensorflow (or edit ~/.keras/keras.json) before importing Keras"
+    )
+
+import tensorflow as tf  # noqa: E402
+
+from gamornet import _checks, _registry  # noqa: E402
+from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
+from gamornet._presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
+from gamornet._progress import progress_bar  # noqa: E402
+
+__all__ = [
+    "LocalResponseNormalization",
+    "gamornet_build_model_keras",
+    "gamornet_load_model_keras",
+    "gamornet_predict_keras",
+    "gamornet_train_keras",
+    "gamornet_tl_keras",
+]
+
+_ALL_TRUE = [True] * 8
+
+
+@keras.saving.register_keras_serializable(package="gamornet")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Local response normalisation of GaMorNet's Keras models.
+
+    This is the normalisation the published Keras models were trained with,
+    which differs from ``tf.nn.local_response_normalization``. For an input
+    ``x`` of shape (n, rows, columns, channels)::
+
+        s = mean of x**2 over an n x n spatial window (stride 1, 'same' padding,
+            averaged over the in-image pixels only)
+        S = sum of s over all channels (one value per pixel)
+        y = x / (k + alpha * S) ** beta
+
+    Parameters
+    ----------
+    n : int
+        Side of the spatial window, in pixels.
+    alpha, beta, k : float
+        The scale, exponent and bias of the normalisation.
+    """
+
+    def __init__(self, n=5, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.n = int(n)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.k = float(k)
+
+    def call(self, inputs):
+        squared = tf.square(inputs)
+        # TensorFlow's 'SAME' average pooling divides by the number of in-image pixels.
+        local_mean = tf.nn.avg_pool2d(squared, ksize=self.n, strides=1, padding="SAME")
+        summed = tf.reduce_sum(local_mean, axis=-1, keepdims=True)
+        return inputs / tf.pow(self.k + self.alpha * summed, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"n": self.n, "alpha": self.alpha, "beta": self.beta, "k": self.k})
+        return config
+
+
+def _conv(filters, size, strides, name):
+    return keras.layers.Conv2D(
+        filters,
+        size,
+        strides=strides,
+        padding="same",
+        activation="relu",
+        kernel_initializer=keras.initializers.VarianceScaling(scale=1.0, mode="fan_in", distribution="uniform"),
+        bias_initializer="zeros",
+        name=name,
+    )
+
+
+def _dense(units, activation, name):
+    return keras.layers.Dense(
+        units,
+        activation=activation,
+        kernel_initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=0.05),
+        bias_initializer="zeros",
+        name=name,
+    )
+
+
+def gamornet_build_model_keras(input_shape):
+    """Build the 8-layer GaMorNet network of Ghosh et al. (2020), Table 2.
+
+    Parameters
+    ----------
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int
+        ``'SDSS'`` is (167, 167, 1), ``'CANDELS'`` is (83, 83, 1); otherwise a
+        tuple (x, y, ndim).
+
+    Returns
+    -------
+    keras.Model
+        The uncompiled network, with freshly initialised weights. Its 8
+        weighted layers are, in order, the paper's layers [2, 5, 8, 9, 10, 13,
+        15, 17].
+
+    Raises
+    ------
+    ValueError, TypeError
+        An invalid ``input_shape``.
+    """
+    shape = _checks.check_input_shape(input_shape)
+    inputs = keras.Input(shape=shape, name="input_1")
+    x = _conv(96, 11, 4, "conv2d_1")(inputs)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="max_pooling2d_1")(x)
+    x = LocalResponseNormalization(name="local_response_normalization_1")(x)
+    x = _conv(256, 5, 1, "conv2d_2")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="max_pooling2d_2")(x)
+    x = LocalResponseNormalization(name="local_response_normalization_2")(x)
+    x = _conv(384, 3, 1, "conv2d_3")(x)
+    x = _conv(384, 3, 1, "conv2d_4")(x)
+    x = _conv(256, 3, 1, "conv2d_5")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="max_pooling2d_3")(x)
+    x = LocalResponseNormalization(name="local_response_normalization_3")(x)
+    x = keras.layers.Flatten(name="flatten_1")(x)
+    x = _dense(4096, "tanh", "dense_1")(x)
+    x = keras.layers.Dropout(0.5, name="dropout_1")(x)
+    x = _dense(4096, "tanh", "dense_2")(x)
+    x = keras.layers.Dropout(0.5, name="dropout_2")(x)
+    outputs = _dense(3, "softmax", "dense_3")(x)
+    return keras.Model(inputs, outputs, name="gamornet")
+
+
+def _weighted_layers(model):
+    layers = [layer for layer in model.layers if layer.weights]
+    if len(layers) != 8:
+        raise ValueError(f"expected a GaMorNet model with 8 weighted layers. Received a model with {len(layers)}")
+    return layers
+
+
+def _as_str(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _natural_key(name):
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _read_legacy_hdf5_weights(path):
+    """Read the 8 [kernel, bias] pairs of a legacy Keras HDF5 file, in layer order.
+
+    Handles both layouts of Keras 2 (and Keras 3's legacy writer): ``model.save()``
+    (layers under a ``model_weights`` group) and ``save_weights()`` (layers at the
+    root). The order is the file's ``layer_names`` attribute; names are ignored.
+    """
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise OSError(f"could not open the Keras model file {path!r} as HDF5: {error}") from None
+    with handle:
+        group = handle["model_weights"] if "model_weights" in handle else handle
+        if "layer_names" in group.attrs:
+            layer_names = [_as_str(name) for name in group.attrs["layer_names"]]
+        else:
+            layer_names = sorted(
+                (key for key in group if isinstance(group[key], h5py.Group)), key=_natural_key
+            )
+        layers = []
+        for layer_name in layer_names:
+            if layer_name not in group:
+                raise ValueError(
+                    f"the Keras model file {path!r} is corrupt: it lists layer {layer_name!r} but holds no such group"
+                )
+            layer_group = group[layer_name]
+            weight_names = [_as_str(name) for name in layer_group.attrs.get("weight_names", [])]
+            if not weight_names:
+                continue
+            try:
+                arrays = [np.asarray(layer_group[weight_name]) for weight_name in weight_names]
+            except (KeyError, OSError) as error:
+                raise ValueError(
+                    f"the Keras model file {path!r} is corrupt: layer {layer_name!r} lacks a weight ({error})"
+                ) from None
+            layers.append((layer_name, arrays))
+    if len(layers) != 8:
+        raise ValueError(
+            f"the Keras model file {path!r} does not hold a GaMorNet model: expected 8 layers with weights "
+            f"(5 convolutional, 3 dense), found {len(layers)}"
+        )
+    return layers
+
+
+def _resolve_load_path(model_load_path):
+    """A published model name becomes a cached local file; a path stays a path."""
+    if _registry.is_published_name(model_load_path):
+        from gamornet._download import fetch_model
+
+        return fetch_model(model_load_path, backend="keras")
+    return _checks.check_model_file(model_load_path)
+
+
+def _load_weights_into(model, model_load_path, load_bools=_ALL_TRUE):
+    path = _resolve_load_path(model_load_path)
+    stored = _read_legacy_hdf5_weights(path)
+    targets = _weighted_layers(model)
+    for number, (layer, (stored_name, arrays), load) in enumerate(zip(targets, stored, load_bools), start=1):
+        expected = [tuple(weight.shape) for weight in layer.weights]
+        received = [tuple(array.shape) for array in arrays]
+        if expected != received:
+            raise ValueError(
+                f"the Keras model file {path!r} does not fit this network: weighted layer {number} "
+                f"({stored_name!r}) holds weights of shapes {received}, but the network built for input_shape "
+                f"{tuple(model.input_shape[1:])} needs {expected}. Check input_shape"
+            )
+        if load:
+            layer.set_weights(arrays)
+    return model
+
+
+def gamornet_load_model_keras(model, model_load_path):
+    """Load the weights of a saved GaMorNet model into ``model``.
+
+    Only weights are read (with h5py, by layer order); no code or
+    configuration stored in the file is executed.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A network built by :func:`gamornet_build_model_keras`.
+    model_load_path : str
+        A legacy Keras HDF5 file (``model.save()`` or ``save_weights()``
+        layout), or one of ``'SDSS_sim'``, ``'SDSS_tl'``, ``'CANDELS_sim'``,
+        ``'CANDELS_tl'``.
+
+    Returns
+    -------
+    keras.Model
+        ``model``, with the loaded weights.
+
+    Raises
+    ------
+    OSError
+        The file is missing or is not HDF5.
+    ValueError
+        The file does not hold a GaMorNet model of this input shape.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model. Received an object of type {type(model).__name__}")
+    return _load_weights_into(model, model_load_path)
+
+
+def _compiled_forward(model):
+    """A compiled inference step for ``model``, traced once per model."""
+    forward = getattr(model, "_gamornet_forward", None)
+    if forward is None:
+        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+
+        @tf.function(input_signature=[spec])
+        def forward(batch):
+            return model(batch, training=False)
+
+        model._gamornet_forward = forward
+    return forward
+
+
+def _predict_batches(model, img_array, batch_size, progress=True):
+    forward = _compiled_forward(model)
+    n_images = img_array.shape[0]
+    predictions = np.empty((n_images, 3), dtype=np.float32)
+    with progress_bar(n_images, "Predicting", enabled=progress) as bar:
+        for start in range(0, n_images, batch_size):
+            batch = np.asarray(img_array[start : start + batch_size], dtype=np.float32)
+            predictions[start : start + len(batch)] = forward(batch).numpy()
+            bar.update(start + len(batch))
+    return predictions
+
+
+def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False):
+    """Use a Keras GaMorNet model to predict the classes of galaxy images.
+
+    Parameters
+    ----------
+    img_array : numpy.ndarray of shape (n, x, y, ndim)
+        The images, with finite pixel values, in the same units the model was
+        trained on (the published models take images as they are, unscaled).
+    model_load_path : str
+        Path to a saved Keras model (``.h5`` / ``.hdf5``), or one of
+        ``'SDSS_sim'``, ``'SDSS_tl'``, ``'CANDELS_sim'``, ``'CANDELS_tl'``,
+        which fetch the published models of Ghosh et al. (2020).
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int
+        ``'SDSS'`` is (167, 167, 1), ``'CANDELS'`` is (83, 83, 1).
+    batch_size : int
+        Images processed at a time. It does not change the predictions.
+    individual_arrays : bool
+        If True, return three arrays (disk, indeterminate, bulge) instead of one.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n, 3), or tuple of three numpy.ndarray of shape (n,)
+        The probabilities [p_disk, p_indeterminate, p_bulge] of each image, in
+        the order of ``img_array``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Invalid images or parameters (checked before the model is loaded).
+    OSError
+        A missing or unreadable model file.
+    """
+    shape = _checks.check_input_shape(input_shape)
+    _checks.check_images(img_array, shape)
+    batch_size = _checks.check_positive_int(batch_size, "batch_size")
+    model = gamornet_build_model_keras(shape)
+    gamornet_load_model_keras(model, model_load_path)
+    predictions = _predict_batches(model, img_array, batch_size)
+    if individual_arrays:
+        return predictions[:, 0], predictions[:, 1], predictions[:, 2]
+    return predictions
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape):
+    _checks.check_images(training_imgs, shape, "training_imgs")
+    _checks.check_labels(training_labels, training_imgs.shape[0], "training_labels")
+    _checks.check_images(validation_imgs, shape, "validation_imgs")
+    _checks.check_labels(validation_labels, validation_imgs.shape[0], "validation_labels")
+
+
+def _save_folder(files_save_path):
+    """Resolve ``files_save_path`` to a folder, or None for '/dev/null'."""
+    if not isinstance(files_save_path, (str, os.PathLike)):
+        raise TypeError(
+            "files_save_path must be the path of a folder (or '/dev/null' to save nothing). "
+            f"Received an object of type {type(files_save_path).__name__}"
+        )
+    path = os.fspath(files_save_path)
+    if os.path.normpath(path) == os.devnull:
+        return None
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"files_save_path must be a folder, but {path!r} is a file")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _save_model_atomically(model, path):
+    """Write ``model`` as a legacy HDF5 file (Keras picks the format by the .hdf5 ending)."""
+    with atomic_path(path, suffix=".hdf5") as temporary:
+        model.save(temporary, include_optimizer=True)
+
+
+class _MetricsAndCheckpoints(keras.callbacks.Callback):
+    """Writes metrics.csv after every epoch and model_<epoch:02d>.hdf5 every ``checkpoint_freq`` epochs."""
+
+    _COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, folder, checkpoint_freq):
+        super().__init__()
+        self.folder = folder
+        self.checkpoint_freq = checkpoint_freq
+        self.rows = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.rows.append([epoch] + [logs.get(column, "") for column in self._COLUMNS[1:]])
+        with atomic_write(os.path.join(self.folder, "metrics.csv"), "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(self._COLUMNS)
+            writer.writerows(self.rows)
+        if self.checkpoint_freq and (epoch + 1) % self.checkpoint_freq == 0:
+            _save_model_atomically(self.model, os.path.join(self.folder, f"model_{epoch + 1:02d}.hdf5"))
+
+
+def _learning_rate(lr, decay):
+    """The optimiser's learning rate: ``lr`` (a float or schedule) with Keras 2 ``decay``.
+
+    Keras 2's ``decay`` meant lr_t = lr / (1 + decay * iterations), which is
+    ``InverseTimeDecay`` with ``decay_steps=1``.
+    """
+    decay = _checks.check_non_negative_float(decay, "decay")
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        if decay:
+            raise ValueError(
+                "decay applies to a constant learning rate; with a LearningRateSchedule as lr, build the decay "
+                f"into the schedule. Received: decay={decay!r}"
+            )
+        return lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not np.isfinite(lr) or lr <= 0:
+        raise ValueError(
+            f"lr must be a positive number or a keras.optimizers.schedules.LearningRateSchedule. Received: lr={lr!r}"
+        )
+    if decay:
+        return keras.optimizers.schedules.InverseTimeDecay(float(lr), decay_steps=1, decay_rate=decay)
+    return float(lr)
+
+
+def _compile(model, lr, momentum, decay, nesterov, loss):
+    momentum = _checks.check_non_negative_float(momentum, "momentum")
+    optimizer = keras.optimizers.SGD(learning_rate=_learning_rate(lr, decay), momentum=momentum, nesterov=nesterov)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def _check_verbose(verbose):
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (one line per epoch). Received: {verbose!r}")
+    return verbose
+
+
+def _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, folder, epochs,
+         checkpoint_freq, batch_size, save_model, verbose):
+    callbacks = [] if folder is None else [_MetricsAndCheckpoints(folder, checkpoint_freq)]
+    model.fit(
+        np.asarray(training_imgs, dtype=np.float32),
+        np.asarray(training_labels, dtype=np.float32),
+        validation_data=(np.asarray(validation_imgs, dtype=np.float32), np.asarray(validation_labels, dtype=np.float32)),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    if save_model and folder is not None:
+        _save_model_atomically(model, os.path.join(folder, "trained_model.hdf5"))
+    return model
+
+
+def _check_training_options(epochs, checkpoint_freq, batch_size, verbose):
+    return (
+        _checks.check_positive_int(epochs, "epochs"),
+        _checks.check_positive_int(checkpoint_freq, "checkpoint_freq", allow_zero=True),
+        _checks.check_positive_int(batch_size, "batch_size"),
+        _check_verbose(verbose),
+    )
+
+
+def gamornet_train_keras(training_imgs, training_labels, validation_imgs, validation_labels, input_shape,
+                         files_save_path="./", epochs=100, checkpoint_freq=0, batch_size=64, lr=0.0001,
+                         momentum=0.9, decay=0.0, nestorov=False, loss="categorical_crossentropy",
+                         load_model=False, model_load_path="./", save_model=True, verbose=1, *, nesterov=None):
+    """Train a GaMorNet model with Keras.
+
+    Parameters
+    ----------
+    training_imgs : numpy.ndarray of shape (n, x, y, ndim)
+        Training images.
+    training_labels : numpy.ndarray of shape (n, 3)
+        One-hot labels: disk [1, 0, 0], indeterminate [0, 1, 0], bulge [0, 0, 1].
+    validation_imgs : numpy.ndarray of shape (m, x, y, ndim)
+        Validation images.
+    validation_labels : numpy.ndarray of shape (m, 3)
+        One-hot validation labels.
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int
+        The image shape (x, y, ndim).
+    files_save_path : str
+        Folder (created if missing) for ``metrics.csv``, the checkpoints and
+        ``trained_model.hdf5``. ``'/dev/null'`` saves nothing.
+    epochs : int
+        Number of passes over the training images.
+    checkpoint_freq : int
+        Save ``model_<epoch:02d>.hdf5`` every this many epochs; 0 saves none.
+    batch_size : int
+        Images per gradient step.
+    lr : float or keras.optimizers.schedules.LearningRateSchedule
+        Learning rate of stochastic gradient descent.
+    momentum : float
+        Momentum, >= 0.
+    decay : float
+        Learning-rate decay with the Keras 2 meaning: lr / (1 + decay * iterations).
+    nestorov : bool
+        Use Nesterov momentum (the 0.4.x signature's spelling; ``nesterov`` is
+        accepted too, as a keyword).
+    loss : str or callable
+        Any loss of ``keras.losses``.
+    load_model : bool
+        Start from the weights of ``model_load_path``.
+    model_load_path : str
+        The model to start from, when ``load_model`` is True: a file or a
+        published model name.
+    save_model : bool
+        Write ``trained_model.hdf5`` at the end. Checkpoints are not affected.
+    verbose : {0, 1, 2}
+        0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns
+    -------
+    keras.Model
+        The trained model.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Invalid images, labels or parameters.
+    OSError
+        A missing or unreadable model file, or an unwritable ``files_save_path``.
+    """
+    shape = _checks.check_input_shape(input_shape)
+    _check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
+    epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
+    nesterov = _checks.resolve_nesterov(nestorov, nesterov)
+    folder = _save_folder(files_save_path)
+    model = gamornet_build_model_keras(shape)
+    if load_model:
+        gamornet_load_model_keras(model, model_load_path)
+    _compile(model, lr, momentum, decay, nesterov, loss)
+    return _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, folder, epochs,
+                checkpoint_freq, batch_size, save_model, verbose)
+
+
+def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validation_labels, input_shape,
+                      load_layers_bools=_ALL_TRUE, trainable_bools=_ALL_TRUE, model_load_path="./",
+                      files_save_path="./", epochs=100, checkpoint_freq=0, batch_size=64, lr=0.00001,
+                      momentum=0.9, decay=0.0, nesterov=False, loss="categorical_crossentropy", save_model=True,
+                      verbose=1, *, nestorov=None):
+    """Transfer learning: retrain a saved GaMorNet model on new images.
+
+    Parameters
+    ----------
+    training_imgs, training_labels, validation_imgs, validation_labels, input_shape
+        As for :func:`gamornet_train_keras`.
+    load_layers_bools : list of 8 bool or {'load_bools_SDSS', 'load_bools_CANDELS'}
+        Which of the weighted layers [2, 5, 8, 9, 10, 13, 15, 17] take the
+        weights of ``model_load_path``; the others start from fresh weights.
+    trainable_bools : list of 8 bool or {'train_bools_SDSS', 'train_bools_CANDELS'}
+        Which of the weighted layers are trained; the others stay frozen.
+    model_load_path : str
+        The starting model: a file or a published model name.
+    files_save_path, epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss, save_model, verbose
+        As for :func:`gamornet_train_keras` (``nestorov`` is accepted too, as a keyword).
+
+    Returns
+    -------
+    keras.Model
+        The retrained model.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Invalid images, labels, bools or parameters.
+    OSError
+        A missing or unreadable model file, or an unwritable ``files_save_path``.
+    """
+    shape = _checks.check_input_shape(input_shape)
+    _check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
+    load_bools = _checks.check_bools(load_layers_bools, "load_layers_bools", LOAD_BOOLS_PRESETS)
+    train_bools = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
+    epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
+    nesterov = _checks.resolve_nesterov(nesterov, nestorov)
+    folder = _save_folder(files_save_path)
+    model = gamornet_build_model_keras(shape)
+    _load_weights_into(model, model_load_path, load_bools)
+    for layer, trainable in zip(_weighted_layers(model), train_bools):
+        layer.trainable = trainable
+    _compile(model, lr, momentum, decay, nesterov, loss)
+    return _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, folder, epochs,
+                checkpoint_freq, batch_size, save_model, verbose)

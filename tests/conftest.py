@@ -1,0 +1,46 @@
+"""Shared fixtures: galaxy-like images and known weights, made by the test helpers.
+
+No binary fixture is committed: every image, weight and model file is generated
+here from seeded random numbers and written to temporary folders.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+# Keep TensorFlow's C++ start-up chatter out of the test output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import reference  # noqa: E402
+
+#: Shapes the backends are checked at: the two presets and a non-square,
+#: two-band custom shape (which exercises the flatten order).
+CHECK_SHAPES = {"SDSS": (167, 167, 1), "CANDELS": (83, 83, 1), "custom": (72, 60, 2)}
+
+
+@pytest.fixture(autouse=True)
+def _never_reach_the_real_server(monkeypatch, tmp_path_factory):
+    """No test may reach the published FTP server: offline, with an empty private cache."""
+    monkeypatch.setenv("GAMORNET_OFFLINE", "1")
+    monkeypatch.setenv("GAMORNET_CACHE_DIR", str(tmp_path_factory.mktemp("gamornet-cache")))
+    monkeypatch.delenv("GAMORNET_MIRROR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def keras_case():
+    """Per shape name: (images, weights) with known weights calibrated for the Keras LRN."""
+    cache = {}
+
+    def make(name, n_images=5):
+        key = (name, n_images)
+        if key not in cache:
+            shape = CHECK_SHAPES[name]
+            images = reference.galaxy_images(n_images, shape, seed=1)
+            weights = reference.calibrated_weights(shape, images[:3], reference.lrn_keras, seed=2)
+            cache[key] = (images, weights)
+        return cache[key]
+
+    return make

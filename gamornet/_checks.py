@@ -255,3 +255,43 @@ def resolve_nesterov(documented, alias):
             f"Received {documented!r} and {alias!r}"
         )
     return bool(alias)
+
+
+def check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, input_shape):
+    """Check the training and validation images and their one-hot labels.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`check_images` and :func:`check_labels`, naming the argument.
+    """
+    check_images(training_imgs, input_shape, "training_imgs")
+    check_labels(training_labels, training_imgs.shape[0], "training_labels")
+    check_images(validation_imgs, input_shape, "validation_imgs")
+    check_labels(validation_labels, validation_imgs.shape[0], "validation_labels")
+
+
+def resolve_save_folder(files_save_path):
+    """Resolve ``files_save_path`` to a folder, created if missing, or None for '/dev/null'.
+
+    Raises
+    ------
+    TypeError
+        Not a string or path-like.
+    NotADirectoryError
+        The path names an existing file.
+    OSError
+        The folder cannot be created.
+    """
+    if not isinstance(files_save_path, (str, os.PathLike)):
+        raise TypeError(
+            "files_save_path must be the path of a folder (or '/dev/null' to save nothing). "
+            f"Received an object of type {type(files_save_path).__name__}"
+        )
+    path = os.fspath(files_save_path)
+    if os.path.normpath(path) == os.devnull:
+        return None
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"files_save_path must be a folder, but {path!r} is a file")
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -52,6 +52,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __all__ = ["import_tflearn", "installed_versions", "silenced_deprecations"]
 
 _lock = threading.Lock()
+
+
+class _TensorFlow2BehaviourOff(ImportError):
+    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
+
 _tflearn = None
 
 
@@ -193,7 +198,7 @@ def _import_with_shims():
     _shim_trainer_batch_size(trainer_module)
     _shim_regression_step_counter()
     if not tf.executing_eagerly() or not v1.resource_variables_enabled():
-        raise ImportError(
+        raise _TensorFlow2BehaviourOff(
             "tflearn was imported, but TensorFlow 2 behaviour (eager execution, resource variables) is off "
             "in this process, which breaks Keras. Import gamornet.tflearn_module before importing tflearn "
             "directly, and do not call tf.compat.v1.disable_v2_behavior()"
@@ -222,6 +227,8 @@ def import_tflearn():
             return _tflearn
         try:
             _tflearn = _import_with_shims()
+        except _TensorFlow2BehaviourOff:
+            raise
         except Exception as error:
             tflearn_version, tensorflow_version = installed_versions()
             raise ImportError(

@@ -1,0 +1,401 @@
+"""``gamornet predict``: classify a catalogue of galaxy images into a table.
+
+One row per image: its source (the FITS file, ``cube.fits[12]`` for plane 12
+of a cube, ``images.npy[12]`` for image 12 of an array), the probabilities
+p_disk, p_indet and p_bulge, and the class (disk, indeterminate or bulge).
+
+Images are streamed in batches (see :mod:`gamornet.io`), read in a background
+thread while the network works on the previous batch, so memory does not grow
+with the number of images. CSV rows are written as they are computed, into a
+temporary file renamed into place at the end; FITS tables are written at the
+end (their rows, a few dozen bytes each, are kept in memory until then).
+
+A bad input (unreadable file, image of the wrong shape, NaN or infinite
+pixels) stops the run with an error that names it, unless ``--skip-bad`` is
+given, in which case the run goes on and lists the bad inputs at the end.
+When a run stops early, the rows computed so far are kept, in
+``<output>.partial.csv`` (or ``.partial.fits``) beside the output.
+"""
+
+import argparse
+import csv
+import os
+import sys
+
+import numpy as np
+
+from gamornet import _checks, _registry
+from gamornet._atomic import atomic_path
+from gamornet._presets import INPUT_SHAPES
+from gamornet.classify import HANDBOOK_THRESHOLDS, classify, default_threshold_set, resolve_thresholds
+
+COLUMNS = ("source", "p_disk", "p_indet", "p_bulge", "class")
+_CSV_ENDINGS = (".csv",)
+_FITS_ENDINGS = (".fits", ".fit", ".fits.gz", ".fit.gz")
+
+_DESCRIPTION = """\
+Classify galaxy images as disk-dominated, indeterminate or bulge-dominated, and
+write one row per image: source, p_disk, p_indet, p_bulge, class.
+
+INPUT may be FITS files, folders of FITS files, glob patterns (quote them:
+'cutouts/*.fits'), FITS cubes (one image per plane) or .npy arrays of shape
+(n, x, y) or (n, x, y, ndim). Images are streamed in batches: memory does not
+grow with their number.
+
+Classes use the handbook's probability thresholds. By default the set is the
+one of the backend and data set: keras_SDSS, keras_CANDELS, tflearn_SDSS or
+tflearn_CANDELS, from the published model name (SDSS_tl ...) or from
+--input-shape SDSS / CANDELS. For any other input shape, give --thresholds.
+"""
+
+_EPILOG = """\
+threshold sets (SPEC §5; "else indeterminate"):
+  keras_SDSS       disk if p_disk >= 0.70; bulge if p_bulge >= 0.70
+  keras_CANDELS    disk if p_disk > p_bulge and p_disk > p_indet; bulge if p_bulge >= 0.60
+  tflearn_SDSS     disk if p_disk >= 0.80; bulge if p_bulge >= 0.80
+  tflearn_CANDELS  disk if p_disk > p_bulge, p_disk > p_indet and p_disk >= 0.36; bulge if p_bulge >= 0.55
+  P_DISK,P_BULGE   your own: disk if p_disk >= P_DISK; bulge if p_bulge >= P_BULGE
+  P_DISK,P_BULGE,lead   also require p_disk > p_bulge and p_disk > p_indet for a disk
+
+bad inputs (unreadable files, images of the wrong shape, NaN or infinite pixels):
+  by default the run stops with an error naming the input; the rows computed
+  before it are kept in OUTPUT.partial.csv (or .partial.fits). With --skip-bad
+  the run goes on and lists the bad inputs at the end.
+
+examples:
+  gamornet predict cutouts/ --model SDSS_tl --output sdss.csv
+  gamornet predict 'field*/*.fits' --model CANDELS_tl --backend tflearn --output candels.fits --skip-bad
+  gamornet predict stack.npy --model my_model.hdf5 --input-shape 64,64,2 --thresholds 0.6,0.6
+"""
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify galaxy images (FITS files, folders, cubes, .npy) into a CSV or FITS table",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files, folders, glob patterns or .npy files")
+    parser.add_argument(
+        "--model", required=True, metavar="NAME_OR_PATH",
+        help="a published model (SDSS_sim, SDSS_tl, CANDELS_sim, CANDELS_tl) or a model file: a Keras .hdf5 "
+             "file, or a TFLearn checkpoint prefix",
+    )
+    parser.add_argument("--backend", choices=_registry.BACKENDS, default="keras", help="default: keras")
+    parser.add_argument(
+        "--input-shape", metavar="SDSS|CANDELS|X,Y,NDIM",
+        help="the network's input shape; default: that of the published model (required with a model file)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default: 64)")
+    parser.add_argument(
+        "--thresholds", metavar="SET|P_DISK,P_BULGE[,lead]",
+        help="a handbook set (" + ", ".join(HANDBOOK_THRESHOLDS) + ") or your own thresholds; default: the "
+             "handbook set of the backend and data set",
+    )
+    parser.add_argument("--hdu", type=int, metavar="N", help="FITS HDU holding the image (default: the first with data)")
+    parser.add_argument(
+        "--output", metavar="FILE.csv|FILE.fits",
+        help="the table to write (CSV or FITS, by its ending); default: CSV on standard output",
+    )
+    parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
+    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    parser.set_defaults(command_name="predict", handler=run)
+    return parser
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _parse_input_shape(text):
+    if text is None:
+        return None
+    if text in INPUT_SHAPES:
+        return text
+    parts = text.replace("(", "").replace(")", "").split(",")
+    try:
+        shape = tuple(int(part) for part in parts)
+    except ValueError:
+        shape = None
+    if shape is None or len(shape) != 3:
+        raise ValueError(
+            f"--input-shape must be SDSS, CANDELS or three integers X,Y,NDIM (such as 64,64,1). Received: {text!r}"
+        )
+    return _checks.check_input_shape(shape)
+
+
+def _parse_thresholds(text):
+    if text is None:
+        return None
+    if text in HANDBOOK_THRESHOLDS:
+        return text
+    parts = [part.strip() for part in text.split(",")]
+    lead = len(parts) == 3 and parts[2].lower() == "lead"
+    try:
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not lead):
+            raise ValueError
+        values = (float(parts[0]), float(parts[1]))
+    except ValueError:
+        raise ValueError(
+            "--thresholds must be one of " + ", ".join(HANDBOOK_THRESHOLDS)
+            + f", or P_DISK,P_BULGE (such as 0.7,0.7), or P_DISK,P_BULGE,lead. Received: {text!r}"
+        ) from None
+    return resolve_thresholds(values + ((True,) if lead else ()))
+
+
+def _data_set(shape_option):
+    """'SDSS' / 'CANDELS' when the input shape is a preset (by name or by value), else None."""
+    if shape_option in INPUT_SHAPES:
+        return shape_option
+    for name, shape in INPUT_SHAPES.items():
+        if shape_option == shape:
+            return name
+    return None
+
+
+def _resolve_model(args):
+    """(input shape, data set name or None) from --model, --backend and --input-shape."""
+    shape_option = _parse_input_shape(args.input_shape)
+    if _registry.is_published_name(args.model):
+        entry = _registry.published_model(args.model, args.backend)
+        if shape_option is not None and _checks.check_input_shape(shape_option) != tuple(entry.input_shape):
+            raise ValueError(
+                f"the published model {args.model!r} takes images of shape {tuple(entry.input_shape)}, but "
+                f"--input-shape is {_checks.check_input_shape(shape_option)}; leave --input-shape out"
+            )
+        return tuple(entry.input_shape), args.model.split("_")[0]
+    if shape_option is None:
+        raise ValueError(
+            f"--input-shape is needed with a model file ({args.model!r}): SDSS, CANDELS or X,Y,NDIM. "
+            "(Published models, such as SDSS_tl, know their input shape.)"
+        )
+    return _checks.check_input_shape(shape_option), _data_set(shape_option)
+
+
+def _output_format(output):
+    if output is None:
+        return "csv"
+    lower = output.lower()
+    if lower.endswith(_CSV_ENDINGS):
+        kind = "csv"
+    elif lower.endswith(_FITS_ENDINGS):
+        kind = "fits"
+    else:
+        raise ValueError(
+            f"--output must end in .csv (a CSV table) or .fits (a FITS table). Received: {output!r}"
+        )
+    if os.path.isdir(output):
+        raise IsADirectoryError(f"--output {output!r} is a folder; give a file name such as {output!r}/predictions.csv")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--output: the folder {folder!r} does not exist")
+    return kind
+
+
+def partial_path(output):
+    """Where the rows of an interrupted run are kept: ``<name>.partial<ending>``."""
+    lower = output.lower()
+    for ending in sorted(_CSV_ENDINGS + _FITS_ENDINGS, key=len, reverse=True):
+        if lower.endswith(ending):
+            return output[: -len(ending)] + ".partial" + output[-len(ending):]
+    return output + ".partial"
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _keras_predictor(model_path, input_shape):
+    from gamornet import keras_module
+
+    model = keras_module.gamornet_build_model_keras(input_shape)
+    keras_module.gamornet_load_model_keras(model, model_path)
+    forward = keras_module._compiled_forward(model)
+    return lambda images: forward(images).numpy(), lambda: None
+
+
+def _tflearn_predictor(model_path, input_shape):
+    from gamornet import tflearn_module
+
+    model = tflearn_module.gamornet_build_model_tflearn(input_shape)
+    tflearn_module.gamornet_load_model_tflearn(model, model_path)
+    return lambda images: np.asarray(model.predict(images), dtype=np.float32), model.session.close
+
+
+# --------------------------------------------------------------------------- tables
+
+
+class _CsvTable:
+    """Rows streamed into an open text file."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.writer = csv.writer(stream, lineterminator="\n")
+        self.writer.writerow(COLUMNS)
+        self.stream.flush()
+        self.rows = 0
+
+    def add(self, sources, probabilities, classes):
+        self.writer.writerows(
+            (source, str(p_disk), str(p_indet), str(p_bulge), label)
+            for source, (p_disk, p_indet, p_bulge), label in zip(sources, probabilities, classes)
+        )
+        self.stream.flush()
+        self.rows += len(sources)
+
+
+class _FitsTable:
+    """Rows kept in memory (a few dozen bytes each), written as a FITS table at the end."""
+
+    def __init__(self, meta):
+        self.meta = meta
+        self.sources, self.probabilities, self.classes = [], [], []
+        self.rows = 0
+
+    def add(self, sources, probabilities, classes):
+        self.sources.extend(sources)
+        self.probabilities.append(np.asarray(probabilities, dtype=np.float32))
+        self.classes.extend(classes)
+        self.rows += len(sources)
+
+    def write(self, path):
+        from astropy.table import Table
+
+        probabilities = np.concatenate(self.probabilities) if self.probabilities else np.empty((0, 3), np.float32)
+        table = Table(
+            [np.asarray(self.sources, dtype=str), probabilities[:, 0], probabilities[:, 1], probabilities[:, 2],
+             np.asarray(self.classes, dtype=str)],
+            names=COLUMNS,
+            meta=self.meta,
+        )
+        with atomic_path(path, suffix=".fits") as temporary:
+            table.write(temporary, format="fits", overwrite=True)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _BadInputStop(ValueError):
+    pass
+
+
+def _stop_message(bad, rows, kept):
+    if rows == 0:
+        done = "No image had been classified before it."
+    elif kept is None:
+        done = f"The {rows} rows written to standard output before it are complete."
+    else:
+        done = f"The {rows} images classified before it are saved in {kept!r}."
+    return (
+        f"cannot classify {bad.source!r}: {bad.reason}. {done} Fix or remove this input, or add --skip-bad to "
+        "skip bad inputs and list them at the end"
+    )
+
+
+def _describe_thresholds(thresholds):
+    if isinstance(thresholds, str):
+        return thresholds
+    return f"p_disk >= {thresholds.disk}, p_bulge >= {thresholds.bulge}" + (
+        ", p_disk leading" if thresholds.disk_must_lead else ""
+    )
+
+
+def _classify_stream(reader, predict, thresholds, table, progress):
+    """Predict and classify every batch of ``reader`` into ``table``; return the bad inputs met."""
+    from gamornet._progress import progress_bar
+    from gamornet.io import prefetch
+
+    bad_inputs = []
+    done = 0
+    with progress_bar(reader.total, "Classifying", enabled=progress) as bar:
+        for batch in prefetch(reader, depth=2):
+            if len(batch.sources):
+                probabilities = predict(batch.images)
+                table.add(batch.sources, probabilities, classify(probabilities, thresholds))
+            bad_inputs.extend(batch.bad)
+            done += len(batch.sources) + len(batch.bad)
+            if progress:
+                bar.max_value = max(reader.total, done)
+            bar.update(done)
+            if batch.bad and not reader.skip_bad:
+                raise _BadInputStop(batch.bad[0])
+    return bad_inputs
+
+
+def _keep_partial(table, kind, output, temporary):
+    """Save the rows of a stopped run beside ``output``; return where, or None."""
+    if table.rows == 0 or output is None:
+        return None
+    kept = partial_path(output)
+    if kind == "csv":
+        table.stream.close()
+        os.replace(temporary, kept)
+    else:
+        table.write(kept)
+    return kept
+
+
+def run(args):
+    """Run ``gamornet predict``; return the exit status."""
+    from gamornet.io import ImageReader
+
+    input_shape, data_set = _resolve_model(args)
+    thresholds = _parse_thresholds(args.thresholds)
+    if thresholds is None:
+        if data_set is None:
+            raise ValueError(
+                f"no handbook threshold set fits the input shape {input_shape}: they exist for SDSS "
+                "(167, 167, 1) and CANDELS (83, 83, 1). Give --thresholds P_DISK,P_BULGE (such as 0.7,0.7) "
+                "or a set name (" + ", ".join(HANDBOOK_THRESHOLDS) + ")"
+            )
+        thresholds = default_threshold_set(args.backend, data_set)
+    batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
+    kind = _output_format(args.output)
+    reader = ImageReader(args.inputs, input_shape, batch_size=batch_size, hdu=args.hdu, skip_bad=args.skip_bad)
+    if not _registry.is_published_name(args.model) and args.backend == "keras":
+        _checks.check_model_file(args.model, "--model")
+    load = _keras_predictor if args.backend == "keras" else _tflearn_predictor
+    predict, close = load(args.model, input_shape)
+    meta = {"MODEL": str(args.model)[-68:], "BACKEND": args.backend, "THRESH": _describe_thresholds(thresholds)[:68]}
+    try:
+        if args.output is None:
+            table = _CsvTable(sys.stdout)
+            bad_inputs = _run_into(reader, predict, thresholds, table, kind, None, None, not args.no_progress)
+        elif kind == "csv":
+            with atomic_path(args.output, suffix=".csv") as temporary:
+                with open(temporary, "w", newline="", encoding="utf-8") as stream:
+                    table = _CsvTable(stream)
+                    bad_inputs = _run_into(reader, predict, thresholds, table, kind, args.output, temporary,
+                                           not args.no_progress)
+        else:
+            table = _FitsTable(meta)
+            bad_inputs = _run_into(reader, predict, thresholds, table, kind, args.output, None, not args.no_progress)
+            table.write(args.output)
+    finally:
+        close()
+    _report(table, bad_inputs, args.output, thresholds)
+    return 0
+
+
+def _run_into(reader, predict, thresholds, table, kind, output, temporary, progress):
+    try:
+        return _classify_stream(reader, predict, thresholds, table, progress)
+    except _BadInputStop as stop:
+        kept = _keep_partial(table, kind, output, temporary)
+        raise _BadInputStop(_stop_message(stop.args[0], table.rows, kept)) from None
+    except BaseException:
+        kept = _keep_partial(table, kind, output, temporary)
+        if kept is not None:
+            print(f"gamornet predict: the {table.rows} images classified before the stop are saved in {kept!r}",
+                  file=sys.stderr)
+        raise
+
+
+def _report(table, bad_inputs, output, thresholds):
+    where = "standard output" if output is None else repr(output)
+    print(f"gamornet predict: classified {table.rows} images with the thresholds {_describe_thresholds(thresholds)}; "
+          f"the table is in {where}", file=sys.stderr)
+    if bad_inputs:
+        print(f"gamornet predict: skipped {len(bad_inputs)} bad inputs:", file=sys.stderr)
+        for bad in bad_inputs:
+            print(f"  {bad}", file=sys.stderr)

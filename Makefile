@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gamornet-installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo docs clean
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ test: install
 
 demo: install
 	$(BIN)/gamornet demo --output-dir demo_output
+
+docs: install
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo_output

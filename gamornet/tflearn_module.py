@@ -578,9 +578,8 @@ def gamornet_train_tflearn(training_imgs, training_labels, validation_imgs, vali
         training_imgs, training_labels, validation_imgs, validation_labels, input_shape, epochs, max_checkpoints,
         batch_size, lr, momentum, decay, nesterov, nestorov, loss, save_model, show_metric, clear_session,
     )
-    load_model = _check_flag(load_model, "load_model")
+    prefix = _checkpoint_prefix(model_load_path) if _check_flag(load_model, "load_model") else None
     training["checkpoint_path"] = _checkpoint_path(files_save_path, options["save_model"])
-    prefix = _checkpoint_prefix(model_load_path) if load_model else None
     model = _new_model(shape, training=training)
     if prefix is not None:
         _restore_in_graph(model, prefix)
@@ -631,8 +630,8 @@ def gamornet_tl_tflearn(training_imgs, training_labels, validation_imgs, validat
     )
     load = _checks.check_bools(load_layers_bools, "load_layers_bools", LOAD_BOOLS_PRESETS)
     trainable = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
-    training["checkpoint_path"] = _checkpoint_path(files_save_path, options["save_model"])
     prefix = _checkpoint_prefix(model_load_path)
+    training["checkpoint_path"] = _checkpoint_path(files_save_path, options["save_model"])
     model = _new_model(shape, trainable, load, training=training)
     _restore_in_graph(model, prefix)
     return _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, options)

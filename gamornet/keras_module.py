@@ -274,7 +274,11 @@ def gamornet_load_model_keras(model, model_load_path):
 
 
 def _compiled_forward(model):
-    """A compiled inference step for ``model``, traced once per model."""
+    """A compiled inference step for ``model``, traced once per model.
+
+    The input signature has an unknown batch size, so the last, partial batch
+    runs the same graph as the others (no retracing).
+    """
     forward = getattr(model, "_gamornet_forward", None)
     if forward is None:
         spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
@@ -288,14 +292,28 @@ def _compiled_forward(model):
 
 
 def _predict_batches(model, img_array, batch_size, progress=True):
+    """Probabilities of ``img_array``, ``batch_size`` images at a time, through the compiled step.
+
+    The next batches are sliced, converted to float32 and handed to TensorFlow
+    in a background thread while the network works on the current one, so the
+    reading of a memory-mapped array and the conversions overlap the compute.
+    """
+    from gamornet.io import prefetch
+
     forward = _compiled_forward(model)
     n_images = img_array.shape[0]
     predictions = np.empty((n_images, 3), dtype=np.float32)
-    with progress_bar(n_images, "Predicting", enabled=progress) as bar:
+
+    def batches():
         for start in range(0, n_images, batch_size):
-            batch = np.asarray(img_array[start : start + batch_size], dtype=np.float32)
-            predictions[start : start + len(batch)] = forward(batch).numpy()
-            bar.update(start + len(batch))
+            batch = np.ascontiguousarray(img_array[start : start + batch_size], dtype=np.float32)
+            yield start, tf.convert_to_tensor(batch)
+
+    with progress_bar(n_images, "Predicting", enabled=progress) as bar:
+        for start, batch in prefetch(batches(), depth=2):
+            stop = start + int(batch.shape[0])
+            predictions[start:stop] = forward(batch).numpy()
+            bar.update(stop)
     return predictions
 
 

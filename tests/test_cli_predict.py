@@ -3,6 +3,9 @@
 import csv
 import glob
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -335,8 +338,6 @@ def test_errors_are_reported_before_any_work(tmp_path, case, capsys, options, me
     assert main(["predict", str(tmp_path / "stack.npy"), *options, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("gamornet predict: error: ")
-    import re
-
     assert re.search(message, err), err
 
 
@@ -351,3 +352,20 @@ def test_partial_path():
     assert _cli_predict.partial_path("a/predictions.csv") == "a/predictions.partial.csv"
     assert _cli_predict.partial_path("t.FITS") == "t.partial.FITS"
     assert _cli_predict.partial_path("t.fits.gz") == "t.partial.fits.gz"
+
+
+# --------------------------------------------------------------------------- the throughput benchmark
+
+
+def test_the_throughput_benchmark_runs_at_tiny_sizes():
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "predict_throughput.py")
+    result = subprocess.run([sys.executable, script, "--quick", "--input-shape", "32,32,1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for method in ("(a) gamornet_predict_keras", "(b) gamornet_predict_tflearn", "(c) gamornet predict, .npy",
+                   "(d) compiled forward pass (floor)"):
+        assert method in out
+    assert "fixed costs: Keras model build + weight loading" in out
+    assert re.search(r"\s+40 images: +\d+\.\d MB peak RSS", out) and re.search(r"\s+160 images: +\d+\.\d MB", out)
+    assert "growth from 40 to 160 images" in out

@@ -606,10 +606,13 @@ def gamornet_tl_tflearn(training_imgs, training_labels, validation_imgs, validat
     model_load_path : str
         The starting checkpoint: a prefix (``path/check-1546293``), a folder
         of checkpoints (its newest) or a published model name.
-    files_save_path, epochs, max_checkpoints, batch_size, lr, momentum, decay, nesterov, loss, save_model, show_metric, clear_session
+    files_save_path, epochs, max_checkpoints, batch_size, lr, momentum, decay
+        As for :func:`gamornet_train_tflearn`. The step counter continues
+        from the checkpoint's, so the new checkpoints are numbered after it,
+        as tflearn numbers them.
+    nesterov, loss, save_model, show_metric, clear_session
         As for :func:`gamornet_train_tflearn` (``nestorov`` is accepted too,
-        as a keyword). The step counter continues from the checkpoint's, so
-        the new checkpoints are numbered after it, as tflearn numbers them.
+        as a keyword).
 
     Returns
     -------

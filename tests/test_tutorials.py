@@ -1,0 +1,185 @@
+"""The three tutorial notebooks run top to bottom, offline, at tiny sizes.
+
+Each notebook is executed with nbclient in a fresh Jupyter kernel. Their sizes
+come from the environment variables ``GAMORNET_TUTORIAL_<NAME>`` that their
+``parameters`` cell reads, and the published models come from a local FTP
+mirror (``GAMORNET_MIRROR``) that serves stand-in models in the published
+layout: a Keras 2 HDF5 file and a TFLearn checkpoint written by real tflearn,
+both holding known CANDELS-sized weights. The prediction notebook's
+probabilities are checked against the independent numpy reference.
+"""
+
+import os
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+import reference
+import servers
+from legacy_files import write_keras2_file
+from tflearn_files import write_tflearn_checkpoint
+
+from gamornet._registry import published_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TUTORIALS = os.path.join(ROOT, "tutorials")
+NOTEBOOKS = ("1_predictions", "2_training", "3_transfer_learning")
+
+#: The survey the notebooks run on in the tests: CANDELS models are half the size of SDSS ones.
+SURVEY = "CANDELS"
+SHAPE = (83, 83, 1)
+
+#: Tiny sizes, as the notebooks' environment variables.
+SIZES = {
+    "SURVEY": SURVEY,
+    "N_GALAXIES": "3",
+    "N_TRAIN": "6",
+    "N_VALIDATION": "3",
+    "EPOCHS": "2",
+    "BATCH_SIZE": "4",
+}
+
+#: How long one notebook may take (kernel start, TensorFlow import, training) before the test fails.
+CELL_TIMEOUT_S = 300
+
+#: Appended to the prediction notebook: saves what the test checks against the reference.
+_SAVE_PREDICTIONS = """
+np.savez(os.path.join(os.environ["GAMORNET_TUTORIAL_TEST_DIR"], "predictions.npz"),
+         images=images, keras=keras_probabilities, tflearn=tflearn_probabilities,
+         keras_classes=keras_classes, tflearn_classes=tflearn_classes)
+"""
+
+
+def _read(name):
+    return nbformat.read(os.path.join(TUTORIALS, f"{name}.ipynb"), as_version=4)
+
+
+@pytest.fixture(scope="module")
+def weights():
+    """Known CANDELS weights for each flavour's local response normalisation."""
+    images = reference.galaxy_images(3, SHAPE, seed=11)
+    return {
+        "keras": reference.calibrated_weights(SHAPE, images, reference.lrn_keras, seed=12),
+        "tflearn": reference.calibrated_weights(SHAPE, images, reference.lrn_tflearn, seed=13),
+    }
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory, weights):
+    """A local FTP server with CANDELS_sim and CANDELS_tl, both flavours, in the published layout."""
+    built = tmp_path_factory.mktemp("fixture-models")
+    keras_file = str(built / "model.hdf5")
+    write_keras2_file(keras_file, weights["keras"], layout="model")
+    tflearn_prefix = write_tflearn_checkpoint(str(built / "check-1"), weights["tflearn"], SHAPE)
+    files = {}
+    for name in ("CANDELS_sim", "CANDELS_tl"):
+        files[published_model(name, "keras").files[0]] = keras_file
+        entry = published_model(name, "tflearn")
+        for path in entry.files:
+            files[path] = tflearn_prefix + path[len(entry.load_path):]
+    root = tmp_path_factory.mktemp("ftp-root")
+    servers.published_layout(root, files)
+    with servers.FTPServer(root) as server:
+        yield server
+
+
+@pytest.fixture
+def tutorial_environment(monkeypatch, mirror, tmp_path):
+    """The kernel's environment: tiny sizes, the local mirror, a fresh cache, online."""
+    monkeypatch.delenv("GAMORNET_OFFLINE", raising=False)
+    monkeypatch.setenv("GAMORNET_MIRROR", mirror.base_url)
+    monkeypatch.setenv("GAMORNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name, value in SIZES.items():
+        monkeypatch.setenv(f"GAMORNET_TUTORIAL_{name}", value)
+    monkeypatch.setenv("GAMORNET_TUTORIAL_OUTPUT_DIR", str(tmp_path / "output"))
+    monkeypatch.setenv("GAMORNET_TUTORIAL_TEST_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _execute(notebook, folder):
+    client = NotebookClient(
+        notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute()
+    return notebook
+
+
+def _outputs(notebook):
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def _figures(notebook):
+    return sum("image/png" in output.get("data", {}) for output in _outputs(notebook))
+
+
+def _text(notebook):
+    return "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                   for output in _outputs(notebook))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_are_committed_clean_with_a_parameters_cell(name):
+    notebook = _read(name)
+    nbformat.validate(notebook)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for cell in code_cells:
+        assert cell.outputs == [] and cell.execution_count is None, f"{name}: commit notebooks with cleared outputs"
+    first = code_cells[0]
+    assert "parameters" in first.metadata.get("tags", [])
+    for parameter in ("SURVEY", "BATCH_SIZE", "SEED"):
+        assert f'{parameter} = parameter("{parameter}"' in first.source
+    sources = "\n".join(cell.source for cell in code_cells)
+    assert "gamornet.keras_module" in sources and "gamornet.tflearn_module" in sources
+    assert "simulate_galaxies" in sources
+
+
+def test_prediction_tutorial(tutorial_environment, mirror, weights):
+    notebook = _read("1_predictions")
+    notebook.cells.append(nbformat.v4.new_code_cell(_SAVE_PREDICTIONS))
+    _execute(notebook, tutorial_environment)
+    # Galaxies, then each galaxy with its probabilities.
+    assert _figures(notebook) >= 2
+    # Both flavours of the published model came from the mirror.
+    for backend in ("keras", "tflearn"):
+        for path in published_model(f"{SURVEY}_tl", backend).files:
+            assert path in mirror.sent, path
+    saved = np.load(tutorial_environment / "predictions.npz")
+    images = saved["images"]
+    assert images.shape == (int(SIZES["N_GALAXIES"]),) + SHAPE
+    expected_keras = reference.forward(images, weights["keras"], lrn=reference.lrn_keras)
+    expected_tflearn = reference.forward(images, weights["tflearn"], lrn=reference.lrn_tflearn)
+    np.testing.assert_allclose(saved["keras"], expected_keras, atol=1e-4)
+    np.testing.assert_allclose(saved["tflearn"], expected_tflearn, atol=1e-4)
+    assert set(saved["keras_classes"]) <= {"disk", "indeterminate", "bulge"}
+
+
+def test_training_tutorial(tutorial_environment):
+    notebook = _execute(_read("2_training"), tutorial_environment)
+    # Example galaxies, a training-curve figure per flavour, probabilities against B/T.
+    assert _figures(notebook) >= 4
+    output = tutorial_environment / "output"
+    assert {"metrics.csv", "trained_model.hdf5"} <= set(os.listdir(output / "keras"))
+    metrics = np.atleast_1d(np.genfromtxt(output / "keras" / "metrics.csv", delimiter=",", names=True))
+    assert len(metrics) == int(SIZES["EPOCHS"])
+    # The newest TFLearn checkpoint only, after EPOCHS one-epoch runs of ceil(6 / 4) = 2 steps each.
+    steps = 2 * int(SIZES["EPOCHS"])
+    checkpoints = [name for name in os.listdir(output / "tflearn") if name.endswith(".index")]
+    assert checkpoints == [f"check-{steps}.index"]
+    assert "validation accuracy" in _text(notebook)
+
+
+def test_transfer_learning_tutorial(tutorial_environment, mirror):
+    notebook = _execute(_read("3_transfer_learning"), tutorial_environment)
+    assert _figures(notebook) >= 4
+    for backend in ("keras", "tflearn"):
+        for path in published_model(f"{SURVEY}_sim", backend).files:
+            assert path in mirror.sent, path
+    output = tutorial_environment / "output"
+    assert {"metrics.csv", "trained_model.hdf5"} <= set(os.listdir(output / "keras"))
+    # The newest checkpoint only; its step counter continues from the published checkpoint's.
+    checkpoints = [name for name in os.listdir(output / "tflearn") if name.endswith(".index")]
+    assert len(checkpoints) == 1
+    assert "after transfer learning (TFLearn)" in _text(notebook)

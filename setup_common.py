@@ -25,19 +25,22 @@ TENSORFLOW_REQUIREMENTS = {
 PACKAGE_NAMES = {"gpu": "gamornet", "cpu": "gamornet-cpu"}
 
 COMMON_REQUIREMENTS = [
-    "keras>=3.15",
-    "numpy>=2.0",
-    "h5py>=3.10",
+    "keras>=3.12",
+    "numpy>=2.2",
+    "h5py>=3.14",
     "tflearn>=0.5.0",
     "wget>=3.2",
     "progressbar2>=4.6",
-    "astropy>=6.0",
+    "astropy>=6.1",
     "pillow>=10.0",
 ]
 
 EXTRAS = {
     "sim": ["galsim>=2.8", "matplotlib>=3.8"],
     "test": ["pytest>=8.0", "pyftpdlib>=2.0", "matplotlib>=3.8"],
+    # Building the documentation and running the tutorials needs Python >= 3.11 (Sphinx 9).
+    "docs": ["sphinx>=9.0", "furo>=2025.12.19", "nbclient>=0.11", "nbformat>=5.11", "ipykernel>=7.4",
+             "matplotlib>=3.8"],
 }
 
 

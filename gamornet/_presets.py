@@ -16,6 +16,47 @@ INPUT_SHAPES = {
 WEIGHTED_LAYER_NUMBERS = (2, 5, 8, 9, 10, 13, 15, 17)
 N_WEIGHTED_LAYERS = len(WEIGHTED_LAYER_NUMBERS)
 
+#: The 5 convolutional layers of Table 2: (filters, kernel side, stride); each
+#: of the layers at the indices in ``_POOLED_AFTER`` is followed by a 3x3,
+#: stride-2 max-pool.
+_CONV_LAYERS = ((96, 11, 4), (256, 5, 1), (384, 3, 1), (384, 3, 1), (256, 3, 1))
+_POOLED_AFTER = (0, 1, 4)
+_DENSE_UNITS = (4096, 4096, 3)
+
+
+def weight_shapes(input_shape):
+    """Shapes of the weights of the 8 weighted layers for an input (x, y, ndim).
+
+    Follows Table 2 of Ghosh et al. (2020) with 'same' padding, where a layer of
+    stride s maps a side of n pixels to ceil(n / s).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        A resolved (x, y, ndim).
+
+    Returns
+    -------
+    list of ((int, ...), (int,))
+        (kernel shape, bias shape) per weighted layer, in Keras layout: conv
+        kernels (side, side, channels in, filters), dense kernels (inputs, units).
+        TFLearn's ``W`` and ``b`` variables have the same shapes.
+    """
+    rows, columns, channels = (int(size) for size in input_shape)
+    shapes = []
+    for index, (filters, side, stride) in enumerate(_CONV_LAYERS):
+        shapes.append(((side, side, channels, filters), (filters,)))
+        channels = filters
+        rows, columns = -(-rows // stride), -(-columns // stride)
+        if index in _POOLED_AFTER:
+            rows, columns = -(-rows // 2), -(-columns // 2)
+    inputs = rows * columns * channels
+    for units in _DENSE_UNITS:
+        shapes.append(((inputs, units), (units,)))
+        inputs = units
+    return shapes
+
+
 #: Named ``trainable_bools`` presets.
 TRAINABLE_BOOLS_PRESETS = {
     "train_bools_SDSS": (True,) * 8,

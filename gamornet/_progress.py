@@ -6,6 +6,27 @@ import sys
 import progressbar
 
 
+class CurrentStderr:
+    """Standard error as it is at each write.
+
+    Given ``sys.stderr`` itself, progressbar2 writes to the stream that was
+    standard error when progressbar2 was first imported, which may since have
+    been replaced and closed (by a notebook kernel or a test runner).
+    """
+
+    def write(self, text):
+        return sys.stderr.write(text)
+
+    def flush(self):
+        sys.stderr.flush()
+
+    def isatty(self):
+        try:
+            return sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+
 class _NoBar:
     def update(self, value):
         pass
@@ -32,7 +53,7 @@ def progress_bar(total, label, unit="images", enabled=True):
         " ",
         progressbar.ETA(),
     ]
-    bar = progressbar.ProgressBar(max_value=total, widgets=widgets, fd=sys.stderr, redirect_stdout=False)
+    bar = progressbar.ProgressBar(max_value=total, widgets=widgets, fd=CurrentStderr(), redirect_stdout=False)
     bar.start()
     try:
         yield bar

@@ -19,6 +19,15 @@ TFLEARN_CHECKPOINT_SUFFIXES = (".data-00000-of-00001", ".index", ".meta")
 
 BACKENDS = ("keras", "tflearn")
 
+#: The (weight, bias) variables of the 8 weighted layers in the published
+#: TFLearn checkpoints, in network order (TFLearn's default scope names). Their
+#: shapes are those of ``gamornet._presets.weight_shapes``.
+TFLEARN_WEIGHT_VARIABLES = tuple(
+    (f"{scope}/W", f"{scope}/b")
+    for scope in ("Conv2D", "Conv2D_1", "Conv2D_2", "Conv2D_3", "Conv2D_4",
+                  "FullyConnected", "FullyConnected_1", "FullyConnected_2")
+)
+
 
 @dataclass(frozen=True)
 class PublishedModel:

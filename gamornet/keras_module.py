@@ -13,7 +13,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import h5py  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -28,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from gamornet import _checks, _registry  # noqa: E402
 from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
+from gamornet._hdf5 import read_legacy_hdf5_weights as _read_legacy_hdf5_weights  # noqa: E402
 from gamornet._presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 from gamornet._progress import progress_bar  # noqa: E402
 
@@ -157,60 +157,6 @@ def _weighted_layers(model):
     layers = [layer for layer in model.layers if layer.weights]
     if len(layers) != 8:
         raise ValueError(f"expected a GaMorNet model with 8 weighted layers. Received a model with {len(layers)}")
-    return layers
-
-
-def _as_str(value):
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _natural_key(name):
-    import re
-
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def _read_legacy_hdf5_weights(path):
-    """Read the 8 [kernel, bias] pairs of a legacy Keras HDF5 file, in layer order.
-
-    Handles both layouts of Keras 2 (and Keras 3's legacy writer): ``model.save()``
-    (layers under a ``model_weights`` group) and ``save_weights()`` (layers at the
-    root). The order is the file's ``layer_names`` attribute; names are ignored.
-    """
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise OSError(f"could not open the Keras model file {path!r} as HDF5: {error}") from None
-    with handle:
-        group = handle["model_weights"] if "model_weights" in handle else handle
-        if "layer_names" in group.attrs:
-            layer_names = [_as_str(name) for name in group.attrs["layer_names"]]
-        else:
-            layer_names = sorted(
-                (key for key in group if isinstance(group[key], h5py.Group)), key=_natural_key
-            )
-        layers = []
-        for layer_name in layer_names:
-            if layer_name not in group:
-                raise ValueError(
-                    f"the Keras model file {path!r} is corrupt: it lists layer {layer_name!r} but holds no such group"
-                )
-            layer_group = group[layer_name]
-            weight_names = [_as_str(name) for name in layer_group.attrs.get("weight_names", [])]
-            if not weight_names:
-                continue
-            try:
-                arrays = [np.asarray(layer_group[weight_name]) for weight_name in weight_names]
-            except (KeyError, OSError) as error:
-                raise ValueError(
-                    f"the Keras model file {path!r} is corrupt: layer {layer_name!r} lacks a weight ({error})"
-                ) from None
-            layers.append((layer_name, arrays))
-    if len(layers) != 8:
-        raise ValueError(
-            f"the Keras model file {path!r} does not hold a GaMorNet model: expected 8 layers with weights "
-            f"(5 convolutional, 3 dense), found {len(layers)}"
-        )
     return layers
 
 

@@ -16,6 +16,7 @@ import gamornet
 #: Subcommand modules, in the order ``--help`` lists them.
 _SUBCOMMAND_MODULES = (
     "gamornet._cli_predict",
+    "gamornet._cli_models",
 )
 
 

@@ -173,17 +173,20 @@ def timers(args, shape, images, npy_files, keras_path, tflearn_prefix, workdir):
 
 
 def time_methods(functions, sizes, repeats):
+    """Wall and CPU seconds (all threads of this process) of every method and size, interleaved."""
     times = {(key, n): [] for key in functions for n in sizes}
+    cpu_times = {(key, n): [] for key in functions for n in sizes}
     keys = list(functions)
     for repeat in range(repeats):
         order = keys[repeat % len(keys):] + keys[: repeat % len(keys)]  # rotate, so no method always goes first
         for n in sizes if repeat % 2 == 0 else sizes[::-1]:
             for key in order:
                 with quiet_stderr():
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     functions[key](n)
                     times[(key, n)].append(time.perf_counter() - start)
-    return times
+                    cpu_times[(key, n)].append(time.process_time() - cpu_start)
+    return times, cpu_times
 
 
 def rates(times, key, sizes, pick):
@@ -258,23 +261,30 @@ def main(argv=None):
             npy_files[n] = os.path.join(workdir, f"images_{n}.npy")
             np.save(npy_files[n], images[:n])
         functions = timers(args, shape, images, npy_files, keras_path, tflearn_prefix, workdir)
-        times = time_methods(functions, args.sizes, args.repeats)
+        times, cpu_times = time_methods(functions, args.sizes, args.repeats)
+        cpu = {key: rates(cpu_times, key, args.sizes, min) for key in functions}
 
         best = {key: rates(times, key, args.sizes, min) for key in functions}
         median = {key: rates(times, key, args.sizes, statistics.median) for key in functions}
         floor_rate = best.get("d", (float("nan"),))[0]
         print()
-        print(f"{'method':<38} {'images/s':>9} {'(median)':>9} {'x floor':>8} {'fixed s':>8}   target")
+        cpu_floor = cpu.get("d", (float("nan"),))[0]
+        print(f"{'method':<38} {'images/s':>9} {'(median)':>9} {'x floor':>8} {'fixed s':>8} "
+              f"{'img/CPU-s':>9} {'x floor':>8}   target")
         for key in functions:
             rate, fixed = best[key]
             ratio = rate / floor_rate if "d" in best else float("nan")
+            cpu_rate = cpu[key][0]
             if key == "d":
                 target = "floor"
             elif ratio != ratio:  # nan: the sizes are too small for a marginal rate to stand out of the noise
                 target = "n/a (sizes too small)"
             else:
                 target = ("PASS" if ratio >= 0.9 else "FAIL") + " (>= 0.9)"
-            print(f"{METHODS[key]:<38} {rate:>9.1f} {median[key][0]:>9.1f} {ratio:>8.3f} {fixed:>8.2f}   {target}")
+            print(f"{METHODS[key]:<38} {rate:>9.1f} {median[key][0]:>9.1f} {ratio:>8.3f} {fixed:>8.2f} "
+                  f"{cpu_rate:>9.1f} {cpu_rate / cpu_floor:>8.3f}   {target}")
+        print("images/s: marginal wall-clock rate (best of the repeats); img/CPU-s: marginal images per CPU-second "
+              "of this process (all threads), which other programs on the machine disturb less")
         print()
         print("raw times (s), per size, in run order:")
         for key in functions:

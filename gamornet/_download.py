@@ -750,10 +750,11 @@ def _not_cached_offline(entry, root, bases):
         f"{_describe(entry)} is not in the cache, and {ENV_OFFLINE} is set, so gamornet does not use the network.",
     ]
     for relative_path, _ in _files_of(entry):
-        lines.append(f"  URL tried: {bases[0] + relative_path}")
-        lines.append(f"  cache path: {_local(root, relative_path)}")
+        lines.append(f"  download URL: {bases[0] + relative_path}")
+        lines.append(f"  cache path:   {_local(root, relative_path)}")
+    once = " (or use the model once)" if isinstance(entry, _registry.PublishedModel) else ""
     lines.append(
-        f"To get it: unset {ENV_OFFLINE} and run `{_download_command(entry)}` (or use the model once); or "
+        f"To get it: unset {ENV_OFFLINE} and run `{_download_command(entry)}`{once}; or "
         "download the file(s) by hand from the URL(s) above and place them at the cache path(s); or set "
         f"{ENV_MIRROR} to a mirror that holds a copy (an ftp://, http(s):// or file:// URL, or a local folder, "
         f"laid out like {_registry.DEFAULT_BASE_URL})."

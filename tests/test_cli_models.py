@@ -158,7 +158,7 @@ def test_download_offline_and_unreachable(capsys, monkeypatch, environment):
     assert cli.main(["download", "SDSS_tl"]) == 1
     error = capsys.readouterr().err
     assert "gamornet download: error: the Keras model 'SDSS_tl' is not in the cache, and GAMORNET_OFFLINE is set" in error
-    assert "URL tried: ftp://ftp.astro.yale.edu/pub/aghosh/gamornet_keras/trained_models/SDSS/tl/model_sdsss_tl.hdf5" in error
+    assert "download URL: ftp://ftp.astro.yale.edu/pub/aghosh/gamornet_keras/trained_models/SDSS/tl/model_sdsss_tl.hdf5" in error
     port = servers.closed_port()
     monkeypatch.setenv("GAMORNET_OFFLINE", "0")
     monkeypatch.setenv("GAMORNET_MIRROR", f"ftp://127.0.0.1:{port}/pub/aghosh/")

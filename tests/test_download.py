@@ -259,8 +259,9 @@ def test_first_use_downloads_tflearn_checkpoint(monkeypatch, environment, ftp, t
 
 def test_tflearn_first_use_predicts(monkeypatch, environment, tmp_path):
     """End to end with the TFLearn backend, against the independent reference (TFLearn's LRN)."""
-    tflearn_files = pytest.importorskip("tflearn_files")
-    tflearn_module = pytest.importorskip("gamornet.tflearn_module")
+    import tflearn_files
+    from gamornet import tflearn_module
+
     images, weights = tflearn_files.calibrated_case(CANDELS)
     # A checkpoint written by tflearn itself from a training graph, as the published ones were.
     prefix = tflearn_files.write_tflearn_checkpoint(str(tmp_path / "written" / "check-562800"), weights, CANDELS)
@@ -525,8 +526,8 @@ def test_offline_without_cache_says_what_to_do(monkeypatch, environment):
         _download.fetch_model("CANDELS_sim", "keras")
     message = str(caught.value)
     assert "the Keras model 'CANDELS_sim' is not in the cache, and GAMORNET_OFFLINE is set" in message
-    assert f"URL tried: ftp://ftp.astro.yale.edu/pub/aghosh/{KERAS_PATH}" in message
-    assert f"cache path: {environment / KERAS_PATH}" in message
+    assert f"download URL: ftp://ftp.astro.yale.edu/pub/aghosh/{KERAS_PATH}" in message
+    assert f"cache path:   {environment / KERAS_PATH}" in message
     assert "`gamornet download CANDELS_sim --backend keras`" in message
     assert "download the file(s) by hand" in message and "set GAMORNET_MIRROR" in message
     # The TFLearn checkpoint lists its three files; offline never opens a connection, even to a mirror.
@@ -537,7 +538,7 @@ def test_offline_without_cache_says_what_to_do(monkeypatch, environment):
         time.sleep(0.2)
         assert silent.connections == 0
     for relative_path in TFLEARN_SIM.files:
-        assert f"URL tried: {silent.base_url}{relative_path}" in str(caught.value)
+        assert f"download URL: {silent.base_url}{relative_path}" in str(caught.value)
     assert not environment.exists() or cached_files(environment) == []
 
 

@@ -17,6 +17,7 @@ set ``clear_session=True`` in notebooks is no longer needed.
 import atexit
 import functools
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -205,6 +206,24 @@ def gamornet_build_model_tflearn(input_shape, trainable_bools=_ALL_TRUE, load_la
 # --------------------------------------------------------------------------- loading
 
 
+def _newest_checkpoint(folder):
+    """The newest checkpoint of ``folder``: as its ``checkpoint`` file says, else the highest step number.
+
+    tflearn records absolute paths in the ``checkpoint`` file, which go stale
+    when a folder of checkpoints is moved or copied; the step numbers in the
+    file names (``check-<step>.index``) do not.
+    """
+    newest = tf.train.latest_checkpoint(folder)
+    if newest is not None:
+        return newest
+    steps = {}
+    for name in os.listdir(folder):
+        match = re.fullmatch(r"(.+-(\d+))\.index", name)
+        if match and os.path.isfile(os.path.join(folder, match.group(1) + _CHECKPOINT_ENDINGS[0])):
+            steps[int(match.group(2))] = os.path.join(folder, match.group(1))
+    return steps[max(steps)] if steps else None
+
+
 def _checkpoint_prefix(model_load_path):
     """Resolve ``model_load_path`` to the prefix of an existing checkpoint.
 
@@ -228,7 +247,7 @@ def _checkpoint_prefix(model_load_path):
             prefix = prefix[: -len(ending)]
             break
     if os.path.isdir(prefix):
-        newest = tf.train.latest_checkpoint(prefix)
+        newest = _newest_checkpoint(prefix)
         if newest is None:
             raise FileNotFoundError(
                 f"model_load_path {prefix!r} is a folder without a TFLearn checkpoint: give the checkpoint "

@@ -239,6 +239,26 @@ def test_unreadable_checkpoint_is_named(folder):
         tm.gamornet_predict_tflearn(np.zeros((1, 64, 64, 1)), prefix, SMALL)
 
 
+def test_moved_folder_of_checkpoints_and_truncated_data(checkpoints, folder):
+    prefix, images, weights = checkpoints(SMALL)
+    # a copy without tflearn's `checkpoint` file (whose absolute paths go stale when folders move):
+    # the highest step number is the newest
+    for step in (99, 100):
+        for ending in (".index", ".meta", ".data-00000-of-00001"):
+            os.link(prefix + ending, str(folder / f"check-{step}{ending}"))
+    os.remove(folder / "check-99.data-00000-of-00001")  # an incomplete one does not count
+    model = tm.gamornet_load_model_tflearn(tm.gamornet_build_model_tflearn(SMALL), str(folder))
+    assert np.abs(model.predict(images[:1]) - reference.forward(images[:1], weights, reference.lrn_tflearn)).max() \
+        < TOLERANCE
+    model.session.close()
+    truncated = str(folder / "check-7")
+    os.link(prefix + ".index", truncated + ".index")
+    with open(prefix + ".data-00000-of-00001", "rb") as source, open(truncated + ".data-00000-of-00001", "wb") as out:
+        out.write(source.read(1 << 20))
+    with pytest.raises(OSError, match=f"could not read the TFLearn checkpoint '{truncated}'"):
+        tm.gamornet_predict_tflearn(images[:1], truncated, SMALL)
+
+
 def test_checkpoint_of_another_input_shape(checkpoints):
     prefix, _, _ = checkpoints(SMALL)
     with pytest.raises(ValueError, match=r"does not fit this network: variable 'FullyConnected/W' has shape "

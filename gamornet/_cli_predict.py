@@ -351,6 +351,8 @@ def run(args):
         thresholds = default_threshold_set(args.backend, data_set)
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
     kind = _output_format(args.output)
+    if args.hdu is not None:
+        _checks.check_positive_int(args.hdu, "--hdu", allow_zero=True)
     reader = ImageReader(args.inputs, input_shape, batch_size=batch_size, hdu=args.hdu, skip_bad=args.skip_bad)
     if not _registry.is_published_name(args.model) and args.backend == "keras":
         _checks.check_model_file(args.model, "--model")
@@ -396,6 +398,7 @@ def _report(table, bad_inputs, output, thresholds):
     print(f"gamornet predict: classified {table.rows} images with the thresholds {_describe_thresholds(thresholds)}; "
           f"the table is in {where}", file=sys.stderr)
     if bad_inputs:
-        print(f"gamornet predict: skipped {len(bad_inputs)} bad inputs:", file=sys.stderr)
+        plural = "s" if len(bad_inputs) > 1 else ""
+        print(f"gamornet predict: skipped {len(bad_inputs)} bad input{plural}:", file=sys.stderr)
         for bad in bad_inputs:
             print(f"  {bad}", file=sys.stderr)

@@ -327,6 +327,8 @@ def test_progress_bar_shows_images_per_second(tmp_path, case, capsys):
         (["--model", "{model}", "--input-shape", "CANDELS", "--batch-size", "0"],
          r"--batch-size must be a positive integer. Received: --batch-size=0"),
         (["--model", "{tmp}/absent.hdf5", "--input-shape", "CANDELS"], r"--model: no model file found at '.*absent.hdf5'"),
+        (["--model", "{model}", "--input-shape", "CANDELS", "--hdu", "-1"],
+         r"--hdu must be a non-negative integer. Received: --hdu=-1"),
         (["--model", "SDSS_tl", "--input-shape", "CANDELS"],
          r"the published model 'SDSS_tl' takes images of shape \(167, 167, 1\), but --input-shape is \(83, 83, 1\)"),
     ],

@@ -309,29 +309,6 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
 # --------------------------------------------------------------------------- training
 
 
-def _check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape):
-    _checks.check_images(training_imgs, shape, "training_imgs")
-    _checks.check_labels(training_labels, training_imgs.shape[0], "training_labels")
-    _checks.check_images(validation_imgs, shape, "validation_imgs")
-    _checks.check_labels(validation_labels, validation_imgs.shape[0], "validation_labels")
-
-
-def _save_folder(files_save_path):
-    """Resolve ``files_save_path`` to a folder, or None for '/dev/null'."""
-    if not isinstance(files_save_path, (str, os.PathLike)):
-        raise TypeError(
-            "files_save_path must be the path of a folder (or '/dev/null' to save nothing). "
-            f"Received an object of type {type(files_save_path).__name__}"
-        )
-    path = os.fspath(files_save_path)
-    if os.path.normpath(path) == os.devnull:
-        return None
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"files_save_path must be a folder, but {path!r} is a file")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 def _save_model_atomically(model, path):
     """Write ``model`` as a legacy HDF5 file (Keras picks the format by the .hdf5 ending)."""
     with atomic_path(path, suffix=".hdf5") as temporary:
@@ -483,10 +460,10 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
         A missing or unreadable model file, or an unwritable ``files_save_path``.
     """
     shape = _checks.check_input_shape(input_shape)
-    _check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
+    _checks.check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
     epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
     nesterov = _checks.resolve_nesterov(nestorov, nesterov)
-    folder = _save_folder(files_save_path)
+    folder = _checks.resolve_save_folder(files_save_path)
     model = gamornet_build_model_keras(shape)
     if load_model:
         gamornet_load_model_keras(model, model_load_path)
@@ -529,12 +506,12 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
         A missing or unreadable model file, or an unwritable ``files_save_path``.
     """
     shape = _checks.check_input_shape(input_shape)
-    _check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
+    _checks.check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
     load_bools = _checks.check_bools(load_layers_bools, "load_layers_bools", LOAD_BOOLS_PRESETS)
     train_bools = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
     epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
     nesterov = _checks.resolve_nesterov(nesterov, nestorov)
-    folder = _save_folder(files_save_path)
+    folder = _checks.resolve_save_folder(files_save_path)
     model = gamornet_build_model_keras(shape)
     _load_weights_into(model, model_load_path, load_bools)
     for layer, trainable in zip(_weighted_layers(model), train_bools):

@@ -17,6 +17,7 @@ import gamornet
 _SUBCOMMAND_MODULES = (
     "gamornet._cli_predict",
     "gamornet._cli_models",
+    "gamornet._cli_simulate",
 )
 
 

@@ -1,0 +1,140 @@
+"""Tests of the demo pipeline (gamornet.demo) and the `gamornet simulate` / `gamornet demo` subcommands."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gamornet import cli
+from gamornet.demo import confusion_counts, format_handbook_table, run_demo, summary_metrics
+from gamornet.simulate import read_parameter_table
+
+pytest.importorskip("galsim")
+
+# Actual classes (rows) x predicted classes (columns), written out by hand.
+_COUNTS = np.array([[40, 5, 5], [2, 6, 2], [1, 4, 35]])
+
+
+def test_confusion_counts_count_each_pair():
+    true = [0, 0, 0, 1, 2, 2, 2, 2]
+    predicted = [0, 0, 2, 1, 2, 2, 1, 0]
+    assert confusion_counts(true, predicted).tolist() == [[2, 0, 1], [0, 1, 0], [1, 1, 2]]
+    with pytest.raises(ValueError, match="same length"):
+        confusion_counts([0, 1], [0])
+    with pytest.raises(ValueError, match=r"classes must be 0 \(disk\), 1 \(indeterminate\) or 2 \(bulge\)"):
+        confusion_counts([0, 3], [0, 1])
+
+
+def test_summary_metrics_and_the_handbook_table():
+    metrics = summary_metrics(_COUNTS)
+    assert metrics["n_test"] == 100
+    assert metrics["disk_recall"] == pytest.approx(40 / 50)
+    assert metrics["bulge_recall"] == pytest.approx(35 / 40)
+    assert metrics["accuracy"] == pytest.approx(81 / 100)
+    assert metrics["indeterminate_fraction"] == pytest.approx(15 / 100)
+    # The handbook's columns: of the galaxies predicted disk, the share actually disk / bulge.
+    assert metrics["handbook"][0, 0] == pytest.approx(100 * 40 / 43)
+    assert metrics["handbook"][2, 0] == pytest.approx(100 * 1 / 43)
+    assert metrics["handbook"][0, 2] == pytest.approx(100 * 5 / 42)
+    assert metrics["handbook"][2, 2] == pytest.approx(100 * 35 / 42)
+    text = format_handbook_table(_COUNTS)
+    assert "| Actual Disks               |          93.02% |           11.90% |" in text
+    assert "| Actual Bulges              |           2.33% |           83.33% |" in text
+    assert "Disk recall:  0.800   Bulge recall: 0.875" in text
+    assert "Indeterminate fraction (predicted): 15.0%" in text
+    assert "Accuracy (three classes): 81.0%" in text
+
+
+def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
+    output = tmp_path / "demo_output"
+    status = cli.main([
+        "demo", "--output-dir", str(output), "--size", "32", "--n-train", "48", "--n-validation", "16",
+        "--n-test", "30", "--epochs", "2", "--batch-size", "16", "--workers", "1", "--quiet", "--seed", "3",
+    ])  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "| Actual Disks" in printed and "Disk recall:" in printed and "Indeterminate fraction" in printed
+    for name in ("trained_model.hdf5", "metrics.csv", "predictions.csv", "preprocessing.json", "demo.png"):
+        assert (output / name).is_file(), name
+    assert not [path.name for path in output.iterdir() if path.name.startswith(".tmp")]
+    with open(output / "metrics.csv", newline="") as stream:
+        history = list(csv.DictReader(stream))
+    assert [int(row["epoch"]) for row in history] == [0, 1]
+    with open(output / "predictions.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 30
+    probabilities = np.array([[float(row[key]) for key in ("p_disk", "p_indeterminate", "p_bulge")] for row in rows])
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+    names = np.array(["disk", "indeterminate", "bulge"])
+    assert [row["predicted_label"] for row in rows] == list(names[probabilities.argmax(axis=1)])
+    # The true label beside the probabilities follows the paper's rule from the true B/T.
+    for row in rows:
+        ratio = float(row["bulge_to_total"])
+        assert row["true_label"] == ("disk" if ratio < 0.45 else "bulge" if ratio > 0.55 else "indeterminate")
+    # The printed counts are those of predictions.csv.
+    true = np.array([list(names).index(row["true_label"]) for row in rows])
+    counts = confusion_counts(true, probabilities.argmax(axis=1))
+    assert format_handbook_table(counts) in printed
+    settings = json.loads((output / "preprocessing.json").read_text())
+    assert settings["input_shape"] == [32, 32, 1] and settings["preprocess_images"]["stretch"] == "asinh"
+    assert (output / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_refuses_bad_settings_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="n_train must be a positive integer"):
+        run_demo(str(tmp_path / "a"), n_train=0)
+    with pytest.raises(ValueError, match="stretch must be one of"):
+        run_demo(str(tmp_path / "b"), stretch="sqrt")
+    with pytest.raises(ValueError, match="thresholds must be"):
+        run_demo(str(tmp_path / "c"), thresholds="keras_HST")
+    with pytest.raises(ValueError, match="preset must be 'SDSS', 'CANDELS'"):
+        run_demo(str(tmp_path / "d"), preset="HST")
+    file_path = tmp_path / "a_file"
+    file_path.write_text("")
+    with pytest.raises(NotADirectoryError, match="output_dir must be a folder"):
+        run_demo(str(file_path))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_simulate_command_writes_fits_table_and_arrays(tmp_path, capsys):
+    output = tmp_path / "sims"
+    status = cli.main(["simulate", "12", "--output-dir", str(output), "--size", "24", "--npy", "--workers", "1",
+                       "--quiet", "--seed", "4"])  # fmt: skip
+    assert status == 0
+    assert "Simulated 12 CANDELS-like galaxies (24x24 pixels of 0.06 arcsec)" in capsys.readouterr().out
+    assert sorted(os.listdir(output)) == sorted(
+        [f"output_img_{i}.fits" for i in range(12)] + ["sim_para.txt", "images.npy", "labels.npy"]
+    )
+    table = read_parameter_table(str(output / "sim_para.txt"))
+    labels = np.load(output / "labels.npy")
+    assert labels.shape == (12, 3) and np.array_equal(labels.argmax(axis=1), table["label"])
+    assert np.load(output / "images.npy").shape == (12, 24, 24, 1)
+
+
+def test_simulate_command_table_only_with_sky(tmp_path):
+    output = tmp_path / "sky"
+    assert cli.main(["simulate", "3", "--output-dir", str(output), "--preset", "SDSS", "--size", "16", "--no-fits",
+                     "--keep-sky", "--quiet", "--workers", "1"]) == 0  # fmt: skip
+    assert sorted(os.listdir(output)) == ["sim_para.txt"]
+
+
+def test_subcommands_refuse_bad_command_lines(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["simulate", "0", "--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "expected a positive integer, got '0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["simulate", "5"])
+    assert "--output-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--lr", "-1"])
+    assert "expected a positive number, got '-1'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--stretch", "sqrt"])
+    # Bad values that argparse lets through are reported as a gamornet error, exit status 1.
+    file_path = tmp_path / "a_file"
+    file_path.write_text("")
+    assert cli.main(["demo", "--output-dir", str(file_path)]) == 1
+    assert "gamornet demo: error: output_dir must be a folder" in capsys.readouterr().err

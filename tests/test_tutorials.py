@@ -162,6 +162,7 @@ def test_training_tutorial(tutorial_environment):
     assert _figures(notebook) >= 4
     output = tutorial_environment / "output"
     assert {"metrics.csv", "trained_model.hdf5"} <= set(os.listdir(output / "keras"))
+    assert (output / "preprocessing.json").is_file()
     metrics = np.atleast_1d(np.genfromtxt(output / "keras" / "metrics.csv", delimiter=",", names=True))
     assert len(metrics) == int(SIZES["EPOCHS"])
     # The newest TFLearn checkpoint only, after EPOCHS one-epoch runs of one step (4 galaxies, batches of 4).

@@ -136,6 +136,7 @@ def test_notebooks_are_committed_clean_with_a_parameters_cell(name):
     assert "simulate_galaxies" in sources
 
 
+@pytest.mark.slow
 def test_prediction_tutorial(tutorial_environment, mirror, weights):
     notebook = _read("1_predictions")
     notebook.cells.append(nbformat.v4.new_code_cell(_SAVE_PREDICTIONS))
@@ -156,6 +157,7 @@ def test_prediction_tutorial(tutorial_environment, mirror, weights):
     assert set(saved["keras_classes"]) <= {"disk", "indeterminate", "bulge"}
 
 
+@pytest.mark.slow
 def test_training_tutorial(tutorial_environment):
     notebook = _execute(_read("2_training"), tutorial_environment)
     # Example galaxies, a training-curve figure per flavour, probabilities against B/T.
@@ -172,6 +174,7 @@ def test_training_tutorial(tutorial_environment):
     assert "validation accuracy" in _text(notebook)
 
 
+@pytest.mark.slow
 def test_transfer_learning_tutorial(tutorial_environment, mirror):
     notebook = _execute(_read("3_transfer_learning"), tutorial_environment)
     assert _figures(notebook) >= 4

@@ -102,6 +102,11 @@ def add_parser(subparsers):
                           help=f"{helptext} (default {DEMO_DEFAULTS[key]})")  # fmt: skip
     demo.add_argument("--lr", type=_positive_float, default=DEMO_DEFAULTS["lr"],
                       help=f"SGD learning rate (default {DEMO_DEFAULTS['lr']})")  # fmt: skip
+    demo.add_argument("--lr-schedule", choices=("cosine", "constant"), default=DEMO_DEFAULTS["lr_schedule"],
+                      help="cosine: warm up over half an epoch, then a half cosine down to 0; constant: lr throughout "
+                           f"(default {DEMO_DEFAULTS['lr_schedule']})")  # fmt: skip
+    demo.add_argument("--magnitude-range", type=float, nargs=2, metavar=("BRIGHT", "FAINT"), default=None,
+                      help="total magnitudes (AB) of the simulated galaxies (default: the preset's)")  # fmt: skip
     demo.add_argument("--momentum", type=float, default=DEMO_DEFAULTS["momentum"],
                       help=f"SGD momentum (default {DEMO_DEFAULTS['momentum']})")  # fmt: skip
     demo.add_argument("--nesterov", action=_BooleanFlag, default=DEMO_DEFAULTS["nesterov"],
@@ -175,8 +180,9 @@ def run_demo_command(args):
     run_demo(
         output_dir=args.output_dir, preset=args.preset, size=args.size, n_train=args.n_train,
         n_validation=args.n_validation, n_test=args.n_test, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, stretch=args.stretch, scaling=args.scaling,
-        softening=args.softening, seed=args.seed, thresholds=args.thresholds, n_workers=args.workers, progress=not args.quiet,
-        plot=not args.no_plot,
+        lr=args.lr, lr_schedule=args.lr_schedule, momentum=args.momentum, nesterov=args.nesterov,
+        stretch=args.stretch, scaling=args.scaling, softening=args.softening, seed=args.seed,
+        magnitude_range=args.magnitude_range, thresholds=args.thresholds, n_workers=args.workers,
+        progress=not args.quiet, plot=not args.no_plot,
     )  # fmt: skip
     return 0

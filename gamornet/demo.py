@@ -41,7 +41,7 @@ from gamornet._atomic import atomic_path, atomic_write
 from gamornet._presets import CLASS_NAMES, labels_from_bulge_to_total
 from gamornet.preprocess import preprocess_images, preprocessing_settings
 
-__all__ = ["DEMO_DEFAULTS", "run_demo", "confusion_counts", "format_handbook_table"]
+__all__ = ["DEMO_DEFAULTS", "demo_survey", "run_demo", "confusion_counts", "format_handbook_table"]
 
 #: The settings ``make demo`` runs with (``gamornet demo`` without options).
 DEMO_DEFAULTS = {
@@ -51,15 +51,66 @@ DEMO_DEFAULTS = {
     "n_validation": 400,
     "n_test": 1000,
     "epochs": 8,
-    "batch_size": 64,
+    "batch_size": 32,
     "lr": 0.003,
+    "lr_schedule": "cosine",
     "momentum": 0.9,
     "nesterov": True,
     "stretch": "asinh",
     "scaling": "peak",
     "softening": 3.0,
     "seed": 0,
+    "magnitude_range": None,
 }
+
+#: Half-light radius of the largest disk, as a fraction of the cutout's half-width: 2.5 R_e holds ~92% of an
+#: exponential disk's light, so the cutout holds nearly all of every disk and the true L_B/L_T is what it shows.
+_DISK_FILLS_HALF_WIDTH = 1 / 2.5
+
+
+def demo_survey(preset="CANDELS", size=64, magnitude_range=None):
+    """The survey preset the demo simulates: the preset's instrument in ``size`` x ``size`` cutouts.
+
+    The instrument (pixel scale, PSF, sky, noise) and the ranges of L_B/L_T,
+    axis ratios and bulge sizes are the preset's (:mod:`gamornet.simulate`).
+    Two ranges are adapted to the cutout:
+
+    - disk half-light radii stop at 0.4 of the cutout's half-width (for
+      CANDELS in 64 x 64 pixels: 0.77 arcsec instead of 1.2), so that a disk is
+      not cut by the cutout's edges, which would make it look more
+      bulge-dominated than its true L_B/L_T says; bulge radii stop at the same
+      limit;
+    - ``magnitude_range``, when given, replaces the preset's.
+
+    Parameters
+    ----------
+    preset : {'SDSS', 'CANDELS'} or gamornet.simulate.SurveyPreset
+        The survey.
+    size : int
+        Cutout size (pixels, square).
+    magnitude_range : tuple of float, optional
+        Total magnitudes (AB mag) of the galaxies; default the preset's.
+
+    Returns
+    -------
+    gamornet.simulate.SurveyPreset
+    """
+    import dataclasses
+
+    from gamornet.simulate import get_preset
+
+    size = _checks.check_positive_int(size, "size")
+    survey = get_preset(preset, (size, size))
+    largest = _DISK_FILLS_HALF_WIDTH * size * survey.pixel_scale / 2
+    disk_low, disk_high = survey.disk_radius_range
+    bulge_low, bulge_high = survey.bulge_radius_range
+    changes = {
+        "disk_radius_range": (min(disk_low, largest), min(disk_high, largest)),
+        "bulge_radius_range": (min(bulge_low, largest), min(bulge_high, largest)),
+    }
+    if magnitude_range is not None:
+        changes["magnitude_range"] = tuple(magnitude_range)
+    return dataclasses.replace(survey, **changes)
 
 
 def _say(stream, message):
@@ -265,14 +316,28 @@ def _plot(path, metrics_path, counts, images, parameters, predicted, probabiliti
     plt.close(figure)
 
 
+def _learning_rate(lr, lr_schedule, epochs, steps_per_epoch):
+    """The learning rate given to the optimiser: ``lr``, or a warm-up and cosine schedule peaking at ``lr``."""
+    if lr_schedule == "constant":
+        return lr
+    import keras
+
+    total = epochs * steps_per_epoch
+    warmup = min(max(1, steps_per_epoch // 2), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        lr / 20, decay_steps=max(1, total - warmup), alpha=0.0, warmup_target=lr, warmup_steps=warmup
+    )
+
+
 def _derived_seeds(seed):
     """Three independent master seeds (training, validation, test) from one."""
     return [int(value) for value in np.random.SeedSequence(seed).generate_state(3, dtype=np.uint32)]
 
 
 def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=4000, n_validation=400, n_test=1000,
-             epochs=8, batch_size=64, lr=0.003, momentum=0.9, nesterov=True, stretch="asinh", scaling="peak",
-             softening=3.0, seed=0, thresholds=None, n_workers=None, progress=True, plot=True, stream=None):
+             epochs=8, batch_size=32, lr=0.003, lr_schedule="cosine", momentum=0.9, nesterov=True, stretch="asinh",
+             scaling="peak", softening=3.0, seed=0, magnitude_range=None, thresholds=None, n_workers=None,
+             progress=True, plot=True, stream=None):
     """Simulate galaxies, train GaMorNet on them from scratch, and evaluate it on a held-out test set.
 
     Parameters
@@ -283,15 +348,24 @@ def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=4000, 
         galaxy: true L_B/L_T and label, the three probabilities and the
         predicted class), ``preprocessing.json`` (the preprocessing and
         simulation settings a user of the model must repeat) and ``demo.png``.
-    preset : {'SDSS', 'CANDELS'}
-        The survey the galaxies imitate (see :mod:`gamornet.simulate`).
+    preset : {'SDSS', 'CANDELS'} or gamornet.simulate.SurveyPreset
+        The survey the galaxies imitate (see :mod:`gamornet.simulate` and
+        :func:`demo_survey`).
     size : int
         Cutout size (pixels, square). The network's input shape is
         (size, size, 1).
+    magnitude_range : tuple of float, optional
+        Total magnitudes (AB mag) of the galaxies; default the preset's.
     n_train, n_validation, n_test : int
         Number of galaxies of each set (independent seeds).
     epochs, batch_size, lr, momentum, nesterov
         Training settings (SGD) of :func:`gamornet.keras_module.gamornet_train_keras`.
+    lr_schedule : {'cosine', 'constant'}
+        ``'cosine'``: the learning rate rises linearly from ``lr / 20`` to
+        ``lr`` over the first half epoch, then falls to 0 along a half cosine
+        by the last step (Loshchilov & Hutter 2017; Goyal et al. 2017 for the
+        warm-up), which trains a network from scratch in few epochs more
+        stably than a constant rate. ``'constant'``: ``lr`` throughout.
     stretch, scaling, softening
         The preprocessing of every image (:func:`gamornet.preprocess.preprocess_images`).
     seed : int
@@ -326,10 +400,12 @@ def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=4000, 
         ``output_dir`` cannot be created or written.
     """
     stream = sys.stdout if stream is None else stream
-    from gamornet.simulate import get_preset, simulate_galaxies
+    from gamornet.simulate import simulate_galaxies
 
     size = _checks.check_positive_int(size, "size")
-    survey = get_preset(preset, (size, size))
+    survey = demo_survey(preset, size, magnitude_range)
+    if lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant'. Received: lr_schedule={lr_schedule!r}")
     n_train = _checks.check_positive_int(n_train, "n_train")
     n_validation = _checks.check_positive_int(n_validation, "n_validation")
     n_test = _checks.check_positive_int(n_test, "n_test")
@@ -383,12 +459,13 @@ def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=4000, 
     _say(stream, f"[{time.perf_counter() - start:6.0f} s] Loading TensorFlow")
     from gamornet.keras_module import gamornet_predict_keras, gamornet_train_keras
 
+    learning_rate = _learning_rate(lr, lr_schedule, epochs, -(-n_train // batch_size))
     training_start = time.perf_counter()
     _say(stream, f"[{training_start - start:6.0f} s] Training GaMorNet from scratch: {epochs} epochs, batch {batch_size}, "
-                 f"SGD lr={lr}, momentum={momentum}, nesterov={nesterov}")  # fmt: skip
+                 f"SGD lr={lr} ({lr_schedule}), momentum={momentum}, nesterov={nesterov}")  # fmt: skip
     gamornet_train_keras(
         inputs["training"], labels["training"], inputs["validation"], labels["validation"], (size, size, 1),
-        files_save_path=output_dir, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+        files_save_path=output_dir, epochs=epochs, batch_size=batch_size, lr=learning_rate, momentum=momentum,
         nesterov=nesterov, save_model=True, verbose=1 if progress else 0,
     )  # fmt: skip
     timings["training"] = time.perf_counter() - training_start

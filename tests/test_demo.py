@@ -138,3 +138,32 @@ def test_subcommands_refuse_bad_command_lines(tmp_path, capsys):
     file_path.write_text("")
     assert cli.main(["demo", "--output-dir", str(file_path)]) == 1
     assert "gamornet demo: error: output_dir must be a folder" in capsys.readouterr().err
+
+
+def test_demo_defaults_are_those_of_run_demo_and_the_command_line():
+    import inspect
+
+    from gamornet.demo import DEMO_DEFAULTS
+
+    parameters = inspect.signature(run_demo).parameters
+    for key, value in DEMO_DEFAULTS.items():
+        assert parameters[key].default == value, key
+    args = cli.build_parser().parse_args(["demo"])
+    for key, value in DEMO_DEFAULTS.items():
+        assert getattr(args, key) == value, key
+
+
+def test_demo_survey_keeps_disks_inside_the_cutout(tmp_path):
+    from gamornet.demo import demo_survey
+
+    survey = demo_survey("CANDELS", 64)
+    # 0.4 x the half-width of 64 pixels of 0.06 arcsec.
+    assert survey.disk_radius_range == pytest.approx((0.15, 0.4 * 32 * 0.06))
+    assert survey.bulge_radius_range == pytest.approx((0.06, 0.6))
+    assert survey.shape == (64, 64) and survey.pixel_scale == 0.06
+    assert demo_survey("CANDELS", 83, magnitude_range=(19, 22)).magnitude_range == (19, 22)
+    assert demo_survey("SDSS", 167).disk_radius_range == (1.5, 10.0)  # 13.2 arcsec would fit: unchanged
+    assert demo_survey("SDSS", 64).disk_radius_range == pytest.approx((1.5, 0.4 * 32 * 0.396))
+    with pytest.raises(ValueError, match="lr_schedule must be 'cosine' or 'constant'"):
+        run_demo(str(tmp_path / "unused"), lr_schedule="step")
+    assert not (tmp_path / "unused").exists()

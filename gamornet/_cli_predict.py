@@ -94,7 +94,8 @@ def add_parser(subparsers):
         help="a handbook set (" + ", ".join(HANDBOOK_THRESHOLDS) + ") or your own thresholds; default: the "
              "handbook set of the backend and data set",
     )
-    parser.add_argument("--hdu", type=int, metavar="N", help="FITS HDU holding the image (default: the first with data)")
+    parser.add_argument("--hdu", type=int, metavar="N",
+                        help="FITS HDU holding the image (default: the first with data)")
     parser.add_argument(
         "--output", metavar="FILE.csv|FILE.fits",
         help="the table to write (CSV or FITS, by its ending); default: CSV on standard output",

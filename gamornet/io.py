@@ -121,7 +121,9 @@ def expand_inputs(inputs):
     entries = []
     for item in inputs:
         if not isinstance(item, (str, os.PathLike)):
-            raise TypeError(f"each input must be a path or a glob pattern. Received an object of type {type(item).__name__}")
+            raise TypeError(
+                f"each input must be a path or a glob pattern. Received an object of type {type(item).__name__}"
+            )
         path = os.fspath(item)
         if os.path.isdir(path):
             names = sorted(name for name in os.listdir(path) if _is_fits_name(name))

@@ -1,6 +1,5 @@
 """Streaming image readers: FITS files, folders, globs, cubes, HDUs, .npy arrays, bad inputs, memory."""
 
-import os
 import re
 import subprocess
 import sys
@@ -302,7 +301,8 @@ def test_bad_images_inside_a_npy_or_a_cube_are_named_by_index(tmp_path):
         assert sources == [f"{path}[{i}]" for i in (0, 1, 3, 5)]
         np.testing.assert_array_equal(stacked, data[[0, 1, 3, 5]])
         assert [(item.source, item.reason.split(":")[0]) for item in bad] == [
-            (f"{path}[2]", "the image holds 1 NaN or infinite pixels (of 120); replace them (for example with the sky level) before classifying"),
+            (f"{path}[2]", "the image holds 1 NaN or infinite pixels (of 120); replace them (for example with the "
+                           "sky level) before classifying"),
             (f"{path}[4]", "the image is blank"),
         ]
 
@@ -310,11 +310,14 @@ def test_bad_images_inside_a_npy_or_a_cube_are_named_by_index(tmp_path):
 @pytest.mark.parametrize(
     "content, reason",
     [
-        (lambda path: np.save(path, np.zeros((3, 10, 12))), r"holds an array of shape \(3, 10, 12\), but the network "
-                                                            r"takes a stack of images of shape \(n, 12, 10\) or \(n, 12, 10, 1\)"),
+        (lambda path: np.save(path, np.zeros((3, 10, 12))),
+         r"holds an array of shape \(3, 10, 12\), but the network takes a stack of images of shape "
+         r"\(n, 12, 10\) or \(n, 12, 10, 1\)"),
         (lambda path: np.save(path, np.zeros((12, 10))), r"holds an array of shape \(12, 10\), but .*"),
-        (lambda path: np.save(path, np.zeros((2, 12, 10), dtype=complex)), r"holds complex128 values, not real pixel values"),
-        (lambda path: np.save(path, np.array([[None] * 3]), allow_pickle=True), r"holds object values, not real pixel values"),
+        (lambda path: np.save(path, np.zeros((2, 12, 10), dtype=complex)),
+         r"holds complex128 values, not real pixel values"),
+        (lambda path: np.save(path, np.array([[None] * 3]), allow_pickle=True),
+         r"holds object values, not real pixel values"),
         (lambda path: open(path, "wb").write(b"garbage" * 100), r"cannot be read as a .npy array \(.+\)"),
     ],
 )

@@ -107,6 +107,9 @@ def add_parser(subparsers):
                            f"(default {DEMO_DEFAULTS['lr_schedule']})")  # fmt: skip
     demo.add_argument("--magnitude-range", type=float, nargs=2, metavar=("BRIGHT", "FAINT"), default=None,
                       help="total magnitudes (AB) of the simulated galaxies (default: the preset's)")  # fmt: skip
+    demo.add_argument("--exclude-indeterminate", action=_BooleanFlag, default=DEMO_DEFAULTS["exclude_indeterminate"],
+                      help="leave galaxies with 0.45 <= L_B/L_T <= 0.55 out of training and validation (the test set "
+                           f"keeps them; default {DEMO_DEFAULTS['exclude_indeterminate']})")  # fmt: skip
     demo.add_argument("--momentum", type=float, default=DEMO_DEFAULTS["momentum"],
                       help=f"SGD momentum (default {DEMO_DEFAULTS['momentum']})")  # fmt: skip
     demo.add_argument("--nesterov", action=_BooleanFlag, default=DEMO_DEFAULTS["nesterov"],
@@ -182,7 +185,8 @@ def run_demo_command(args):
         n_validation=args.n_validation, n_test=args.n_test, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, lr_schedule=args.lr_schedule, momentum=args.momentum, nesterov=args.nesterov,
         stretch=args.stretch, scaling=args.scaling, softening=args.softening, seed=args.seed,
-        magnitude_range=args.magnitude_range, thresholds=args.thresholds, n_workers=args.workers,
+        magnitude_range=args.magnitude_range, exclude_indeterminate=args.exclude_indeterminate,
+        thresholds=args.thresholds, n_workers=args.workers,
         progress=not args.quiet, plot=not args.no_plot,
     )  # fmt: skip
     return 0

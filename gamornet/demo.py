@@ -21,11 +21,16 @@ By default the predicted class is the most probable of the three (argmax of
 and CANDELS galaxies, not for a model trained for minutes on simulations, so
 the demo uses them only when asked (``thresholds='keras_CANDELS'``, ...).
 
-The defaults were chosen to finish within the 15 minutes of ``make demo`` on a
-2-core CPU: CANDELS-like galaxies (0.06 arcsec pixels, H band) in 64 x 64
-cutouts (the largest cutout for which GaMorNet's last pooling layer is 2 x 2:
-half the cost of 83 x 83 per image), an asinh stretch scaled to a peak of 1,
-and SGD with Nesterov momentum.
+The defaults were chosen for the 15 minutes of ``make demo`` on a 2-core CPU
+(see :data:`DEMO_DEFAULTS`): CANDELS-like galaxies (0.06 arcsec pixels, H band)
+in 64 x 64 cutouts (the largest cutout for which GaMorNet's last pooling layer
+is 2 x 2: half the training cost of 83 x 83 per image), disks no larger than
+the cutout holds (:func:`demo_survey`), an asinh stretch scaled to a peak of 1,
+more galaxies seen fewer times (8,000 galaxies, 3 epochs) rather than the
+reverse, indeterminate galaxies left out of training, and SGD with Nesterov
+momentum and a warm-up plus cosine learning-rate schedule peaking at 0.003.
+On the CPU these reached a disk recall of about 0.87 and a bulge recall of
+about 0.90 on the held-out test set (B/T uniform in 0-1, H = 19-24 mag).
 """
 
 import csv
@@ -47,10 +52,10 @@ __all__ = ["DEMO_DEFAULTS", "demo_survey", "run_demo", "confusion_counts", "form
 DEMO_DEFAULTS = {
     "preset": "CANDELS",
     "size": 64,
-    "n_train": 4000,
+    "n_train": 8000,
     "n_validation": 400,
     "n_test": 1000,
-    "epochs": 8,
+    "epochs": 3,
     "batch_size": 32,
     "lr": 0.003,
     "lr_schedule": "cosine",
@@ -61,6 +66,7 @@ DEMO_DEFAULTS = {
     "softening": 3.0,
     "seed": 0,
     "magnitude_range": None,
+    "exclude_indeterminate": True,
 }
 
 #: Half-light radius of the largest disk, as a fraction of the cutout's half-width: 2.5 R_e holds ~92% of an
@@ -334,10 +340,10 @@ def _derived_seeds(seed):
     return [int(value) for value in np.random.SeedSequence(seed).generate_state(3, dtype=np.uint32)]
 
 
-def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=4000, n_validation=400, n_test=1000,
-             epochs=8, batch_size=32, lr=0.003, lr_schedule="cosine", momentum=0.9, nesterov=True, stretch="asinh",
-             scaling="peak", softening=3.0, seed=0, magnitude_range=None, thresholds=None, n_workers=None,
-             progress=True, plot=True, stream=None):
+def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=8000, n_validation=400, n_test=1000,
+             epochs=3, batch_size=32, lr=0.003, lr_schedule="cosine", momentum=0.9, nesterov=True, stretch="asinh",
+             scaling="peak", softening=3.0, seed=0, magnitude_range=None, exclude_indeterminate=True,
+             thresholds=None, n_workers=None, progress=True, plot=True, stream=None):
     """Simulate galaxies, train GaMorNet on them from scratch, and evaluate it on a held-out test set.
 
     Parameters
@@ -356,6 +362,13 @@ def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=4000, 
         (size, size, 1).
     magnitude_range : tuple of float, optional
         Total magnitudes (AB mag) of the galaxies; default the preset's.
+    exclude_indeterminate : bool
+        Leave the galaxies labelled indeterminate (0.45 <= L_B/L_T <= 0.55)
+        out of the training and validation sets; the test set keeps them. The
+        network then learns one boundary, near L_B/L_T = 0.5, between disks and
+        bulges, and rarely predicts indeterminate: more disks and bulges are
+        recovered, at the price of the indeterminate galaxies, which are all
+        called disk or bulge.
     n_train, n_validation, n_test : int
         Number of galaxies of each set (independent seeds).
     epochs, batch_size, lr, momentum, nesterov
@@ -445,6 +458,14 @@ def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=4000, 
                  f"scaling={settings['scaling']!r}, softening={settings['softening']} x background noise")  # fmt: skip
     inputs = {name: preprocess_images(images, **settings) for name, (images, _) in sets.items()}
     labels = {name: labels_from_bulge_to_total(table["bulge_to_total"]) for name, (_, table) in sets.items()}
+    if exclude_indeterminate:
+        for name in ("training", "validation"):
+            keep = labels[name][:, 1] == 0
+            if not keep.any():
+                raise ValueError(f"The {name} set holds only indeterminate galaxies; simulate more galaxies")
+            inputs[name], labels[name] = inputs[name][keep], labels[name][keep]
+        _say(stream, f"         indeterminate galaxies left out of training: {len(labels['training'])} training and "
+                     f"{len(labels['validation'])} validation galaxies remain")  # fmt: skip
     for name in ("training", "test"):
         shares = labels[name].mean(axis=0)
         _say(stream, f"         {name} set: {shares[0]:.0%} disk, {shares[1]:.0%} indeterminate, {shares[2]:.0%} bulge "
@@ -452,14 +473,15 @@ def run_demo(output_dir="demo_output", preset="CANDELS", size=64, n_train=4000, 
     with atomic_write(os.path.join(output_dir, "preprocessing.json"), "w") as handle:
         json.dump(
             {"preprocess_images": settings, "preset": survey.name, "input_shape": [size, size, 1],
-             "pixel_scale_arcsec": survey.pixel_scale, "class_rule": rule},
+             "pixel_scale_arcsec": survey.pixel_scale, "class_rule": rule,
+             "exclude_indeterminate_from_training": bool(exclude_indeterminate)},
             handle, indent=2,
         )  # fmt: skip
 
     _say(stream, f"[{time.perf_counter() - start:6.0f} s] Loading TensorFlow")
     from gamornet.keras_module import gamornet_predict_keras, gamornet_train_keras
 
-    learning_rate = _learning_rate(lr, lr_schedule, epochs, -(-n_train // batch_size))
+    learning_rate = _learning_rate(lr, lr_schedule, epochs, -(-len(labels["training"]) // batch_size))
     training_start = time.perf_counter()
     _say(stream, f"[{training_start - start:6.0f} s] Training GaMorNet from scratch: {epochs} epochs, batch {batch_size}, "
                  f"SGD lr={lr} ({lr_schedule}), momentum={momentum}, nesterov={nesterov}")  # fmt: skip

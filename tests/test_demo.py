@@ -52,6 +52,7 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     status = cli.main([
         "demo", "--output-dir", str(output), "--size", "32", "--n-train", "48", "--n-validation", "16",
         "--n-test", "30", "--epochs", "2", "--batch-size", "16", "--workers", "1", "--quiet", "--seed", "3",
+        "--exclude-indeterminate",
     ])  # fmt: skip
     assert status == 0
     printed = capsys.readouterr().out
@@ -79,6 +80,7 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     assert format_handbook_table(counts) in printed
     settings = json.loads((output / "preprocessing.json").read_text())
     assert settings["input_shape"] == [32, 32, 1] and settings["preprocess_images"]["stretch"] == "asinh"
+    assert settings["exclude_indeterminate_from_training"] is True
     assert (output / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

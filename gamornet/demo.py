@@ -255,19 +255,23 @@ def _plot(path, metrics_path, counts, images, parameters, predicted, probabiliti
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.MaxNLocator)
 
     history = _read_metrics(metrics_path)
     figure = plt.figure(figsize=(15, 9.5), layout="constrained")
     figure.suptitle(title, fontsize=13)
-    grid = figure.add_gridspec(3, 6, height_ratios=[1.25, 1, 1])
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1.2, 1.6])
+    curves_axis, matrix_axis, scatter_axis = top.subplots(1, 3, gridspec_kw={"wspace": 0.15})
+    gallery = bottom.subplots(2, 6)
 
-    axis = figure.add_subplot(grid[0, 0:2])
+    axis = curves_axis
     if history:
         epochs = history["epoch"] + 1
         axis.plot(epochs, history["loss"], "o-", color="C0", label="training loss")
         axis.plot(epochs, history["val_loss"], "s--", color="C1", label="validation loss")
         axis.set_xlabel("epoch")
         axis.set_ylabel("cross-entropy loss")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         twin = axis.twinx()
         twin.plot(epochs, history["accuracy"], "o-", color="C2", label="training accuracy")
         twin.plot(epochs, history["val_accuracy"], "s--", color="C3", label="validation accuracy")
@@ -277,7 +281,7 @@ def _plot(path, metrics_path, counts, images, parameters, predicted, probabiliti
         axis.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center right")
     axis.set_title("Training curves")
 
-    axis = figure.add_subplot(grid[0, 2:4])
+    axis = matrix_axis
     fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     axis.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
     for actual in range(3):
@@ -288,22 +292,22 @@ def _plot(path, metrics_path, counts, images, parameters, predicted, probabiliti
     axis.set_xticks(range(3), ["disk", "indeterminate", "bulge"])
     axis.set_yticks(range(3), ["disk", "indeterminate", "bulge"])
     axis.set_xlabel("predicted class")
-    axis.set_ylabel("actual class (true L_B/L_T)")
+    axis.set_ylabel("actual class")
     axis.set_title("Test set: counts and share of each actual class")
 
-    axis = figure.add_subplot(grid[0, 4:6])
+    axis = scatter_axis
     colours = np.array(["C0", "C7", "C3"])[predicted]
     axis.scatter(parameters["bulge_to_total"], probabilities[:, 2] - probabilities[:, 0], c=colours, s=6)
     for limit in (0.45, 0.55):
         axis.axvline(limit, color="grey", lw=0.8, ls=":")
     axis.set_xlabel("true bulge-to-total light ratio L_B/L_T")
     axis.set_ylabel("p_bulge - p_disk")
-    axis.set_title("Test set (colour: predicted disk / indet. / bulge)")
+    axis.set_title("Test set (predicted: blue disk, grey indet., red bulge)", fontsize=11)
 
     order = np.argsort(parameters["bulge_to_total"])
     picks = order[np.linspace(0, len(order) - 1, 12).round().astype(int)]
     for position, index in enumerate(picks):
-        axis = figure.add_subplot(grid[1 + position // 6, position % 6])
+        axis = gallery[position // 6, position % 6]
         image = images[index, ..., 0]
         low, high = np.percentile(image, [1, 99.8])
         axis.imshow(np.arcsinh((image - low) / max((high - low) / 50, 1e-12)), origin="lower", cmap="gray")

@@ -255,6 +255,7 @@ def _plot(path, metrics_path, counts, images, parameters, predicted, probabiliti
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.lines  # noqa: F401  (matplotlib.lines.Line2D)
     import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.MaxNLocator)
 
     history = _read_metrics(metrics_path)
@@ -302,7 +303,8 @@ def _plot(path, metrics_path, counts, images, parameters, predicted, probabiliti
         axis.axvline(limit, color="grey", lw=0.8, ls=":")
     axis.set_xlabel("true bulge-to-total light ratio L_B/L_T")
     axis.set_ylabel("p_bulge - p_disk")
-    axis.set_title("Test set (predicted: blue disk, grey indet., red bulge)", fontsize=11)
+    axis.set_title("Test set; colour = predicted class", fontsize=11)
+    axis.legend(handles=[matplotlib.lines.Line2D([], [], ls="", marker="o", color=colour, label=name) for colour, name in (("C0", "disk"), ("C7", "indet."), ("C3", "bulge"))], fontsize=8, loc="upper left")
 
     order = np.argsort(parameters["bulge_to_total"])
     picks = order[np.linspace(0, len(order) - 1, 12).round().astype(int)]

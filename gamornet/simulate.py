@@ -607,6 +607,14 @@ def simulate_galaxies(n_galaxies, preset="CANDELS", seed=0, shape=None, n_worker
         GalSim is not installed (``pip install gamornet[sim]``).
     ValueError, TypeError
         Invalid arguments.
+
+    Notes
+    -----
+    Worker processes are started with the ``'spawn'`` method (GalSim's OpenMP
+    runtime and TensorFlow's thread pools do not survive a fork), so a script
+    that runs with more than one worker must guard its top level with
+    ``if __name__ == '__main__':``, as any multiprocessing program; or pass
+    ``n_workers=1``.
     """
     n_galaxies = check_positive_int(n_galaxies, "n_galaxies")
     preset = get_preset(preset, shape)

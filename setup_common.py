@@ -39,7 +39,7 @@ EXTRAS = {
     "sim": ["galsim>=2.8", "matplotlib>=3.8"],
     "test": ["pytest>=8.0", "pyftpdlib>=2.0", "matplotlib>=3.8"],
     # Building the documentation and running the tutorials needs Python >= 3.11 (Sphinx 9).
-    "docs": ["sphinx>=9.0", "furo>=2025.12.19", "nbclient>=0.11", "nbformat>=5.11", "ipykernel>=7.4",
+    "docs": ['sphinx>=9.0; python_version >= "3.11"', "furo>=2025.12.19", "nbclient>=0.11", "nbformat>=5.11", "ipykernel>=7.4",
              "matplotlib>=3.8"],
 }
 

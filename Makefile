@@ -20,7 +20,7 @@ test: install
 	$(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/gamornet demo --output-dir demo_output
+	$(BIN)/gamornet demo --output-dir demo_output --magnitude-range 19 22.5
 
 docs: install
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html

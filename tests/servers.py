@@ -31,6 +31,33 @@ import sys
 import threading
 import time
 
+import pytest
+
+PROXY_VARIABLES = ("ftp_proxy", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch, tmp_path):
+    """Offline, a private cache, no mirror and no proxy, in an empty working folder that must stay empty.
+
+    Autouse in every test module that imports it. Yields the cache folder.
+    """
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GAMORNET_OFFLINE", "1")
+    monkeypatch.setenv("GAMORNET_CACHE_DIR", str(cache))
+    monkeypatch.delenv("GAMORNET_MIRROR", raising=False)
+    monkeypatch.delenv("GAMORNET_TIMEOUT", raising=False)
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    yield cache
+    assert os.listdir(work) == [], "gamornet wrote into the working directory"
+
+
 #: The published base path on the FTP server (SPEC §4).
 PUBLISHED_BASE = "pub/aghosh/"
 

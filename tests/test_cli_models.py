@@ -6,6 +6,7 @@ import os
 import pytest
 
 import servers
+from servers import environment  # noqa: F401  (autouse: private cache, empty working folder)
 from legacy_files import write_keras2_file
 from published_fixtures import write_saver_checkpoint
 
@@ -15,25 +16,6 @@ KERAS_SIM = _registry.published_model("CANDELS_sim", "keras")
 TFLEARN_SIM = _registry.published_model("CANDELS_sim", "tflearn")
 TABLE = _registry.published_file("pred_table_candels_keras")
 TABLE_TEXT = b"".join(b"%d 0.1 0.2 0.7 bulge\n" % number for number in range(500))
-
-
-@pytest.fixture(autouse=True)
-def environment(monkeypatch, tmp_path):
-    """Offline, a private cache, no mirror and no proxy, in an empty working folder that must stay empty."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("GAMORNET_OFFLINE", "1")
-    monkeypatch.setenv("GAMORNET_CACHE_DIR", str(cache))
-    monkeypatch.delenv("GAMORNET_MIRROR", raising=False)
-    monkeypatch.delenv("GAMORNET_TIMEOUT", raising=False)
-    for name in ("ftp_proxy", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    yield cache
-    assert os.listdir(work) == [], "gamornet wrote into the working directory"
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import pytest
 
 import reference
 import servers
+from servers import environment  # noqa: F401  (autouse: private cache, empty working folder)
 from legacy_files import write_keras2_file
 from published_fixtures import write_saver_checkpoint
 
@@ -37,29 +38,6 @@ KERAS_PATH = KERAS_SIM.files[0]
 TABLE = _registry.published_file("pred_table_candels_keras")
 TABLE_TEXT = b"".join(b"%d 0.7 0.2 0.1 disk\n" % number for number in range(2000))
 TARBALL = _registry.published_file("predict_images")
-PROXY_VARIABLES = ("ftp_proxy", "http_proxy", "https_proxy", "all_proxy")
-
-
-@pytest.fixture(autouse=True)
-def environment(monkeypatch, tmp_path):
-    """Offline, a private cache, no mirror and no proxy, in an empty working folder that must stay empty.
-
-    Yields the cache folder.
-    """
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("GAMORNET_OFFLINE", "1")
-    monkeypatch.setenv("GAMORNET_CACHE_DIR", str(cache))
-    monkeypatch.delenv("GAMORNET_MIRROR", raising=False)
-    monkeypatch.delenv("GAMORNET_TIMEOUT", raising=False)
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    yield cache
-    assert os.listdir(work) == [], "gamornet wrote into the working directory"
 
 
 def go_online(monkeypatch, *bases):

@@ -9,6 +9,8 @@ built metadata of the two differs in nothing else.
 import os
 import re
 
+from setuptools import find_packages
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Lower bounds are the versions the test suite has been run against.
@@ -78,7 +80,7 @@ def setup_kwargs(variant):
         author="Aritra Ghosh and contributors",
         license="GPL-3.0-or-later",
         url="https://github.com/aritraghsh09/GaMorNet",
-        packages=["gamornet"],
+        packages=find_packages(include=["gamornet", "gamornet.*"]),
         python_requires=">=3.10",
         install_requires=TENSORFLOW_REQUIREMENTS[variant] + COMMON_REQUIREMENTS,
         extras_require=EXTRAS,

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from gamornet._presets import INPUT_SHAPES, N_WEIGHTED_LAYERS
+from gamornet.presets import INPUT_SHAPES, N_WEIGHTED_LAYERS
 
 # Finite-pixel checks run over this many images at a time, so that checking a
 # large (or memory-mapped) array never allocates a mask of the whole array.

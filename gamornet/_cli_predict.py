@@ -26,7 +26,7 @@ import numpy as np
 
 from gamornet import _checks, _registry
 from gamornet._atomic import atomic_path
-from gamornet._presets import INPUT_SHAPES
+from gamornet.presets import INPUT_SHAPES
 from gamornet.classify import HANDBOOK_THRESHOLDS, classify, default_threshold_set, resolve_thresholds
 
 COLUMNS = ("source", "p_disk", "p_indet", "p_bulge", "class")

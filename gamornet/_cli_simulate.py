@@ -142,7 +142,7 @@ class _BooleanFlag:
 
 def run_simulate(args):
     """Handler of ``gamornet simulate``."""
-    from gamornet._presets import labels_from_bulge_to_total
+    from gamornet.presets import labels_from_bulge_to_total
     from gamornet.simulate import get_preset, simulate_galaxies, write_fits_cutouts, write_parameter_table
 
     preset = get_preset(args.preset, None if args.size is None else (args.size, args.size))

@@ -56,8 +56,9 @@ import wget
 
 from gamornet import _registry
 from gamornet._atomic import atomic_write
+from gamornet.errors import CacheIntegrityError, DownloadError
 from gamornet._hdf5 import check_keras_model_file
-from gamornet._presets import weight_shapes
+from gamornet.presets import weight_shapes
 from gamornet._progress import CurrentStderr
 
 try:
@@ -101,14 +102,6 @@ _HASH_CHUNK = 1 << 20
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 _URL_SCHEMES = ("ftp", "http", "https", "file")
-
-
-class DownloadError(OSError):
-    """A published file could not be fetched (network, server or invalid file), or not offline."""
-
-
-class CacheIntegrityError(OSError):
-    """A cached file no longer matches the sha256 and size recorded when it was downloaded."""
 
 
 #: The state of one cached file, as :func:`cached_status` reports it.

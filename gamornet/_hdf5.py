@@ -10,7 +10,7 @@ import re
 import h5py
 import numpy as np
 
-from gamornet._presets import weight_shapes
+from gamornet.presets import weight_shapes
 
 
 def _as_str(value):

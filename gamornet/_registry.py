@@ -7,6 +7,8 @@ Paths are relative to the public data release's base URL, ``DEFAULT_BASE_URL``.
 
 from dataclasses import dataclass, field
 
+from gamornet.presets import INPUT_SHAPES
+
 #: The public data release of Ghosh et al. (2020): anonymous FTP at Yale.
 DEFAULT_BASE_URL = "ftp://ftp.astro.yale.edu/pub/aghosh/"
 
@@ -21,7 +23,7 @@ BACKENDS = ("keras", "tflearn")
 
 #: The (weight, bias) variables of the 8 weighted layers in the published
 #: TFLearn checkpoints, in network order (TFLearn's default scope names). Their
-#: shapes are those of ``gamornet._presets.weight_shapes``.
+#: shapes are those of ``gamornet.presets.weight_shapes``.
 TFLEARN_WEIGHT_VARIABLES = tuple(
     (f"{scope}/W", f"{scope}/b")
     for scope in ("Conv2D", "Conv2D_1", "Conv2D_2", "Conv2D_3", "Conv2D_4",
@@ -96,8 +98,8 @@ def _tflearn(name, prefix, input_shape, description):
     )
 
 
-_SDSS = (167, 167, 1)
-_CANDELS = (83, 83, 1)
+_SDSS = INPUT_SHAPES["SDSS"]
+_CANDELS = INPUT_SHAPES["CANDELS"]
 _DESCRIPTIONS = {
     "SDSS_sim": "SDSS g-band (z ~ 0), trained on simulations only",
     "SDSS_tl": "SDSS g-band (z ~ 0), trained on simulations, then transfer-learned on real galaxies",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gamornet._presets import CLASS_NAMES
+from gamornet.presets import CLASS_NAMES
 
 __all__ = ["Thresholds", "HANDBOOK_THRESHOLDS", "classify", "default_threshold_set", "resolve_thresholds"]
 

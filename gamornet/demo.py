@@ -43,7 +43,7 @@ import numpy as np
 
 from gamornet import _checks, classify
 from gamornet._atomic import atomic_path, atomic_write
-from gamornet._presets import CLASS_NAMES, labels_from_bulge_to_total
+from gamornet.presets import CLASS_NAMES, labels_from_bulge_to_total
 from gamornet.preprocess import preprocess_images, preprocessing_settings
 
 __all__ = ["DEMO_DEFAULTS", "demo_survey", "run_demo", "confusion_counts", "format_handbook_table"]

@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from gamornet import _checks, _registry  # noqa: E402
 from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
 from gamornet._hdf5 import read_legacy_hdf5_weights as _read_legacy_hdf5_weights  # noqa: E402
-from gamornet._presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
+from gamornet.presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 from gamornet._progress import progress_bar  # noqa: E402
 
 __all__ = [

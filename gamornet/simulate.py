@@ -25,7 +25,7 @@ GalSim is an optional dependency: ``pip install gamornet[sim]``.
 Examples
 --------
 >>> from gamornet.simulate import simulate_galaxies
->>> from gamornet._presets import labels_from_bulge_to_total
+>>> from gamornet.presets import labels_from_bulge_to_total
 >>> images, parameters = simulate_galaxies(100, "CANDELS", seed=1)  # doctest: +SKIP
 >>> labels = labels_from_bulge_to_total(parameters["bulge_to_total"])  # doctest: +SKIP
 """
@@ -41,7 +41,7 @@ import numpy as np
 
 from gamornet._atomic import atomic_path, atomic_write
 from gamornet._checks import check_positive_int
-from gamornet._presets import labels_from_bulge_to_total
+from gamornet.presets import labels_from_bulge_to_total
 from gamornet._progress import progress_bar
 
 __all__ = [
@@ -599,7 +599,7 @@ def simulate_galaxies(n_galaxies, preset="CANDELS", seed=0, shape=None, n_worker
         bulge-to-total ratio, magnitudes, fluxes, half-light radii, axis
         ratios, position angles, centre, sky level and the label of the
         paper's rule (0 disk, 1 indeterminate, 2 bulge;
-        :func:`gamornet._presets.labels_from_bulge_to_total` gives one-hot labels).
+        :func:`gamornet.presets.labels_from_bulge_to_total` gives one-hot labels).
 
     Raises
     ------

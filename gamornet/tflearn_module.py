@@ -31,7 +31,7 @@ tflearn = import_tflearn()
 import tensorflow as tf  # noqa: E402
 
 from gamornet import _checks, _registry  # noqa: E402
-from gamornet._presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
+from gamornet.presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 from gamornet._progress import progress_bar  # noqa: E402
 
 __all__ = [

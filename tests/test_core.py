@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from gamornet import _atomic, _checks, _presets
+from gamornet import _atomic, _checks, presets
 
 
 def test_core_imports_neither_tensorflow_nor_tflearn():
     script = (
         "import sys\n"
-        "import gamornet, gamornet._presets, gamornet._checks, gamornet._registry, gamornet._atomic, "
+        "import gamornet, gamornet.presets, gamornet._checks, gamornet._registry, gamornet._atomic, "
         "gamornet._progress, gamornet.cli\n"
         "gamornet.cli.build_parser()\n"
         "heavy = [m for m in ('tensorflow', 'tflearn', 'keras') if m in sys.modules]\n"
@@ -23,11 +23,11 @@ def test_core_imports_neither_tensorflow_nor_tflearn():
 
 
 def test_presets_follow_the_paper():
-    assert _presets.INPUT_SHAPES == {"SDSS": (167, 167, 1), "CANDELS": (83, 83, 1)}
-    assert _presets.TRAINABLE_BOOLS_PRESETS["train_bools_SDSS"] == (True,) * 8
-    assert _presets.TRAINABLE_BOOLS_PRESETS["train_bools_CANDELS"] == (False,) * 3 + (True,) * 5
-    assert _presets.LOAD_BOOLS_PRESETS["load_bools_SDSS"] == (True,) * 5 + (False,) * 3
-    assert _presets.LOAD_BOOLS_PRESETS["load_bools_CANDELS"] == (True,) * 6 + (False,) * 2
+    assert presets.INPUT_SHAPES == {"SDSS": (167, 167, 1), "CANDELS": (83, 83, 1)}
+    assert presets.TRAINABLE_BOOLS_PRESETS["train_bools_SDSS"] == (True,) * 8
+    assert presets.TRAINABLE_BOOLS_PRESETS["train_bools_CANDELS"] == (False,) * 3 + (True,) * 5
+    assert presets.LOAD_BOOLS_PRESETS["load_bools_SDSS"] == (True,) * 5 + (False,) * 3
+    assert presets.LOAD_BOOLS_PRESETS["load_bools_CANDELS"] == (True,) * 6 + (False,) * 2
 
 
 @pytest.mark.parametrize(
@@ -35,32 +35,32 @@ def test_presets_follow_the_paper():
     [(0.0, 0), (0.4499, 0), (0.45, 1), (0.5, 1), (0.55, 1), (0.5501, 2), (1.0, 2)],
 )
 def test_label_rule_from_bulge_to_total(ratio, expected):
-    labels = _presets.labels_from_bulge_to_total([ratio])
+    labels = presets.labels_from_bulge_to_total([ratio])
     np.testing.assert_array_equal(labels, np.eye(3)[[expected]])
 
 
 def test_label_rule_in_magnitudes_agrees_with_the_ratio():
     # d = m_disk - m_bulge; B/T = 1 / (1 + 10**(-0.4 d)), computed here independently.
     differences = np.array([-1.0, -0.2201, -0.22, 0.0, 0.22, 0.2201, 1.0])
-    labels = _presets.labels_from_magnitudes(20.0 + differences, np.full(7, 20.0))
+    labels = presets.labels_from_magnitudes(20.0 + differences, np.full(7, 20.0))
     np.testing.assert_array_equal(labels.argmax(axis=1), [0, 0, 1, 1, 1, 2, 2])
     ratios = 1.0 / (1.0 + 10 ** (-0.4 * np.array([-1.0, 0.0, 1.0])))
-    np.testing.assert_array_equal(_presets.labels_from_bulge_to_total(ratios).argmax(axis=1), [0, 1, 2])
+    np.testing.assert_array_equal(presets.labels_from_bulge_to_total(ratios).argmax(axis=1), [0, 1, 2])
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.1, np.nan])
 def test_label_rule_refuses_impossible_ratios(bad):
     with pytest.raises(ValueError, match="between 0 and 1"):
-        _presets.labels_from_bulge_to_total([0.2, bad])
+        presets.labels_from_bulge_to_total([0.2, bad])
 
 
 def test_label_rule_refuses_bad_shapes_and_magnitudes():
     with pytest.raises(ValueError, match="1-D"):
-        _presets.labels_from_bulge_to_total([[0.2]])
+        presets.labels_from_bulge_to_total([[0.2]])
     with pytest.raises(ValueError, match="same length"):
-        _presets.labels_from_magnitudes([20.0, 21.0], [20.0])
+        presets.labels_from_magnitudes([20.0, 21.0], [20.0])
     with pytest.raises(ValueError, match="finite"):
-        _presets.labels_from_magnitudes([np.inf], [20.0])
+        presets.labels_from_magnitudes([np.inf], [20.0])
 
 
 @pytest.mark.parametrize(
@@ -89,15 +89,15 @@ def test_input_shape_errors(value, error, match):
 
 
 def test_bools():
-    presets = _presets.LOAD_BOOLS_PRESETS
-    assert _checks.check_bools("load_bools_SDSS", "load_layers_bools", presets) == [True] * 5 + [False] * 3
-    assert _checks.check_bools((np.bool_(True),) * 8, "x", presets) == [True] * 8
+    load_presets = presets.LOAD_BOOLS_PRESETS
+    assert _checks.check_bools("load_bools_SDSS", "load_layers_bools", load_presets) == [True] * 5 + [False] * 3
+    assert _checks.check_bools((np.bool_(True),) * 8, "x", load_presets) == [True] * 8
     with pytest.raises(ValueError, match="exactly 8 booleans.*Received 9"):
-        _checks.check_bools([True] * 9, "x", presets)
+        _checks.check_bools([True] * 9, "x", load_presets)
     with pytest.raises(TypeError, match="must hold booleans"):
-        _checks.check_bools([0] * 8, "x", presets)
+        _checks.check_bools([0] * 8, "x", load_presets)
     with pytest.raises(ValueError, match="Received: x='SDSS'"):
-        _checks.check_bools("SDSS", "x", presets)
+        _checks.check_bools("SDSS", "x", load_presets)
 
 
 def test_images_memory_mapped_and_chunked(tmp_path):

@@ -29,7 +29,7 @@ from published_fixtures import write_saver_checkpoint
 
 from gamornet import _download, _registry
 from gamornet._hdf5 import check_keras_model_file
-from gamornet._presets import weight_shapes
+from gamornet.presets import weight_shapes
 
 CANDELS = (83, 83, 1)
 KERAS_SIM = _registry.published_model("CANDELS_sim", "keras")

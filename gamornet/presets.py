@@ -1,4 +1,4 @@
-"""Presets of Ghosh et al. (2020): input shapes, layer bools and the label rule.
+"""Presets of Ghosh et al. (2020): input shapes, pixel scales, layer bools and the label rule.
 
 Backend-neutral: imports neither TensorFlow nor tflearn.
 """
@@ -9,6 +9,14 @@ import numpy as np
 INPUT_SHAPES = {
     "SDSS": (167, 167, 1),  # SDSS g-band cutouts, 0.396 arcsec/pixel
     "CANDELS": (83, 83, 1),  # CANDELS H-band cutouts, 0.06 arcsec/pixel
+}
+
+#: Pixel scales (arcsec/pixel) of the images each named input shape was
+#: trained on (Ghosh et al. 2020, Section 2): SDSS g band and HST/WFC3 F160W
+#: (CANDELS H band) mosaics.
+PIXEL_SCALES = {
+    "SDSS": 0.396,
+    "CANDELS": 0.06,
 }
 
 #: The paper's layer numbers (Table 2) of the 8 weighted layers, in the order

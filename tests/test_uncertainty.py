@@ -98,28 +98,37 @@ def keras_network():
 
 @pytest.fixture(scope="module")
 def reference_draws(keras_network):
-    """The numpy reference's MC draws (with its own masks) of the Keras network's images."""
+    """The numpy reference's MC draws of the Keras network's images: independent masks per draw and galaxy."""
     images, weights, _, _ = keras_network
     rng = np.random.default_rng(33)
     keep_1 = reference.dropout_keep_masks(rng, REFERENCE_DRAWS, N_IMAGES)
     keep_2 = reference.dropout_keep_masks(rng, REFERENCE_DRAWS, N_IMAGES)
-    return keep_1, keep_2, reference.forward_mc(images, weights, keep_1, keep_2, reference.lrn_keras)
+    return reference.forward_mc(images, weights, keep_1, keep_2, reference.lrn_keras)
 
 
-def test_head_with_given_masks_matches_the_reference(keras_network, reference_draws):
-    _, _, features, dense = keras_network
-    keep_1, keep_2, expected = reference_draws
-    head = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=REFERENCE_DRAWS, seed=0)
-    got = head.with_masks(features, keep_1, keep_2)
-    assert got.shape == (REFERENCE_DRAWS, N_IMAGES, 3)
+def test_head_with_given_masks_matches_the_reference(keras_network):
+    images, weights, features, dense = keras_network
+    n_samples = 7  # odd: the last pair loses its second draw
+    rng = np.random.default_rng(34)
+    pair_masks = rng.random((4, 4096)) >= 0.5
+    keep_2 = rng.random((n_samples, 4096)) >= 0.5
+    head = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=n_samples, seed=0)
+    got = head.with_masks(features, pair_masks, keep_2)
+    # Draw 2k keeps pair_masks[k], draw 2k + 1 the other units; each draw's masks apply to every galaxy.
+    keep_1 = np.stack([pair_masks, ~pair_masks], axis=1).reshape(8, 4096)[:n_samples]
+    expected = reference.forward_mc(images, weights, np.repeat(keep_1[:, None], N_IMAGES, axis=1),
+                                    np.repeat(keep_2[:, None], N_IMAGES, axis=1), reference.lrn_keras)
+    assert got.shape == (n_samples, N_IMAGES, 3)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_head_mc_mean_agrees_with_the_reference_within_the_monte_carlo_error(keras_network, reference_draws):
     images, weights, features, dense = keras_network
-    expected = reference_draws[2]
+    expected = reference_draws
     draws = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=DRAWS, seed=1)(features)
-    standard_error = np.sqrt(draws.var(axis=0) / DRAWS + expected.var(axis=0) / REFERENCE_DRAWS)
+    # Draws come in complementary pairs: the pairs' means are independent, the draws of a pair are not.
+    pair_means = draws.reshape(DRAWS // 2, 2, N_IMAGES, 3).mean(axis=1)
+    standard_error = np.sqrt(pair_means.var(axis=0) / (DRAWS // 2) + expected.var(axis=0) / REFERENCE_DRAWS)
     difference = np.abs(draws.mean(axis=0) - expected.mean(axis=0))
     assert (difference < 4.5 * standard_error).all(), difference / standard_error
     # Dropout matters here: the MC mean is far from the deterministic prediction, and the spreads agree.
@@ -152,3 +161,8 @@ def test_bad_n_samples(keras_network, n_samples):
 def test_bad_seed(keras_network, seed):
     with pytest.raises(ValueError, match=f"seed must be None or an integer >= 0. Received: seed={seed!r}"):
         uncertainty.MCDropoutHead(keras_network[3], (0.5, 0.5), n_samples=2, seed=seed)
+
+
+def test_rates_other_than_gamornets_are_refused(keras_network):
+    with pytest.raises(ValueError, match=r"dropout rates of 0.5. Received: \(0.3, 0.5\)"):
+        uncertainty.MCDropoutHead(keras_network[3], (0.3, 0.5), n_samples=2)

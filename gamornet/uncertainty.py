@@ -54,7 +54,7 @@ def _entropy(probabilities):
     """-sum p ln p over the last axis, with 0 ln 0 = 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(probabilities > 0, probabilities * np.log(probabilities), 0.0)
-    return -terms.sum(axis=-1)
+    return 0.0 - terms.sum(axis=-1)  # not -sum: -0.0 for a certain prediction
 
 
 def predictive_entropy(probabilities):

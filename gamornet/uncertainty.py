@@ -30,7 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MC_COLUMNS", "MCDropoutHead", "MCResult", "mutual_information", "predictive_entropy", "summarize_samples"]
+__all__ = [
+    "MC_COLUMNS",
+    "MCDropoutHead",
+    "MCResult",
+    "error_detection_auroc",
+    "mutual_information",
+    "predictive_entropy",
+    "summarize_samples",
+]
 
 #: The per-galaxy columns that MC dropout adds to a predictions table, in order.
 MC_COLUMNS = ("p_disk_std", "p_indet_std", "p_bulge_std", "entropy", "mutual_information")
@@ -192,6 +200,63 @@ def summarize_samples(samples, return_samples=False):
         samples=np.asarray(samples, dtype=np.float32) if return_samples else None,
         n_samples=samples64.shape[0],
     )
+
+
+def error_detection_auroc(uncertainty, is_error):
+    """How well an uncertainty picks out misclassified galaxies: the area under the ROC curve.
+
+    The probability that a misclassified galaxy, drawn at random, has a
+    larger uncertainty than a correctly classified one (ties count one half):
+    1 when every error is more uncertain than every right answer, 0.5 for an
+    uncertainty that knows nothing of the errors (Mann-Whitney U / (n_error *
+    n_right)).
+
+    Parameters
+    ----------
+    uncertainty : array_like of shape (n,)
+        Per galaxy: ``std`` of the top class, ``entropy``, ``mutual_information``...
+    is_error : array_like of bool, shape (n,)
+        Whether each galaxy is misclassified.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        Arrays of other shapes or lengths, non-finite uncertainties, or no
+        misclassified or no correctly classified galaxy.
+
+    Examples
+    --------
+    >>> from gamornet.uncertainty import error_detection_auroc
+    >>> error_detection_auroc([0.1, 0.4, 0.35, 0.8], [False, True, False, True])
+    1.0
+    """
+    scores = np.asarray(uncertainty, dtype=np.float64)
+    errors = np.asarray(is_error)
+    if scores.ndim != 1 or errors.shape != scores.shape:
+        raise ValueError(f"uncertainty and is_error must be 1-d arrays of the same length. Received shapes "
+                         f"{scores.shape} and {errors.shape}")
+    if errors.dtype != bool:
+        raise TypeError(f"is_error must be booleans (True for a misclassified galaxy). Received dtype {errors.dtype}")
+    if not np.isfinite(scores).all():
+        raise ValueError("uncertainty must be finite numbers")
+    n_errors, n_right = int(errors.sum()), int((~errors).sum())
+    if n_errors == 0 or n_right == 0:
+        raise ValueError(f"the AUROC needs misclassified and correctly classified galaxies. Received {n_errors} "
+                         f"misclassified and {n_right} correct")
+    # Mid-ranks of the scores (ties share the mean of their ranks).
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    mid_ranks = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    ranks = np.empty_like(mid_ranks)
+    ranks[order] = mid_ranks
+    u_statistic = ranks[errors].sum() - n_errors * (n_errors + 1) / 2.0
+    return float(u_statistic / (n_errors * n_right))
 
 
 def _check_n_samples(n_samples, name="n_samples"):

@@ -166,3 +166,27 @@ def test_bad_seed(keras_network, seed):
 def test_rates_other_than_gamornets_are_refused(keras_network):
     with pytest.raises(ValueError, match=r"dropout rates of 0.5. Received: \(0.3, 0.5\)"):
         uncertainty.MCDropoutHead(keras_network[3], (0.3, 0.5), n_samples=2)
+
+
+# --------------------------------------------------------------------------- errors against uncertainty
+
+
+def test_error_detection_auroc_counts_pairs():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random(60), 1)  # many ties
+    errors = rng.random(60) < 0.3
+    pairs = [(1.0 if e > r else 0.5 if e == r else 0.0) for e in scores[errors] for r in scores[~errors]]
+    assert uncertainty.error_detection_auroc(scores, errors) == pytest.approx(np.mean(pairs), abs=1e-12)
+    assert uncertainty.error_detection_auroc([1, 2, 3], [True, False, False]) == 0.0
+    assert uncertainty.error_detection_auroc([2, 2], [True, False]) == 0.5
+
+
+def test_error_detection_auroc_bad_input():
+    with pytest.raises(ValueError, match="1 misclassified and 0 correct"):
+        uncertainty.error_detection_auroc([0.3], [True])
+    with pytest.raises(ValueError, match=r"same length. Received shapes \(2,\) and \(3,\)"):
+        uncertainty.error_detection_auroc([0.3, 0.2], [True, False, True])
+    with pytest.raises(TypeError, match="booleans"):
+        uncertainty.error_detection_auroc([0.3, 0.2], [1, 0])
+    with pytest.raises(ValueError, match="finite"):
+        uncertainty.error_detection_auroc([np.nan, 0.2], [True, False])

@@ -31,7 +31,6 @@ scipy). Plots need matplotlib.
 """
 
 import datetime
-import glob
 import hashlib
 import json
 import numbers
@@ -74,6 +73,9 @@ FORMAT_VERSION = 1
 
 # log(0) is replaced by the log of the smallest normal float32, the floor of a float32 softmax.
 _LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
+
+# The weights of a TFLearn checkpoint <prefix>: its single data shard.
+_TFLEARN_DATA = ".data-00000-of-00001"
 
 # Temperatures are searched in [1 / _BETA_MAX, 1 / _BETA_MIN].
 _BETA_MIN, _BETA_MAX = 1e-4, 1e4
@@ -813,10 +815,9 @@ def model_sha256(model, backend="keras"):
     Returns
     -------
     str
-        64 hexadecimal digits: the sha256 of a Keras file; for a TFLearn
-        checkpoint, the sha256 of its weight files (``<prefix>.index`` then
-        the ``<prefix>.data-*`` shards, in name order, read as one stream;
-        the ``.meta`` graph is left out).
+        64 hexadecimal digits: the sha256 of the Keras file, or of a TFLearn
+        checkpoint's weights (its ``<prefix>.data-00000-of-00001`` file, into
+        which the ``.index`` only points).
 
     Raises
     ------
@@ -834,12 +835,11 @@ def model_sha256(model, backend="keras"):
         model = models.fetch(model, backend=backend, progress=False)
     if os.path.isfile(model):
         return _file_sha256([model])
-    shards = sorted(glob.glob(glob.escape(model) + ".data-*"))
-    if os.path.isfile(model + ".index") and shards:
-        return _file_sha256([model + ".index"] + shards)
+    if os.path.isfile(model + ".index") and os.path.isfile(model + _TFLEARN_DATA):
+        return _file_sha256([model + _TFLEARN_DATA])
     raise FileNotFoundError(
         f"no model at {model!r}: expected a Keras .hdf5 file or a TFLearn checkpoint prefix "
-        "(with <prefix>.index and <prefix>.data-00000-of-00001 beside it)"
+        f"(with <prefix>.index and <prefix>{_TFLEARN_DATA} beside it)"
     )
 
 

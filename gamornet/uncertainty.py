@@ -342,6 +342,27 @@ class MCDropoutHead:
                              tf.TensorSpec((None, units_2), tf.bool)],
         )
 
+    @classmethod
+    def from_head_layers(cls, layers, n_samples, seed=None):
+        """The head of a GaMorNet network from its layers after the flatten.
+
+        Parameters
+        ----------
+        layers : sequence of keras layers
+            Dense, Dropout, Dense, Dropout, Dense, as in Table 2 of the paper.
+        n_samples, seed
+            As for the class.
+
+        Raises
+        ------
+        ValueError
+            Layers of another kind or order.
+        """
+        kinds = [type(layer).__name__ for layer in layers]
+        if kinds != ["Dense", "Dropout", "Dense", "Dropout", "Dense"]:
+            raise ValueError(f"expected GaMorNet's head: Dense, Dropout, Dense, Dropout, Dense. Received: {kinds}")
+        return cls(layers[0::2], [layers[1].rate, layers[3].rate], n_samples, seed)
+
     def _apply(self, features, keep_1, keep_2):
         """Draws (n_samples, b, 3) from pair masks keep_1 (pairs, units_1) and keep_2 (n_samples, units_2)."""
         import tensorflow as tf

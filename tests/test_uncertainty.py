@@ -1,5 +1,7 @@
 """gamornet.uncertainty: the MC-dropout summaries, and the dropout head against the numpy reference."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -83,7 +85,7 @@ DRAWS = 400
 
 @pytest.fixture(scope="module")
 def keras_network():
-    """(images, weights, features (n, F), the three dense layers) of a Keras GaMorNet with known weights."""
+    """images, weights, features (n, F), the three dense layers and the model of a Keras GaMorNet with known weights."""
     keras = pytest.importorskip("keras")
     from gamornet import keras_module
 
@@ -93,13 +95,13 @@ def keras_network():
     model.set_weights([array for pair in weights for array in pair])
     features = keras.Model(model.input, model.get_layer("flatten_1").output)(images).numpy()
     dense = [model.get_layer(f"dense_{index}") for index in (1, 2, 3)]
-    return images, weights, features, dense
+    return SimpleNamespace(images=images, weights=weights, features=features, dense=dense, model=model)
 
 
 @pytest.fixture(scope="module")
 def reference_draws(keras_network):
     """The numpy reference's MC draws of the Keras network's images: independent masks per draw and galaxy."""
-    images, weights, _, _ = keras_network
+    images, weights = keras_network.images, keras_network.weights
     rng = np.random.default_rng(33)
     keep_1 = reference.dropout_keep_masks(rng, REFERENCE_DRAWS, N_IMAGES)
     keep_2 = reference.dropout_keep_masks(rng, REFERENCE_DRAWS, N_IMAGES)
@@ -107,7 +109,8 @@ def reference_draws(keras_network):
 
 
 def test_head_with_given_masks_matches_the_reference(keras_network):
-    images, weights, features, dense = keras_network
+    images, weights, features, dense = (keras_network.images, keras_network.weights, keras_network.features,
+                                        keras_network.dense)
     n_samples = 7  # odd: the last pair loses its second draw
     rng = np.random.default_rng(34)
     pair_masks = rng.random((4, 4096)) >= 0.5
@@ -123,7 +126,8 @@ def test_head_with_given_masks_matches_the_reference(keras_network):
 
 
 def test_head_mc_mean_agrees_with_the_reference_within_the_monte_carlo_error(keras_network, reference_draws):
-    images, weights, features, dense = keras_network
+    images, weights, features, dense = (keras_network.images, keras_network.weights, keras_network.features,
+                                        keras_network.dense)
     expected = reference_draws
     draws = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=DRAWS, seed=1)(features)
     # Draws come in complementary pairs: the pairs' means are independent, the draws of a pair are not.
@@ -138,7 +142,7 @@ def test_head_mc_mean_agrees_with_the_reference_within_the_monte_carlo_error(ker
 
 
 def test_the_same_seed_gives_the_same_draws(keras_network):
-    _, _, features, dense = keras_network
+    features, dense = keras_network.features, keras_network.dense
     first = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=5, seed=7)
     again = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=5, seed=7)
     one, two = first(features), first(features)
@@ -152,7 +156,7 @@ def test_the_same_seed_gives_the_same_draws(keras_network):
 
 @pytest.mark.parametrize("n_samples", [0, -1, 2.0, True, None])
 def test_bad_n_samples(keras_network, n_samples):
-    dense = keras_network[3]
+    dense = keras_network.dense
     with pytest.raises(ValueError, match=f"n_samples must be an integer >= 1.*Received: n_samples={n_samples!r}"):
         uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=n_samples)
 
@@ -160,12 +164,12 @@ def test_bad_n_samples(keras_network, n_samples):
 @pytest.mark.parametrize("seed", [-1, 1.5, "0"])
 def test_bad_seed(keras_network, seed):
     with pytest.raises(ValueError, match=f"seed must be None or an integer >= 0. Received: seed={seed!r}"):
-        uncertainty.MCDropoutHead(keras_network[3], (0.5, 0.5), n_samples=2, seed=seed)
+        uncertainty.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=2, seed=seed)
 
 
 def test_rates_other_than_gamornets_are_refused(keras_network):
     with pytest.raises(ValueError, match=r"dropout rates of 0.5. Received: \(0.3, 0.5\)"):
-        uncertainty.MCDropoutHead(keras_network[3], (0.3, 0.5), n_samples=2)
+        uncertainty.MCDropoutHead(keras_network.dense, (0.3, 0.5), n_samples=2)
 
 
 # --------------------------------------------------------------------------- errors against uncertainty
@@ -190,3 +194,13 @@ def test_error_detection_auroc_bad_input():
         uncertainty.error_detection_auroc([0.3, 0.2], [1, 0])
     with pytest.raises(ValueError, match="finite"):
         uncertainty.error_detection_auroc([np.nan, 0.2], [True, False])
+
+
+
+def test_head_from_the_layers_after_the_flatten(keras_network):
+    features, dense, model = keras_network.features, keras_network.dense, keras_network.model
+    layers = model.layers[model.layers.index(model.get_layer("flatten_1")) + 1:]
+    from_layers = uncertainty.MCDropoutHead.from_head_layers(layers, n_samples=3, seed=5)
+    np.testing.assert_array_equal(from_layers(features), uncertainty.MCDropoutHead(dense, (0.5, 0.5), 3, seed=5)(features))
+    with pytest.raises(ValueError, match="expected GaMorNet's head: Dense, Dropout, Dense, Dropout, Dense"):
+        uncertainty.MCDropoutHead.from_head_layers(layers[:-1], n_samples=3)

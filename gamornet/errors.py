@@ -12,7 +12,7 @@ filtered together::
 Backend-neutral: imports neither TensorFlow nor tflearn.
 """
 
-__all__ = ["CacheIntegrityError", "DownloadError", "GamornetWarning"]
+__all__ = ["CacheIntegrityError", "DownloadError", "GamornetWarning", "ModelFileError"]
 
 
 class DownloadError(OSError):
@@ -25,3 +25,11 @@ class CacheIntegrityError(OSError):
 
 class GamornetWarning(UserWarning):
     """Base class of the warnings gamornet gives about data or settings (filter them together)."""
+
+
+class ModelFileError(OSError, ValueError):
+    """A model file that cannot be read, is incomplete or corrupt, or holds no GaMorNet model of the input shape.
+
+    It is both an ``OSError`` (the file is unusable) and a ``ValueError`` (its
+    content is not what was asked for), so either ``except`` clause catches it.
+    """

@@ -26,6 +26,7 @@ import numpy as np
 from gamornet import _checks, _registry
 from gamornet._atomic import atomic_path, remove_stale_temporaries
 from gamornet._tables import BASE_COLUMNS, CsvTable, FitsTable
+from gamornet.errors import BadInputError
 from gamornet.classify import HANDBOOK_THRESHOLDS, classify, default_threshold_set, resolve_thresholds
 from gamornet.predictor import load_predictor
 from gamornet.presets import INPUT_SHAPES
@@ -214,10 +215,6 @@ def partial_path(output):
 # --------------------------------------------------------------------------- the run
 
 
-class _BadInputStop(ValueError):
-    pass
-
-
 def _stop_message(bad, rows, kept):
     if rows == 0:
         done = "No image had been classified before it."
@@ -264,7 +261,7 @@ def _classify_stream(reader, predictor, thresholds, table, progress, outcome):
                 bar.max_value = max(reader.total, done)
             bar.update(done)
             if batch.bad and not reader.skip_bad:
-                raise _BadInputStop(batch.bad[0])
+                raise BadInputError(batch.bad[0])
 
 
 def _keep_partial(table, kind, output, temporary):
@@ -283,9 +280,9 @@ def _keep_partial(table, kind, output, temporary):
 def _run_into(reader, predictor, thresholds, table, kind, output, temporary, progress, outcome):
     try:
         _classify_stream(reader, predictor, thresholds, table, progress, outcome)
-    except _BadInputStop as stop:
+    except BadInputError as stop:
         kept = _keep_partial(table, kind, output, temporary)
-        raise _BadInputStop(_stop_message(stop.args[0], table.rows, kept)) from None
+        raise BadInputError(_stop_message(stop.args[0], table.rows, kept)) from None
     except BaseException as error:
         kept = _keep_partial(table, kind, output, temporary)
         if kept is not None:

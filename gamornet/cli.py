@@ -15,6 +15,7 @@ import sys
 import threading
 
 import gamornet
+from gamornet.errors import Terminated
 
 #: Subcommand modules, in the order ``--help`` lists them.
 _SUBCOMMAND_MODULES = (
@@ -38,14 +39,6 @@ def build_parser():
     for module_name in _SUBCOMMAND_MODULES:
         importlib.import_module(module_name).add_parser(subparsers)
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (sent by Slurm at a time limit, by ``timeout`` and by ``kill``), raised where the work is.
-
-    It is a ``KeyboardInterrupt``, so every clean-up that a Ctrl-C runs (keeping
-    partial results, removing temporary files) runs for SIGTERM too.
-    """
 
 
 def _raise_terminated(signum, frame):

@@ -22,13 +22,9 @@ import numpy as np
 from gamornet import _checks, models
 from gamornet._prefetch import prefetch
 from gamornet._progress import progress_bar
-from gamornet.errors import GamornetWarning
+from gamornet.errors import BlankImageWarning
 
 __all__ = ["BatchResult", "BlankImageWarning", "Predictor", "clear_model_cache", "load_predictor"]
-
-
-class BlankImageWarning(GamornetWarning):
-    """Images whose pixels all have one value (blank, or saturated everywhere): their probabilities say nothing."""
 
 
 @dataclass

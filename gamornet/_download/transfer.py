@@ -23,7 +23,7 @@ from gamornet._download.settings import (
 )
 from gamornet._progress import CurrentStderr
 from gamornet._registry import DEFAULT_BASE_URL
-from gamornet.errors import CacheIntegrityError, DownloadError
+from gamornet.errors import CacheIntegrityError, DownloadError, _MirrorFailed
 
 __all__ = ["fetch"]
 
@@ -121,11 +121,6 @@ def _transfer(url, target, progress, timeout):
             bar.finish(complete)
     if os.path.abspath(saved) != target:
         os.replace(saved, target)
-
-
-class _MirrorFailed(Exception):
-    def __init__(self, url, reason):
-        super().__init__(f"{url}: {reason}")
 
 
 def _remove_stale_staging(folder, prefix):

@@ -109,6 +109,13 @@ def add_parser(subparsers):
         "--output", metavar="FILE.csv|FILE.fits",
         help="the table to write (CSV or FITS, by its ending); default: CSV on standard output",
     )
+    parser.add_argument(
+        "--mc-samples", type=int, default=0, metavar="N",
+        help="MC dropout: predict each image N times with dropout on; the probabilities are the mean, and the "
+             "columns p_disk_std, p_indet_std, p_bulge_std, entropy, mutual_information are added (default: 0, off)",
+    )
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="seed of the MC-dropout masks (same seed and batches: same numbers)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.set_defaults(command_name="predict", handler=run)
@@ -346,6 +353,9 @@ def run(args):
     input_shape, data_set = _resolve_model(args)
     thresholds = _resolve_thresholds(args, input_shape, data_set)
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
+    mc_samples = _checks.check_positive_int(args.mc_samples, "--mc-samples", allow_zero=True)
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0. Received: --seed={args.seed}")
     kind = _output_format(args.output)
     reader = _open_reader(args, input_shape, batch_size)
     if not _registry.is_published_name(args.model) and args.backend == "keras":
@@ -354,7 +364,7 @@ def run(args):
         for path in _own_files(args.output):
             remove_stale_temporaries(path)
     outcome = _Outcome()
-    with load_predictor(args.model, input_shape, args.backend) as predictor:
+    with load_predictor(args.model, input_shape, args.backend, mc_samples=mc_samples, seed=args.seed) as predictor:
         progress = not args.no_progress
         if args.output is None:
             table = CsvTable(sys.stdout, predictor.columns)

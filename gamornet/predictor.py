@@ -40,11 +40,15 @@ class BatchResult:
         probabilities carry no information about the galaxy.
     columns : dict of str to numpy.ndarray
         Further per-image columns, in :attr:`Predictor.columns` order.
+    draws : numpy.ndarray of float32, shape (mc_samples, n, 3), or None
+        With MC dropout (``mc_samples`` > 0), every draw; ``probabilities``
+        is their mean.
     """
 
     probabilities: np.ndarray
     blank: np.ndarray
     columns: dict = field(default_factory=dict)
+    draws: object = None
 
 
 @dataclass
@@ -79,9 +83,13 @@ class Predictor:
         (x, y, ndim) of the images it takes.
     columns : tuple of str
         The names of the per-image columns it adds beside the probabilities.
+    mc_samples : int
+        MC-dropout draws per image (0: plain, deterministic predictions).
+    seed : int or None
+        The seed of the MC-dropout masks.
     """
 
-    def __init__(self, engine, model, model_path, backend, input_shape):
+    def __init__(self, engine, model, model_path, backend, input_shape, *, mc_samples=0, seed=None):
         self._engine = engine
         self.model = model
         self.model_path = model_path
@@ -89,6 +97,15 @@ class Predictor:
         self.input_shape = tuple(input_shape)
         self.columns = ()
         self._sha256 = None
+        self.mc_samples = mc_samples
+        self.seed = seed
+        self._mc_head = None
+        if mc_samples:
+            from gamornet.uncertainty import MC_COLUMNS, MCDropoutHead
+
+            # Dropout is on only in this head, built beside the (shared, cached) engine, which stays deterministic.
+            self._mc_head = MCDropoutHead.from_head_layers(engine.head_layers, mc_samples, seed)
+            self.columns = MC_COLUMNS
 
     @property
     def engine(self):
@@ -122,6 +139,8 @@ class Predictor:
             "model_sha256": self.model_sha256,
             "backend": self.backend,
             "input_shape": list(self.input_shape),
+            "mc_samples": self.mc_samples,
+            "mc_seed": self.seed,
         }
 
     def predict_batch(self, images):
@@ -143,7 +162,15 @@ class Predictor:
     def _result(self, tensor, images):
         """The results of a batch given as a tensor (or array) for the network and as an array."""
         if len(images) == 0:
-            return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool), {})
+            return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool),
+                               {name: np.empty(0, np.float32) for name in self.columns},
+                               np.empty((self.mc_samples, 0, 3), np.float32) if self.mc_samples else None)
+        if self._mc_head is not None:
+            from gamornet.uncertainty import summarize_samples
+
+            draws = self._mc_head(self.engine.features(tensor))
+            summary = summarize_samples(draws)
+            return BatchResult(summary.mean, _blank(images), summary.columns(), draws)
         return BatchResult(self.engine.forward(tensor), _blank(images), {})
 
     def stream(self, batches):
@@ -208,15 +235,53 @@ class Predictor:
         batch_size = _checks.check_positive_int(batch_size, "batch_size")
         return self._predict_checked(images, batch_size, progress)
 
-    def _predict_checked(self, images, batch_size, progress, stacklevel=3):
+    def predict_mc(self, images, batch_size=64, progress=False, return_samples=False):
+        """MC-dropout predictions of a stack of images (the predictor must have ``mc_samples`` > 0).
+
+        Parameters
+        ----------
+        images, batch_size, progress
+            As :meth:`predict`.
+        return_samples : bool
+            Keep every draw, (mc_samples, n, 3), in the result's ``samples``.
+
+        Returns
+        -------
+        gamornet.uncertainty.MCResult
+            ``mean``, ``std``, ``entropy``, ``mutual_information`` (and ``samples``).
+
+        Raises
+        ------
+        ValueError
+            A predictor without MC dropout, or bad images (as :meth:`predict`).
+        """
+        from gamornet.uncertainty import MCResult
+
+        if not self.mc_samples:
+            raise ValueError("this predictor makes plain predictions: load it with mc_samples >= 1 for MC dropout")
+        _checks.check_images(images, self.input_shape, "images")
+        batch_size = _checks.check_positive_int(batch_size, "batch_size")
+        mean, columns, draws = self._predict_checked(images, batch_size, progress, keep_columns=True,
+                                                     keep_draws=bool(return_samples))
+        std = np.stack([columns[name] for name in self.columns[:3]], axis=1)
+        return MCResult(mean, std, columns["entropy"], columns["mutual_information"], draws, self.mc_samples)
+
+    def _predict_checked(self, images, batch_size, progress, stacklevel=3, keep_columns=False, keep_draws=False):
+        """Probabilities of checked images; with ``keep_columns``, (probabilities, columns, draws or None)."""
         n_images = images.shape[0]
         probabilities = np.empty((n_images, 3), dtype=np.float32)
         blank = np.zeros(n_images, dtype=bool)
+        columns = {name: np.empty(n_images, np.float32) for name in self.columns}
+        draws = np.empty((self.mc_samples, n_images, 3), np.float32) if keep_draws else None
         with progress_bar(n_images, "Predicting", enabled=progress) as bar:
             for batch, result in self.stream(_array_batches(images, batch_size)):
                 stop = batch.start + len(batch.images)
                 probabilities[batch.start : stop] = result.probabilities
                 blank[batch.start : stop] = result.blank
+                for name in columns:
+                    columns[name][batch.start : stop] = result.columns[name]
+                if draws is not None:
+                    draws[:, batch.start : stop] = result.draws
                 bar.update(stop)
         if blank.any():
             indices = np.flatnonzero(blank)
@@ -227,7 +292,7 @@ class Predictor:
                 BlankImageWarning,
                 stacklevel=stacklevel,
             )
-        return probabilities
+        return (probabilities, columns, draws) if keep_columns else probabilities
 
     def close(self):
         """Release the model; the predictor cannot be used afterwards. Closing twice is harmless."""
@@ -263,7 +328,7 @@ def _resolve_shape(model, input_shape, backend):
     )
 
 
-def load_predictor(model, input_shape=None, backend="keras"):
+def load_predictor(model, input_shape=None, backend="keras", *, mc_samples=0, seed=None):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -281,6 +346,15 @@ def load_predictor(model, input_shape=None, backend="keras"):
         The flavour of the model file. Both run on the same Keras engine with
         the backend's own local response normalisation, so the TFLearn models
         give the same probabilities as with tflearn itself.
+    mc_samples : int
+        0 (default): plain, deterministic predictions. N >= 1: Monte-Carlo
+        dropout with N draws per image (see :mod:`gamornet.uncertainty`); the
+        probabilities are the mean of the draws, and the results gain the
+        columns p_disk_std, p_indet_std, p_bulge_std, entropy and
+        mutual_information.
+    seed : int, optional
+        The seed of the MC-dropout masks: the same seed and batches give the
+        same numbers. None: fresh masks every time.
 
     Returns
     -------
@@ -289,7 +363,8 @@ def load_predictor(model, input_shape=None, backend="keras"):
     Raises
     ------
     ValueError, TypeError
-        An unknown backend, a missing or invalid input shape.
+        An unknown backend, a missing or invalid input shape, a negative
+        ``mc_samples`` or a bad seed.
     FileNotFoundError
         No such model file.
     gamornet.errors.ModelFileError
@@ -303,9 +378,14 @@ def load_predictor(model, input_shape=None, backend="keras"):
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
     shape = _resolve_shape(model, input_shape, backend)
+    mc_samples = _checks.check_positive_int(mc_samples, "mc_samples", allow_zero=True)
+    if seed is not None:
+        from gamornet.uncertainty import _check_seed
+
+        seed = _check_seed(seed)
     local_path = models.resolve(model, backend)
     engine = _engine.engine_for(local_path, shape, backend)
-    return Predictor(engine, model, local_path, backend, shape)
+    return Predictor(engine, model, local_path, backend, shape, mc_samples=mc_samples, seed=seed)
 
 
 def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend):

@@ -36,6 +36,7 @@ __all__ = [
     "MCResult",
     "error_detection_auroc",
     "mutual_information",
+    "predict_mc",
     "predictive_entropy",
     "summarize_samples",
 ]
@@ -257,6 +258,69 @@ def error_detection_auroc(uncertainty, is_error):
     ranks[order] = mid_ranks
     u_statistic = ranks[errors].sum() - n_errors * (n_errors + 1) / 2.0
     return float(u_statistic / (n_errors * n_right))
+
+
+def predict_mc(images, model, input_shape=None, backend="keras", n_samples=30, batch_size=64, seed=None,
+               return_samples=False, progress=False):
+    """Predict galaxies with MC dropout: probabilities with an uncertainty per galaxy.
+
+    Each image is predicted ``n_samples`` times with GaMorNet's dropout layers
+    on (a different random half of the units of the first two fully connected
+    layers removed each time); the draws are summarised into a mean, a spread
+    and two uncertainties (see the module's documentation). Dropout is on only
+    here: :func:`gamornet.keras_module.gamornet_predict_keras` and
+    ``gamornet predict`` without ``--mc-samples`` stay deterministic.
+
+    Parameters
+    ----------
+    images : numpy.ndarray of shape (n, x, y, ndim)
+        The images, with finite pixels, as the model takes them.
+    model : str or os.PathLike
+        A published model (``'SDSS_tl'`` ...) or a model file of ``backend``:
+        a Keras ``.hdf5`` file, or a TFLearn checkpoint.
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int, optional
+        Needed with a model file; published models know theirs.
+    backend : {'keras', 'tflearn'}
+        The flavour of the model.
+    n_samples : int
+        Draws per image, >= 1.
+    batch_size : int
+        Images per batch (the draws of a batch share their dropout masks).
+    seed : int, optional
+        The same seed, images and batch size give the same numbers; None: fresh draws.
+    return_samples : bool
+        Also return every draw (``samples``, of shape (n_samples, n, 3)).
+    progress : bool
+        Show a progress bar on standard error.
+
+    Returns
+    -------
+    MCResult
+        ``mean`` and ``std`` (n, 3), ``entropy`` and ``mutual_information`` (n,),
+        and ``samples`` when asked for.
+
+    Raises
+    ------
+    ValueError, TypeError
+        ``n_samples`` < 1, a bad seed or batch size, an unknown backend, a
+        missing input shape, images not of shape (n, x, y, ndim) of finite
+        numbers, or an empty set of images.
+    FileNotFoundError, gamornet.errors.ModelFileError
+        As :func:`gamornet.load_predictor`.
+    """
+    from gamornet import _checks, models
+    from gamornet.predictor import _resolve_shape, load_predictor
+
+    n_samples = _check_n_samples(n_samples)
+    seed = _check_seed(seed)
+    batch_size = _checks.check_positive_int(batch_size, "batch_size")
+    return_samples = _checks.check_flag(return_samples, "return_samples")
+    if backend not in models.BACKENDS:
+        raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
+    shape = _resolve_shape(model, input_shape, backend)
+    _checks.check_images(images, shape, "images")
+    with load_predictor(model, shape, backend, mc_samples=n_samples, seed=seed) as predictor:
+        return predictor.predict_mc(images, batch_size, progress=progress, return_samples=return_samples)
 
 
 def _check_n_samples(n_samples, name="n_samples"):

@@ -274,3 +274,28 @@ def test_error_detection_auroc_bad_input():
         uncertainty.error_detection_auroc([0.3, 0.2], [1, 0])
     with pytest.raises(ValueError, match="finite"):
         uncertainty.error_detection_auroc([np.nan, 0.2], [True, False])
+
+
+def test_gamornet_predict_with_mc_samples_writes_the_mc_columns(models, tmp_path, capsys):
+    import csv
+
+    from gamornet import cli
+
+    stack = tmp_path / "images.npy"
+    np.save(stack, models.images)
+    output = tmp_path / "mc.csv"
+    assert cli.main(["predict", str(stack), "--model", models.keras.path, "--input-shape", "40,40,1",
+                     "--thresholds", "0.5,0.5", "--mc-samples", "6", "--seed", "4", "--output", str(output),
+                     "--no-progress"]) == 0
+    with open(output, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert tuple(rows[0])[-5:] == uncertainty.MC_COLUMNS and len(rows) == N_IMAGES
+    # The same draws as predict_mc with the same seed and batches.
+    expected = uncertainty.predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=4)
+    np.testing.assert_allclose([[float(row[name]) for name in ("p_disk", "p_indet", "p_bulge")] for row in rows],
+                               expected.mean, rtol=1e-6)
+    np.testing.assert_allclose([float(row["mutual_information"]) for row in rows], expected.mutual_information,
+                               rtol=1e-5)
+    assert cli.main(["predict", str(stack), "--model", models.keras.path, "--input-shape", "40,40,1",
+                     "--thresholds", "0.5,0.5", "--mc-samples", "-2"]) == 1
+    assert "--mc-samples must be a non-negative integer" in capsys.readouterr().err

@@ -187,3 +187,52 @@ def test_transfer_learning_tutorial(tutorial_environment, mirror):
     checkpoints = [name for name in os.listdir(output / "tflearn") if name.endswith(".index")]
     assert len(checkpoints) == 1
     assert "after transfer learning (TFLearn)" in _text(notebook)
+
+
+# --------------------------------------------------------------------------- 4_uncertainty (Keras only, no mirror)
+
+#: Tiny sizes of the uncertainty notebook: a model that learns little, so its steps that need a useful model
+#: say so rather than fail.
+UNCERTAINTY_SIZES = {
+    "SURVEY": SURVEY,
+    "N_TRAIN": "8",
+    "N_CALIBRATION": "6",
+    "N_TEST": "6",
+    "EPOCHS": "1",
+    "BATCH_SIZE": "4",
+    "MC_SAMPLES": "4",
+}
+
+
+def test_uncertainty_notebook_is_committed_clean_with_a_parameters_cell():
+    notebook = _read("4_uncertainty")
+    nbformat.validate(notebook)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for cell in code_cells:
+        assert cell.outputs == [] and cell.execution_count is None, "commit notebooks with cleared outputs"
+    first = code_cells[0]
+    assert "parameters" in first.metadata.get("tags", [])
+    for parameter in ("SURVEY", "BATCH_SIZE", "SEED", *UNCERTAINTY_SIZES):
+        assert f'{parameter} = parameter("{parameter}"' in first.source, parameter
+    sources = "\n".join(cell.source for cell in code_cells)
+    for name in ("simulate_galaxies", "predict_mc", "fit_temperature", "choose_thresholds", "error_detection_auroc"):
+        assert name in sources, name
+
+
+@pytest.mark.slow
+def test_uncertainty_tutorial(monkeypatch, tmp_path):
+    from gamornet.calibration import load_calibration, model_sha256
+
+    monkeypatch.setenv("GAMORNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name, value in UNCERTAINTY_SIZES.items():
+        monkeypatch.setenv(f"GAMORNET_TUTORIAL_{name}", value)
+    output = tmp_path / "output"
+    monkeypatch.setenv("GAMORNET_TUTORIAL_OUTPUT_DIR", str(output))
+    notebook = _execute(_read("4_uncertainty"), tmp_path)
+    # Reliability diagram, purity/completeness curves, uncertainty histograms.
+    assert _figures(notebook) >= 3
+    text = _text(notebook)
+    assert "temperature T =" in text and "ECE" in text and "first test galaxies" in text
+    model = str(output / "keras" / "trained_model.hdf5")
+    assert load_calibration(str(output / "calib.json"), model_sha256(model)).temperature > 0

@@ -49,7 +49,7 @@ tflearn_CANDELS, from the published model name (SDSS_tl ...) or from
 """
 
 _EPILOG = """\
-threshold sets (SPEC §5; "else indeterminate"):
+threshold sets (the Public Data Release Handbook; "else indeterminate"):
   keras_SDSS       disk if p_disk >= 0.70; bulge if p_bulge >= 0.70
   keras_CANDELS    disk if p_disk > p_bulge and p_disk > p_indet; bulge if p_bulge >= 0.60
   tflearn_SDSS     disk if p_disk >= 0.80; bulge if p_bulge >= 0.80

@@ -129,3 +129,19 @@ def test_a_wrong_example_fails_the_doctests(tmp_path):
     assert result.returncode != 0
     assert failures == 1 and tests > 1, text
     assert "['disk', 'indeterminate', 'bulge']" in text
+
+
+def test_nothing_cites_the_developer_documents():
+    """The package, its docs and its notebooks cite the paper, the handbook or our pages, never SPEC / STYLE."""
+    cited = re.compile(r"\bSPEC\b|\bSTYLE\.md\b")
+    found = []
+    for folder in ("gamornet", "docs", "tutorials"):
+        for directory, subfolders, names in os.walk(os.path.join(ROOT, folder)):
+            subfolders[:] = [name for name in subfolders if name not in ("_build", "__pycache__")]
+            for name in names:
+                path = os.path.join(directory, name)
+                with open(path, "rb") as stream:
+                    text = stream.read().decode("utf-8", errors="replace")
+                found += [f"{os.path.relpath(path, ROOT)}: {line.strip()}" for line in text.splitlines()
+                          if cited.search(line)]
+    assert found == []

@@ -54,7 +54,7 @@ import numpy as np
 import progressbar
 import wget
 
-from gamornet import _registry
+from gamornet import _registry, _tf_logging
 from gamornet._atomic import atomic_write
 from gamornet.errors import CacheIntegrityError, DownloadError
 from gamornet._hdf5 import check_keras_model_file
@@ -403,8 +403,7 @@ def check_tflearn_checkpoint(prefix, input_shape):
     for suffix in _registry.TFLEARN_CHECKPOINT_SUFFIXES:
         if not os.path.isfile(prefix + suffix):
             raise FileNotFoundError(f"the TFLearn checkpoint {prefix!r} is incomplete: {prefix + suffix!r} is missing")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    tf = _tf_logging.import_tensorflow()
     from google.protobuf.message import DecodeError
 
     def first_line(error):

@@ -43,11 +43,10 @@ import functools
 import importlib
 import importlib.metadata
 import io
-import os
 import sys
 import threading
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from gamornet._tf_logging import import_tensorflow
 
 __all__ = ["import_tflearn", "installed_versions", "silenced_deprecations"]
 
@@ -181,7 +180,7 @@ def silenced_deprecations():
 
 
 def _import_with_shims():
-    import tensorflow as tf
+    tf = import_tensorflow()
     import tensorflow.compat.v1 as v1
 
     _shim_nest_is_sequence()

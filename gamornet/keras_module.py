@@ -10,8 +10,11 @@ models (legacy HDF5 files written by Keras 2.2.4 / 2.3.1) load unchanged.
 import csv
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from gamornet._tf_logging import import_tensorflow  # noqa: E402
+
+tf = import_tensorflow()  # before Keras imports it, so that TensorFlow's start-up lines stay hidden
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -22,8 +25,6 @@ if keras.config.backend() != "tensorflow":
         f"the TFLearn module share. Keras is set to the {keras.config.backend()!r} backend: set the "
         "environment variable KERAS_BACKEND=tensorflow (or edit ~/.keras/keras.json) before importing Keras"
     )
-
-import tensorflow as tf  # noqa: E402
 
 from gamornet import _checks, _registry  # noqa: E402
 from gamornet._atomic import atomic_path, atomic_write  # noqa: E402

@@ -46,8 +46,8 @@ ENVIRONMENT_VARIABLE = "GAMORNET_TF_LOGS"
 
 _FALSE_WORDS = ("", "0", "false", "no", "off")
 
-# File descriptor 2 belongs to the whole process: one redirection at a time.
-_lock = threading.Lock()
+# File descriptor 2 belongs to the whole process: one redirection at a time (re-entrant, for nested imports).
+_lock = threading.RLock()
 
 
 def tensorflow_logs_shown():

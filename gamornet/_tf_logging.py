@@ -102,20 +102,45 @@ def quiet_import(name):
         if name in sys.modules or tensorflow_logs_shown():
             return importlib.import_module(name)
         try:
-            real_stderr = os.dup(2)
-        except OSError:
+            captured = tempfile.TemporaryFile()
+        except OSError:  # no writable temporary folder: better the lines than no import
             return importlib.import_module(name)
-        try:
-            with tempfile.TemporaryFile() as captured:
-                try:
-                    with _descriptor_2_redirected(captured.fileno(), real_stderr):
-                        return importlib.import_module(name)
-                except BaseException:
-                    captured.seek(0)
-                    _write_all(2, captured.read())
-                    raise
-        finally:
-            os.close(real_stderr)
+        with captured:
+            try:
+                real_stderr = os.dup(2)
+            except OSError:  # no standard error at all: nothing to hide
+                return importlib.import_module(name)
+            try:
+                with _descriptor_2_redirected(captured.fileno(), real_stderr):
+                    return importlib.import_module(name)
+            except BaseException:
+                captured.seek(0)
+                _write_all(2, captured.read())
+                raise
+            finally:
+                os.close(real_stderr)
+
+
+class _Descriptor(io.RawIOBase):
+    """Writes to a file descriptor that can be changed later; closing it closes no descriptor."""
+
+    def __init__(self, descriptor):
+        super().__init__()
+        self.descriptor = descriptor
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        # All of it: the text stream above passes writes straight through, and a pipe may take them in parts.
+        data = memoryview(data)
+        written = 0
+        while written < len(data):
+            written += os.write(self.descriptor, data[written:])
+        return written
+
+    def fileno(self):
+        return self.descriptor
 
 
 @contextlib.contextmanager
@@ -123,10 +148,17 @@ def _descriptor_2_redirected(target, real_stderr):
     """Point file descriptor 2 at ``target``; keep ``sys.stderr`` and crash reports on ``real_stderr``."""
     python_stderr = sys.stderr
     _flush(python_stderr)
-    replacement = _stream_on(real_stderr, python_stderr) if _writes_to_descriptor_2(python_stderr) else None
-    report_crashes = not faulthandler.is_enabled()
-    if replacement is not None:
+    replacement = None
+    if _writes_to_descriptor_2(python_stderr):
+        raw = _Descriptor(real_stderr)
+        replacement = io.TextIOWrapper(
+            raw,
+            encoding=getattr(python_stderr, "encoding", None) or "utf-8",
+            errors=getattr(python_stderr, "errors", None) or "backslashreplace",
+            write_through=True,
+        )
         sys.stderr = replacement
+    report_crashes = not faulthandler.is_enabled()
     if report_crashes:
         faulthandler.enable(file=real_stderr, all_threads=True)
     os.dup2(target, 2)
@@ -138,10 +170,11 @@ def _descriptor_2_redirected(target, real_stderr):
             faulthandler.disable()
         if replacement is not None:
             _flush(replacement)
+            # A thread still holding the replacement writes to the restored descriptor 2 from now on.
+            raw.descriptor = 2
             # Another thread may have set its own standard error meanwhile: keep it.
             if sys.stderr is replacement:
                 sys.stderr = python_stderr
-            replacement.close()
 
 
 def _writes_to_descriptor_2(stream):
@@ -150,17 +183,6 @@ def _writes_to_descriptor_2(stream):
     except (AttributeError, OSError, ValueError):
         # io.UnsupportedOperation is an OSError and a ValueError: a notebook's or a test runner's stream.
         return False
-
-
-def _stream_on(descriptor, like):
-    """A text stream writing to ``descriptor`` (left open on close), encoded as the stream ``like``."""
-    return io.TextIOWrapper(
-        io.FileIO(descriptor, "w", closefd=False),
-        encoding=getattr(like, "encoding", None) or "utf-8",
-        errors=getattr(like, "errors", None) or "backslashreplace",
-        line_buffering=True,
-        write_through=True,
-    )
 
 
 def _flush(stream):

@@ -10,15 +10,14 @@ models (legacy HDF5 files written by Keras 2.2.4 / 2.3.1) load unchanged.
 import csv
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# First: it imports TensorFlow quietly, then Keras, and checks Keras' backend.
+from gamornet._network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: I100
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gamornet import _checks, formats, models  # noqa: E402
 from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
-from gamornet._network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: E402
 from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 
 __all__ = [

@@ -75,6 +75,7 @@ def csv_columns(rows):
 # --------------------------------------------------------------------------- outputs
 
 
+@pytest.mark.numeric
 def test_csv_from_a_folder_of_fits_files(tmp_path, case, capsys):
     images, model, expected = case
     paths = write_fits_files(tmp_path / "cutouts", images)

@@ -10,6 +10,7 @@ probabilities are checked against the independent numpy reference.
 """
 
 import os
+import re
 
 import nbformat
 import numpy as np
@@ -103,7 +104,9 @@ def _execute(notebook, folder):
     client = NotebookClient(
         notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
-    client.execute()
+    # ipykernel shows what libraries write to file descriptor 2 in the cells, as users see it in Jupyter,
+    # except when it finds PYTEST_CURRENT_TEST in its environment.
+    client.execute(env={name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"})
     return notebook
 
 
@@ -113,6 +116,18 @@ def _outputs(notebook):
 
 def _figures(notebook):
     return sum("image/png" in output.get("data", {}) for output in _outputs(notebook))
+
+
+#: A line of one of gamornet's progress bars, colours removed: "Predicting:  42% |###  | ...".
+_PROGRESS_LINE = re.compile(r"^[\w .\-]+: +\d+% ")
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _foreign_stderr_lines(notebook):
+    """Lines of the notebook's standard error that are not gamornet's progress bars."""
+    lines = [line for output in _outputs(notebook) if output.get("name") == "stderr"
+             for line in re.split(r"[\r\n]+", _COLOUR.sub("", output["text"])) if line.strip()]
+    return [line for line in lines if not _PROGRESS_LINE.match(line)]
 
 
 def _text(notebook):
@@ -137,12 +152,15 @@ def test_notebooks_are_committed_clean_with_a_parameters_cell(name):
 
 
 @pytest.mark.slow
+@pytest.mark.numeric
 def test_prediction_tutorial(tutorial_environment, mirror, weights):
     notebook = _read("1_predictions")
     notebook.cells.append(nbformat.v4.new_code_cell(_SAVE_PREDICTIONS))
     _execute(notebook, tutorial_environment)
     # Galaxies, then each galaxy with its probabilities.
     assert _figures(notebook) >= 2
+    # Standard error shows gamornet's progress bars only: TensorFlow's start-up lines stay hidden.
+    assert _foreign_stderr_lines(notebook) == []
     # Both flavours of the published model came from the mirror.
     for backend in ("keras", "tflearn"):
         for path in published_model(f"{SURVEY}_tl", backend).files:

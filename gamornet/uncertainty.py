@@ -380,7 +380,9 @@ class MCDropoutHead:
     """
 
     def __init__(self, dense_layers, dropout_rates, n_samples, seed=None):
-        import tensorflow as tf
+        from gamornet._tf_logging import import_tensorflow
+
+        tf = import_tensorflow()
 
         if len(dense_layers) != 3 or len(dropout_rates) != 2:
             raise ValueError(f"expected 3 dense layers and 2 dropout rates. Received {len(dense_layers)} and "

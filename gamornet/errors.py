@@ -12,7 +12,7 @@ filtered together::
 Backend-neutral: imports neither TensorFlow nor tflearn.
 """
 
-__all__ = ["CacheIntegrityError", "DownloadError", "GamornetWarning"]
+__all__ = ["CacheIntegrityError", "DownloadError", "GamornetWarning", "PixelScaleWarning"]
 
 
 class DownloadError(OSError):
@@ -25,3 +25,7 @@ class CacheIntegrityError(OSError):
 
 class GamornetWarning(UserWarning):
     """Base class of the warnings gamornet gives about data or settings (filter them together)."""
+
+
+class PixelScaleWarning(GamornetWarning):
+    """Survey images are cut at a pixel scale other than the network's (resampling was turned off)."""

@@ -277,9 +277,9 @@ def _degrees(column, name, catalog_name):
     from astropy import units
 
     if column.dtype.kind in "USO":
-        example = column[0] if len(column) else ""
+        example = str(column[0]) if len(column) else ""
         raise ValueError(
-            f"the column {name!r} of the catalogue {catalog_name} holds text (such as {example!r}); give RA and Dec "
+            f"the column {name!r} of the catalogue {catalog_name} holds text (such as '{example}'); give RA and Dec "
             "as numbers of degrees"
         )
     factor = 1.0
@@ -944,7 +944,7 @@ class CutoutReader:
             if self._plans[option.tile].resample:
                 return self._resampled_stamp(option, files, row)
             return self._native_stamp(option, files)
-        except (ImportError, ValueError):
+        except ImportError:
             raise
         except Exception as error:  # noqa: BLE001 - a truncated or corrupt image file
             raise OSError(

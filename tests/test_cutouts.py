@@ -414,7 +414,7 @@ def test_the_cutouts_command_writes_a_cube_and_a_table(field, tmp_path, capsys):
                    "--output", output])
     assert status == 0
     captured = capsys.readouterr()
-    assert "Cutting stamps" in captured.err and "7 of 7 rows" in captured.err
+    assert "Cutting stamps:" in captured.err and "of 7 rows" in captured.err
     assert "wrote 7 rows" in captured.err and "1 off the images" in captured.err
     with fits.open(output) as hdulist:
         cube = hdulist[0].data
@@ -468,3 +468,24 @@ def test_the_cutouts_command_reports_bad_options(field, tmp_path, capsys, monkey
     status = main(["cutouts", "--catalog", catalog_path, "--images", *field.tiles, "--no-progress", *options])
     assert status == 1
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_compressed_gzipped_and_scaled_images_give_the_same_stamps(field, tmp_path):
+    """Plain images are read straight from the file; the others through astropy: the stamps are the same."""
+    with fits.open(field.tiles[1]) as hdulist:
+        header, data = hdulist[0].header.copy(), hdulist[0].data.copy()
+    compressed = str(tmp_path / "compressed.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, header, compression_type="GZIP_1",
+                                                       quantize_level=0.0)]).writeto(compressed)
+    gzipped = str(tmp_path / "gzipped.fits.gz")
+    fits.PrimaryHDU(data, header).writeto(gzipped)
+    # Integers with BSCALE/BZERO: what the plain image holds, to within one step of the scale.
+    scaled = str(tmp_path / "scaled.fits")
+    scaled_hdu = fits.PrimaryHDU(data.copy(), header)
+    scaled_hdu.scale("int32", bscale=1e-3, bzero=0.0)
+    scaled_hdu.writeto(scaled)
+    catalog = field.catalog[list(field.catalog["name"]).index("in_b"):][:1]
+    plain = next(iter(CutoutReader(catalog, [field.tiles[1]], "CANDELS"))).images
+    for path, tolerance in ((compressed, 0), (gzipped, 0), (scaled, 1.01e-3)):
+        images = next(iter(CutoutReader(catalog, [path], "CANDELS"))).images
+        np.testing.assert_allclose(images, plain, rtol=0, atol=tolerance, err_msg=path)

@@ -610,6 +610,12 @@ def network_pixel_scale(input_shape, pixel_scale=None):
     -------
     float or None
         None for a custom shape without ``pixel_scale``.
+
+    Raises
+    ------
+    ValueError
+        A ``pixel_scale`` that is not a positive number, or an invalid
+        ``input_shape``.
     """
     if pixel_scale is not None:
         if isinstance(pixel_scale, bool) or not isinstance(pixel_scale, (int, float, np.floating, np.integer)) or not (

@@ -8,7 +8,7 @@ input size, centred on each row's RA/Dec, the same :class:`gamornet.io.Batch`
 objects that :class:`gamornet.io.ImageReader` yields for files of cutouts. So
 ``gamornet predict --catalog ... --images ...`` classifies them in its one
 batch loop, while the next stamps are cut in a background thread
-(:func:`gamornet.io.prefetch`), and ``gamornet cutouts`` writes them to a FITS
+(:meth:`gamornet.predictor.Predictor.stream`), and ``gamornet cutouts`` writes them to a FITS
 cube for inspection (:func:`write_stamps`). No stamp is ever written to disk on
 the way to a prediction.
 

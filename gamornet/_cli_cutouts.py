@@ -67,14 +67,15 @@ def add_survey_arguments(parser, required):
     return group
 
 
-def survey_reader(args, input_shape, batch_size):
-    """The :class:`gamornet.cutouts.CutoutReader` of the survey options in ``args``."""
+def survey_reader(args, input_shape, batch_size, exclude=()):
+    """The :class:`gamornet.cutouts.CutoutReader` of the survey options in ``args`` (images matching a file of
+    ``exclude`` left out)."""
     from gamornet.cutouts import CutoutReader
 
     hdu = None if args.hdu is None else _checks.check_positive_int(args.hdu, "--hdu", allow_zero=True)
     return CutoutReader(args.catalog, args.images, input_shape, batch_size=batch_size, pixel_scale=args.pixel_scale,
                         resample=not args.no_resample, hdu=hdu, skip_bad=args.skip_bad, id_column=args.id_column,
-                        ra_column=args.ra_column, dec_column=args.dec_column)
+                        ra_column=args.ra_column, dec_column=args.dec_column, exclude=exclude)
 
 
 def add_parser(subparsers):

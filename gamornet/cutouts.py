@@ -178,7 +178,9 @@ class Catalog:
     id_name, ra_name, dec_name : str
         The catalogue's names of these columns (``'row'`` for row numbers).
     name : str
-        The file it was read from, for messages.
+        How the catalogue is named in messages.
+    path : str or None
+        The file it was read from (None for a table in memory).
     """
 
     ids: np.ndarray
@@ -188,6 +190,7 @@ class Catalog:
     ra_name: str
     dec_name: str
     name: str
+    path: object = None
 
     def __len__(self):
         return len(self.ra)
@@ -361,6 +364,7 @@ def read_catalog(catalog, id_column=None, ra_column=None, dec_column=None):
         ra_name=ra_name,
         dec_name=dec_name,
         name=catalog_name,
+        path=path,
     )
 
 
@@ -424,7 +428,7 @@ def _open_image_hdu(path, hdu):
         hdulist = fits.open(path, memmap=False, lazy_load_hdus=True)
     except Exception as error:  # noqa: BLE001 - any failure means the file is not a readable FITS file
         raise OSError(f"cannot read the image {path!r} as FITS ({_describe(error)})") from error
-    image_hdu, reason = _image_hdu(hdulist, hdu, path)
+    image_hdu, reason = _image_hdu(hdulist, hdu)
     if image_hdu is None:
         hdulist.close()
         raise ValueError(f"the image {path!r} cannot be used: {reason}")
@@ -514,6 +518,9 @@ class SurveyImages:
         twice is used once.
     hdu : int, optional
         The HDU that holds the image; by default the first HDU with data.
+    exclude : iterable of str
+        Files that folders and patterns must not match (the outputs of the
+        run that reads them).
 
     Attributes
     ----------
@@ -531,11 +538,11 @@ class SurveyImages:
         FILTER differ from the first image's.
     """
 
-    def __init__(self, images, hdu=None):
+    def __init__(self, images, hdu=None, exclude=()):
         if hdu is not None:
             hdu = _checks.check_positive_int(hdu, "hdu", allow_zero=True)
         paths, seen = [], set()
-        for kind, path in expand_inputs(images):
+        for kind, path in expand_inputs(images, exclude):
             if kind != "fits":
                 raise ValueError(f"survey images must be FITS files with a celestial WCS. Received: {path!r}")
             if os.path.realpath(path) not in seen:
@@ -795,6 +802,8 @@ class CutoutReader:
         ``Batch.bad`` and skipped.
     id_column, ra_column, dec_column : str, optional
         The catalogue's columns (see :func:`read_catalog`).
+    exclude : iterable of str
+        Files that folders and patterns of ``images`` must not match.
 
     Attributes
     ----------
@@ -826,7 +835,7 @@ class CutoutReader:
     """
 
     def __init__(self, catalog, images, input_shape, batch_size=64, *, pixel_scale=None, resample=True, hdu=None,
-                 skip_bad=False, id_column=None, ra_column=None, dec_column=None):
+                 skip_bad=False, id_column=None, ra_column=None, dec_column=None, exclude=()):
         self.input_shape = _checks.check_input_shape(input_shape)
         if self.input_shape[2] != 1:
             raise ValueError(
@@ -853,7 +862,7 @@ class CutoutReader:
         self.bad_rows = self.catalog.bad_rows()
         if self.bad_rows and not self.skip_bad:
             raise ValueError(self._bad_rows_message())
-        self.images = images if isinstance(images, SurveyImages) else SurveyImages(images, hdu)
+        self.images = images if isinstance(images, SurveyImages) else SurveyImages(images, hdu, exclude)
         self.total = len(self.catalog)
         self._plans = [self._plan(tile) for tile in self.images.tiles]
         self._reach = np.array([plan.reach for plan in self._plans])
@@ -1059,12 +1068,28 @@ class CutoutReader:
         finally:
             files.close()
 
+    @property
+    def key_columns(self):
+        """The columns that name a row in a table of predictions: the catalogue's id, RA and Dec."""
+        return self.columns[:3]
+
+    @property
+    def extra_columns(self):
+        """The columns that follow the predictions in a table: :data:`FLAG_COLUMNS`."""
+        return self.columns[3:]
+
+    @property
+    def entries(self):
+        """The files read: ``('catalog', path)`` (when read from a file), then ``('fits', path)`` per image."""
+        catalog = [("catalog", self.catalog.path)] if self.catalog.path is not None else []
+        return catalog + [("fits", tile.path) for tile in self.images.tiles]
+
     def column_dtypes(self):
         """The dtype of each of :attr:`columns`."""
         catalog = self.catalog
         return {catalog.id_name: catalog.ids.dtype, catalog.ra_name: np.dtype(np.float64),
                 catalog.dec_name: np.dtype(np.float64), "off_image": np.dtype(bool), "partial": np.dtype(bool),
-                "fraction_present": np.dtype(np.float32), "nan_fraction": np.dtype(np.float32), "tile": np.dtype(str)}
+                "fraction_present": np.dtype(np.float64), "nan_fraction": np.dtype(np.float64), "tile": np.dtype(str)}
 
     def __iter__(self):
         pending = _PendingBatch(self)

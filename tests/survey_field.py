@@ -117,8 +117,9 @@ def build_field(folder, seed=3):
     parameters = sample_parameters(len(names), preset, seed=seed)
     master = np.zeros(GRID)
     for index, (name, (column, row)) in enumerate(PLACES):
-        # Drawn on a large window of the grid, so that the field holds each galaxy's light well beyond its stamp.
-        side = 161
+        # Drawn on a window of the grid that holds the galaxy's stamp with a margin, and reaches no other galaxy's
+        # stamp (the galaxies are at least 103 pixels apart along a row or a column).
+        side = 121
         top, left = int(row) - side // 2, int(column) - side // 2
         image = draw(parameters[index], preset, (side, side), column - left, row - top)
         rows = slice(max(top, 0), min(top + side, GRID[0]))

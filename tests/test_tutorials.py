@@ -9,6 +9,7 @@ both holding known CANDELS-sized weights. The prediction notebook's
 probabilities are checked against the independent numpy reference.
 """
 
+import csv
 import os
 
 import nbformat
@@ -227,3 +228,10 @@ def test_survey_images_tutorial(tutorial_environment, weights):
     np.testing.assert_allclose(saved["tflearn"], expected_tflearn, atol=1e-4)
     with fits.open(output / "stamps.fits") as hdulist:
         assert hdulist[0].data.shape == (n_galaxies + 1,) + SHAPE[:2]
+    # gamornet predict --catalog: the same probabilities, one row per catalogue row, empty off the images.
+    with open(output / "predictions.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["objid"] for row in rows] == [str(index) for index in range(1, n_galaxies + 2)]
+    probabilities = np.array([[float(row[name]) for name in ("p_disk", "p_indet", "p_bulge")] for row in rows[:-1]])
+    np.testing.assert_allclose(probabilities, saved["keras"], atol=1e-5)
+    assert rows[-1]["p_disk"] == "" and rows[-1]["class"] == "" and rows[-1]["off_image"] == "true"

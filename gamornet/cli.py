@@ -25,6 +25,7 @@ _SUBCOMMAND_MODULES = (
     "gamornet._cli_models",
     "gamornet._cli_simulate",
     "gamornet._cli_calibrate",
+    "gamornet._cli_cutouts",
 )
 
 

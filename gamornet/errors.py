@@ -23,6 +23,7 @@ __all__ = [
     "DownloadError",
     "GamornetWarning",
     "ModelFileError",
+    "PixelScaleWarning",
     "Terminated",
     "UnreachablePurityError",
 ]
@@ -63,6 +64,10 @@ class Terminated(KeyboardInterrupt):
 
 class BlankImageWarning(GamornetWarning):
     """Images whose pixels all have one value (blank, or saturated everywhere): their probabilities say nothing."""
+
+
+class PixelScaleWarning(GamornetWarning):
+    """Survey images are cut at a pixel scale other than the network's (resampling was turned off)."""
 
 
 class _MirrorFailed(Exception):

@@ -27,10 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
 #: The pages the issue asks for, by source name.
-PAGES = ("index", "getting_started", "tutorials", "handbook", "uncertainty", "api", "cli", "architecture", "faq",
-         "attribution")
+PAGES = ("index", "getting_started", "tutorials", "survey_images", "handbook", "uncertainty", "api", "cli",
+         "architecture", "faq", "attribution")
 API_PAGES = ("api/keras_module", "api/tflearn_module", "api/predictor", "api/classify", "api/simulate",
-             "api/preprocess", "api/io", "api/published", "api/formats", "api/presets", "api/errors",
+             "api/preprocess", "api/io", "api/cutouts", "api/published", "api/formats", "api/presets", "api/errors",
              "api/calibration", "api/uncertainty")
 
 def _sphinx(builder, source, output, doctrees, strict=True):

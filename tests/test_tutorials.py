@@ -1,4 +1,4 @@
-"""The three tutorial notebooks run top to bottom, offline, at tiny sizes.
+"""The tutorial notebooks run top to bottom, offline, at tiny sizes.
 
 Each notebook is executed with nbclient in a fresh Jupyter kernel. Their sizes
 come from the environment variables ``GAMORNET_TUTORIAL_<NAME>`` that their
@@ -9,11 +9,13 @@ both holding known CANDELS-sized weights. The prediction notebook's
 probabilities are checked against the independent numpy reference.
 """
 
+import csv
 import os
 import re
 
 import nbformat
 import numpy as np
+from astropy.io import fits
 import pytest
 from nbclient import NotebookClient
 
@@ -26,7 +28,16 @@ from gamornet._registry import published_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIALS = os.path.join(ROOT, "tutorials")
-NOTEBOOKS = ("1_predictions", "2_training", "3_transfer_learning")
+NOTEBOOKS = ("1_predictions", "2_training", "3_transfer_learning", "5_survey_images")
+
+#: What each notebook must show: both modules, and how its galaxies are simulated.
+USES = {
+    "1_predictions": ("gamornet.keras_module", "gamornet.tflearn_module", "simulate_galaxies"),
+    "2_training": ("gamornet.keras_module", "gamornet.tflearn_module", "simulate_galaxies"),
+    "3_transfer_learning": ("gamornet.keras_module", "gamornet.tflearn_module", "simulate_galaxies"),
+    "5_survey_images": ("gamornet.keras_module", "gamornet.tflearn_module", "render_galaxy", "gamornet.cutouts",
+                        '"cutouts"'),
+}
 
 #: The survey the notebooks run on in the tests: CANDELS models are half the size of SDSS ones.
 SURVEY = "CANDELS"
@@ -50,6 +61,13 @@ _SAVE_PREDICTIONS = """
 np.savez(os.path.join(os.environ["GAMORNET_TUTORIAL_TEST_DIR"], "predictions.npz"),
          images=images, keras=keras_probabilities, tflearn=tflearn_probabilities,
          keras_classes=keras_classes, tflearn_classes=tflearn_classes)
+"""
+
+#: Appended to the survey-images notebook: saves what the test checks.
+_SAVE_SURVEY = """
+np.savez(os.path.join(os.environ["GAMORNET_TUTORIAL_TEST_DIR"], "survey.npz"), stamps=stamps,
+         keras=keras_probabilities, tflearn=tflearn_probabilities, partial=np.asarray(flags["partial"]),
+         off_image=np.asarray(flags["off_image"]))
 """
 
 
@@ -147,8 +165,8 @@ def test_notebooks_are_committed_clean_with_a_parameters_cell(name):
     for parameter in ("SURVEY", "BATCH_SIZE", "SEED"):
         assert f'{parameter} = parameter("{parameter}"' in first.source
     sources = "\n".join(cell.source for cell in code_cells)
-    assert "gamornet.keras_module" in sources and "gamornet.tflearn_module" in sources
-    assert "simulate_galaxies" in sources
+    for used in USES[name]:
+        assert used in sources, f"{name} does not use {used}"
 
 
 @pytest.mark.slow
@@ -205,6 +223,36 @@ def test_transfer_learning_tutorial(tutorial_environment, mirror):
     checkpoints = [name for name in os.listdir(output / "tflearn") if name.endswith(".index")]
     assert len(checkpoints) == 1
     assert "after transfer learning (TFLearn)" in _text(notebook)
+
+
+@pytest.mark.slow
+def test_survey_images_tutorial(tutorial_environment, weights):
+    notebook = _read("5_survey_images")
+    notebook.cells.append(nbformat.v4.new_code_cell(_SAVE_SURVEY))
+    _execute(notebook, tutorial_environment)
+    # The field with its tiles, and the stamps.
+    assert _figures(notebook) >= 2
+    output = tutorial_environment / "output"
+    assert {"tile_1.fits", "tile_2.fits", "catalogue.fits", "stamps.fits"} <= set(os.listdir(output))
+    saved = np.load(tutorial_environment / "survey.npz")
+    n_galaxies = int(SIZES["N_GALAXIES"])
+    # Every galaxy has a stamp, the one on the field's edge is partial, the extra row is off the images.
+    assert saved["stamps"].shape == (n_galaxies,) + SHAPE
+    assert list(saved["off_image"]) == [False] * n_galaxies + [True]
+    assert saved["partial"][n_galaxies - 1] and not saved["partial"][: n_galaxies - 1].any()
+    expected_keras = reference.forward(saved["stamps"], weights["keras"], lrn=reference.lrn_keras)
+    expected_tflearn = reference.forward(saved["stamps"], weights["tflearn"], lrn=reference.lrn_tflearn)
+    np.testing.assert_allclose(saved["keras"], expected_keras, atol=1e-4)
+    np.testing.assert_allclose(saved["tflearn"], expected_tflearn, atol=1e-4)
+    with fits.open(output / "stamps.fits") as hdulist:
+        assert hdulist[0].data.shape == (n_galaxies + 1,) + SHAPE[:2]
+    # gamornet predict --catalog: the same probabilities, one row per catalogue row, empty off the images.
+    with open(output / "predictions.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["objid"] for row in rows] == [str(index) for index in range(1, n_galaxies + 2)]
+    probabilities = np.array([[float(row[name]) for name in ("p_disk", "p_indet", "p_bulge")] for row in rows[:-1]])
+    np.testing.assert_allclose(probabilities, saved["keras"], atol=1e-5)
+    assert rows[-1]["p_disk"] == "" and rows[-1]["class"] == "" and rows[-1]["off_image"] == "true"
 
 
 # --------------------------------------------------------------------------- 4_uncertainty (Keras only, no mirror)

@@ -311,7 +311,8 @@ def test_calibration_files_round_trip_and_refuse_another_model(tmp_path):
     loaded = calibration.load_calibration(path, SHA_A.upper())
     assert loaded.temperature == 1.75 and loaded.model_sha256 == SHA_A and loaded.model == "mine.hdf5"
     assert loaded.fitted_on == {"n": 12, "ece": None}
-    np.testing.assert_allclose(loaded.apply(HAND_PROBABILITIES), calibration.apply_temperature(HAND_PROBABILITIES, 1.75))
+    np.testing.assert_allclose(loaded.apply(HAND_PROBABILITIES),
+                               calibration.apply_temperature(HAND_PROBABILITIES, 1.75))
     with pytest.raises(CalibrationMismatchError, match=r"fitted for another model \(mine.hdf5\), sha256 aaaa.*"
                                                        r"this model's sha256 is bbbb.*gamornet calibrate"):
         calibration.load_calibration(path, SHA_B)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gamornet import calibration, cli
-from gamornet.classify import Thresholds, classify
+from gamornet.classify import classify
 from gamornet.presets import CLASS_NAMES
 
 N = 3000
@@ -169,7 +169,8 @@ def test_bad_files_and_options(tmp_path, labelled, capsys):
     assert "appears twice" in _error(capsys, ["thresholds", predictions, "--labels", str(bad_labels)])
     bad_predictions = tmp_path / "bad_pred.csv"
     bad_predictions.write_text("source,p_disk,p_bulge\na.fits,0.5,0.5\n")
-    assert "lacks the column(s) p_indet" in _error(capsys, ["thresholds", str(bad_predictions), "--labels", labels_file])
+    assert "lacks the column(s) p_indet" in _error(
+        capsys, ["thresholds", str(bad_predictions), "--labels", labels_file])
     bad_predictions.write_text("")
     assert "is empty" in _error(capsys, ["thresholds", str(bad_predictions), "--labels", labels_file])
     assert "No such file" in _error(capsys, ["thresholds", str(tmp_path / "missing.csv"), "--labels", labels_file])

@@ -136,18 +136,38 @@ def keras_network(models):
 
 @pytest.mark.numeric
 def test_head_with_given_masks_matches_the_reference(models, keras_network):
-    n_samples = 7  # odd: the last pair loses its second draw
+    n_samples = 13  # two blocks of 10 draws, the second cut short
     rng = np.random.default_rng(34)
-    pair_masks = rng.random((4, 4096)) >= 0.5
-    keep_2 = rng.random((n_samples, 4096)) >= 0.5
+    groups = rng.integers(0, 8, size=(2, 4096))
+    kept_groups = rng.random((2, 10, 8)) >= 0.5
+    keep_2 = rng.random((2, 10, 4096)) >= 0.5
     head = uncertainty.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=n_samples, seed=0)
-    got = head.with_masks(keras_network.features, pair_masks, keep_2)
-    # Draw 2k keeps pair_masks[k], draw 2k + 1 the other units; each draw's masks apply to every galaxy.
-    keep_1 = np.stack([pair_masks, ~pair_masks], axis=1).reshape(8, 4096)[:n_samples]
+    got = head.with_masks(keras_network.features, groups, kept_groups, keep_2)
+    # Draw 10k + d keeps the units whose group in block k it keeps; its masks apply to every galaxy.
+    keep_1 = np.array([kept_groups[k, d][groups[k]] for k in range(2) for d in range(10)])[:n_samples]
+    keep_2 = keep_2.reshape(20, 4096)[:n_samples]
     expected = reference.forward_mc(models.images, models.keras.weights, np.repeat(keep_1[:, None], N_IMAGES, axis=1),
                                     np.repeat(keep_2[:, None], N_IMAGES, axis=1), reference.lrn_keras)
     assert got.shape == (n_samples, N_IMAGES, 3)
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_the_masks_of_the_draws_are_those_of_dropout(keras_network):
+    """Each draw keeps 4 of 8 groups: half the units, each independently; 10 draws per block, 5 complementary pairs."""
+    head = uncertainty.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=20, seed=2)
+    groups, kept, keep_2 = (mask.numpy() for mask in head._masks())
+    assert groups.shape == (2, 4096) and kept.shape == (2, 10, 8)
+    assert (kept.sum(axis=2) == 4).all()
+    assert (kept[:, 0::2] == ~kept[:, 1::2]).all()
+    assert all(len({tuple(row) for row in block}) == 10 for block in kept)  # distinct within a block
+    keep_1 = np.array([kept[k, d][groups[k]] for k in range(2) for d in range(10)])
+    # Fractions kept: 0.5 within binomial noise (sd 0.008 for 4096 units), and no unit correlation beyond chance.
+    assert np.abs(keep_1.mean(axis=1) - 0.5).max() < 0.04
+    assert keep_2.shape == (2, 10, 4096) and np.abs(keep_2.mean() - 0.5) < 0.01
+    # Draws of different blocks are independent: about 1/4 of the units kept by both (sd 0.007).
+    assert abs((keep_1[0] & keep_1[10]).mean() - 0.25) < 0.03
+    # Within a block, a draw and its complement share nothing.
+    assert not (keep_1[0] & keep_1[1]).any()
 
 
 # Agreement within the MC error does not depend on TensorFlow's rounding: not in the numeric set.
@@ -162,9 +182,9 @@ def test_mc_mean_agrees_with_the_reference_within_the_monte_carlo_error(models, 
     result = uncertainty.predict_mc(models.images, case.path, SHAPE, backend, n_samples=DRAWS, seed=1,
                                     return_samples=True)
     draws = result.samples
-    # Draws come in complementary pairs: the pairs' means are independent, the draws of a pair are not.
-    pair_means = draws.reshape(DRAWS // 2, 2, N_IMAGES, 3).mean(axis=1)
-    standard_error = np.sqrt(pair_means.var(axis=0) / (DRAWS // 2) + expected.var(axis=0) / REFERENCE_DRAWS)
+    # Draws come in blocks of 10: the blocks' means are independent, the draws of a block are not.
+    block_means = draws.reshape(DRAWS // 10, 10, N_IMAGES, 3).mean(axis=1)
+    standard_error = np.sqrt(block_means.var(axis=0) / (DRAWS // 10) + expected.var(axis=0) / REFERENCE_DRAWS)
     difference = np.abs(result.mean - expected.mean(axis=0))
     assert (difference < 4.5 * standard_error).all(), difference / standard_error
     # The spreads agree too, and are large: dropout is on (without it, std would be 0).

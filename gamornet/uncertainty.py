@@ -373,8 +373,8 @@ class MCDropoutHead:
     Each draw is thus an exact dropout network (its masks have the
     distribution of independent draws), so the draws' mean converges to the
     same MC mean. Draws of a block are not independent of each other (blocks
-    are); on GaMorNet-like heads the mean of 30 such draws was as precise as
-    that of 30 independent ones.
+    are): an estimate of the Monte-Carlo error of the mean should use the
+    spread of the blocks' means.
 
     Parameters
     ----------

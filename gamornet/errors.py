@@ -12,7 +12,7 @@ filtered together::
 Backend-neutral: imports neither TensorFlow nor tflearn.
 """
 
-__all__ = ["CacheIntegrityError", "DownloadError", "GamornetWarning"]
+__all__ = ["CacheIntegrityError", "DownloadError", "GamornetWarning", "MissingDependencyError", "PrecisionWarning"]
 
 
 class DownloadError(OSError):
@@ -25,3 +25,15 @@ class CacheIntegrityError(OSError):
 
 class GamornetWarning(UserWarning):
     """Base class of the warnings gamornet gives about data or settings (filter them together)."""
+
+
+class MissingDependencyError(ImportError, ValueError):
+    """An option needs an optional dependency that is not installed (the message says which extra brings it).
+
+    It is both an ``ImportError`` and a ``ValueError`` (the option's value cannot be used with this
+    installation), so the command line reports it as a plain error.
+    """
+
+
+class PrecisionWarning(GamornetWarning):
+    """A reduced precision (bf16, int8) gives less on this machine than on one with the instructions for it."""

@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_CALIBRATION_SIZE",
     "HardwareSupport",
     "check_precision",
+    "require_engine",
     "hardware_support",
     "precision_note",
     "calibration_sha256",
@@ -273,16 +274,22 @@ def _check_network(network):
 
 
 def _check_batch(batch, input_shape):
-    batch = np.asarray(batch)
-    if batch.ndim != 4 or tuple(batch.shape[1:]) != input_shape:
+    """A batch as float32 (an array, or a TensorFlow tensor as the predictor's stream hands it over)."""
+    if not hasattr(batch, "numpy"):
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if len(batch.shape) != 4 or tuple(batch.shape[1:]) != input_shape:
         raise ValueError(
-            f"a batch must have shape (b, {', '.join(map(str, input_shape))}). Received an array of shape {batch.shape}"
+            f"a batch must have shape (b, {', '.join(map(str, input_shape))}). Received an array of shape "
+            f"{tuple(batch.shape)}"
         )
-    return np.ascontiguousarray(batch, dtype=np.float32)
+    return batch
 
 
 class KerasEngine:
-    """The fp32 or bf16 engine: the Keras network, run by one compiled TensorFlow function.
+    """The fp32 or bf16 engine: the Keras network, run by compiled TensorFlow functions.
+
+    It has the steps of the predictor's engine (:class:`gamornet._engine.Engine`):
+    :meth:`forward`, and ``features`` / ``head`` for Monte-Carlo dropout.
 
     Parameters
     ----------
@@ -290,24 +297,37 @@ class KerasEngine:
         A built GaMorNet network with its weights.
     precision : {'fp32', 'bf16'}
         ``'fp32'`` runs ``network`` as it is. ``'bf16'`` runs a copy of it
-        whose layers compute in bfloat16 (weights stored in bfloat16), except
-        the first convolution and the three dense layers, which stay in fp32.
+        whose last three convolutions and first two dense layers compute in
+        bfloat16 (weights stored in bfloat16); the other layers stay in fp32.
+    backend : {'keras', 'tflearn'}
+        The backend whose model file the weights came from (recorded only).
     """
 
     needs_calibration = False
 
-    def __init__(self, network, precision="fp32"):
+    def __init__(self, network, precision="fp32", backend="keras"):
+        from gamornet._engine import Engine
+
         precision = check_precision(precision)
         if precision == "int8":
             raise ValueError("KerasEngine runs fp32 and bf16; int8 is Int8Engine's. Received: precision='int8'")
         self.precision = precision
         self.input_shape = _check_network(network)
         self.network = network if precision == "fp32" else _bfloat16_copy(network)
-        self._forward = _compiled_forward(self.network)
+        self._engine = Engine(self.network, backend)
+        self.head_layers = self._engine.head_layers
 
     def forward(self, batch):
         """Probabilities of a batch of images (b, x, y, ndim): (b, 3) float32 [p_disk, p_indet, p_bulge]."""
-        return np.asarray(self._forward(_check_batch(batch, self.input_shape)), dtype=np.float32)
+        return np.asarray(self._engine.forward(_check_batch(batch, self.input_shape)), dtype=np.float32)
+
+    def features(self, batch):
+        """The flattened output (b, F) of the convolutional part."""
+        return self._engine.features(_check_batch(batch, self.input_shape))
+
+    def head(self, features, training=False):
+        """Probabilities (b, 3), float32, from :meth:`features`; dropout is on only when ``training`` is True."""
+        return np.asarray(self._engine.head(features, training=training), dtype=np.float32)
 
     def calibrate(self, images):
         """Nothing to calibrate in fp32 or bf16 (present so that every engine can be driven the same way)."""
@@ -322,16 +342,6 @@ class KerasEngine:
         if self.precision == "bf16":
             described["fp32_layers"] = list(_BF16_FP32_ROLES)
         return described
-
-
-def _compiled_forward(network):
-    """The network's compiled inference step, returning float32 numpy arrays."""
-    import tensorflow as tf
-
-    from gamornet.keras_module import _compiled_forward as compiled_keras_forward
-
-    forward = compiled_keras_forward(network)  # the step gamornet_predict_keras runs: fp32 is exactly that
-    return lambda batch: tf.cast(forward(tf.convert_to_tensor(batch)), tf.float32).numpy()
 
 
 def _bfloat16_copy(network):
@@ -390,6 +400,25 @@ def _import_nncf():
     except ImportError as error:
         raise _missing("NNCF", error) from error
     return nncf
+
+
+def require_engine(precision):
+    """Check that the engine of a precision is installed.
+
+    Parameters
+    ----------
+    precision : {'fp32', 'bf16', 'int8'}
+
+    Raises
+    ------
+    gamornet.errors.MissingDependencyError
+        int8 without OpenVINO (the extra ``gamornet[fast]``); it says how to
+        install it.
+    ValueError, TypeError
+        An unknown precision.
+    """
+    if check_precision(precision) == "int8":
+        _import_openvino()
 
 
 def _nncf_version():
@@ -482,7 +511,9 @@ class Int8Engine:
     Raises
     ------
     gamornet.errors.MissingDependencyError
-        OpenVINO or NNCF is not installed (``gamornet[fast]``).
+        OpenVINO is not installed (``gamornet[fast]``). NNCF is needed only to
+        quantize, so its absence is said by :meth:`calibrate`, when no cached
+        model fits.
     """
 
     precision = "int8"
@@ -542,6 +573,8 @@ class Int8Engine:
         TypeError, ValueError
             Images that are not a numeric array of the network's input shape,
             or that hold NaN or infinite pixels.
+        gamornet.errors.MissingDependencyError
+            NNCF is not installed and no cached quantized model fits.
         """
         _checks.check_images(images, self.input_shape, name="calibration_images")
         key, record = self._key(calibration_sha256(images), len(images))
@@ -638,7 +671,8 @@ class Int8Engine:
         """
         if self._request is None:
             raise RuntimeError("the int8 engine is not calibrated yet: call calibrate(images) first")
-        self._request.infer([_check_batch(batch, self.input_shape)])
+        batch = _check_batch(batch, self.input_shape)
+        self._request.infer([np.asarray(batch, dtype=np.float32)])
         return np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
 
     def provenance(self):
@@ -671,7 +705,8 @@ def _write_model_folder(openvino, model, folder, record):
 # --------------------------------------------------------------------------- the entry point
 
 
-def make_engine(network, precision="fp32", calibration_images=None, cache_folder=None, model_sha256=None):
+def make_engine(network, precision="fp32", calibration_images=None, cache_folder=None, model_sha256=None,
+                backend="keras"):
     """An engine that runs ``network`` in ``precision``.
 
     Parameters
@@ -691,6 +726,9 @@ def make_engine(network, precision="fp32", calibration_images=None, cache_folder
         file's folder); see :class:`Int8Engine`.
     model_sha256 : str, optional
         For int8: the sha256 of the model file, part of the cache key.
+    backend : {'keras', 'tflearn'}
+        The backend whose model file the weights came from (recorded in the
+        provenance; the network's LRN layers already are of its flavour).
 
     Returns
     -------
@@ -713,15 +751,14 @@ def make_engine(network, precision="fp32", calibration_images=None, cache_folder
         :func:`precision_note`).
     """
     precision = check_precision(precision)
-    if precision == "int8":
-        _import_openvino()  # before any work, so that a missing extra is said first
+    require_engine(precision)  # before any work, so that a missing extra is said first
     if calibration_images is not None and precision == "int8":
         _checks.check_images(calibration_images, _check_network(network), name="calibration_images")
     note = precision_note(precision, hardware_support(gpus=_tensorflow_gpus()))
     if note:
         warnings.warn(note, PrecisionWarning, stacklevel=2)
     if precision != "int8":
-        return KerasEngine(network, precision)
+        return KerasEngine(network, precision, backend)
     engine = Int8Engine(network, cache_folder=cache_folder, model_sha256=model_sha256)
     if calibration_images is not None:
         engine.calibrate(calibration_images)
@@ -762,7 +799,7 @@ def calibrated_batches(engine, batches, n_images=DEFAULT_CALIBRATION_SIZE, image
             count += len(images_of(batch))
             if count >= n_images:
                 break
-        if held:
+        if count:
             images = np.concatenate([np.asarray(images_of(batch)) for batch in held])[:n_images]
             engine.calibrate(images)
     yield from held

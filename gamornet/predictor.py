@@ -77,12 +77,15 @@ class Predictor:
     backend : {'keras', 'tflearn'}
     input_shape : tuple of int
         (x, y, ndim) of the images it takes.
+    precision : {'fp32', 'bf16', 'int8'}
+        The arithmetic the network runs in (see :mod:`gamornet.precision`).
     columns : tuple of str
         The names of the per-image columns it adds beside the probabilities.
     """
 
-    def __init__(self, engine, model, model_path, backend, input_shape):
+    def __init__(self, engine, model, model_path, backend, input_shape, *, precision="fp32"):
         self._engine = engine
+        self.precision = precision
         self.model = model
         self.model_path = model_path
         self.backend = backend
@@ -111,18 +114,23 @@ class Predictor:
         -------
         dict
             gamornet version, model (as given), its local path and sha256,
-            backend, input shape.
+            backend, input shape, precision (and, for bf16 and int8, what ran
+            the network: ``engine``).
         """
         import gamornet
 
-        return {
+        described = {
             "gamornet_version": gamornet.__version__,
             "model": os.fspath(self.model),
             "model_path": self.model_path,
             "model_sha256": self.model_sha256,
             "backend": self.backend,
             "input_shape": list(self.input_shape),
+            "precision": self.precision,
         }
+        if hasattr(self.engine, "provenance"):
+            described["engine"] = self.engine.provenance()
+        return described
 
     def predict_batch(self, images):
         """Predict one batch of images already in memory.
@@ -138,6 +146,10 @@ class Predictor:
         BatchResult
         """
         array = np.asarray(images, dtype=np.float32)
+        if getattr(self.engine, "needs_calibration", False) and len(array):
+            from gamornet.precision import DEFAULT_CALIBRATION_SIZE
+
+            self.engine.calibrate(array[:DEFAULT_CALIBRATION_SIZE])
         return self._result(array, array)
 
     def _result(self, tensor, images):
@@ -166,6 +178,12 @@ class Predictor:
             Each batch with its results, in order.
         """
         import tensorflow as tf
+
+        if getattr(self.engine, "needs_calibration", False):
+            from gamornet.precision import calibrated_batches
+
+            # int8 without calibration images: calibrated on the first images of the run.
+            batches = calibrated_batches(self.engine, batches, images_of=lambda batch: batch.images)
 
         def prepared():
             for batch in batches:
@@ -263,7 +281,7 @@ def _resolve_shape(model, input_shape, backend):
     )
 
 
-def load_predictor(model, input_shape=None, backend="keras"):
+def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32", calibration_images=None):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -289,7 +307,10 @@ def load_predictor(model, input_shape=None, backend="keras"):
     Raises
     ------
     ValueError, TypeError
-        An unknown backend, a missing or invalid input shape.
+        An unknown backend or precision, a missing or invalid input shape,
+        calibration images of the wrong shape.
+    gamornet.errors.MissingDependencyError
+        int8 without OpenVINO and NNCF (the extra ``gamornet[fast]``).
     FileNotFoundError
         No such model file.
     gamornet.errors.ModelFileError
@@ -299,16 +320,27 @@ def load_predictor(model, input_shape=None, backend="keras"):
         A published model could not be fetched, or its cached copy changed.
     """
     from gamornet import _engine
+    from gamornet import precision as _precision
 
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
     shape = _resolve_shape(model, input_shape, backend)
+    precision = _precision.check_precision(precision)
+    if calibration_images is not None:
+        _checks.check_images(calibration_images, shape, "calibration_images")
+    _precision.require_engine(precision)  # a missing extra is said before the model is loaded
     local_path = models.resolve(model, backend)
     engine = _engine.engine_for(local_path, shape, backend)
-    return Predictor(engine, model, local_path, backend, shape)
+    if precision != "fp32":
+        # A derived engine: the cached fp32 engine is left as it is.
+        engine = _precision.make_engine(
+            engine.network, precision, calibration_images=calibration_images, backend=backend,
+            cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=models.model_sha256(local_path, backend),
+        )  # fmt: skip
+    return Predictor(engine, model, local_path, backend, shape, precision=precision)
 
 
-def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend):
+def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend, precision="fp32"):
     """The body of the 0.4.x ``gamornet_predict_keras`` and ``gamornet_predict_tflearn``.
 
     Every argument is checked before the model is loaded; the model is then
@@ -318,7 +350,10 @@ def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_
     _checks.check_images(img_array, shape)
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
     individual_arrays = _checks.check_flag(individual_arrays, "individual_arrays")
-    with load_predictor(model_load_path, shape, backend) as predictor:
+    from gamornet.precision import check_precision
+
+    precision = check_precision(precision)
+    with load_predictor(model_load_path, shape, backend, precision=precision) as predictor:
         predictions = predictor._predict_checked(img_array, batch_size, progress=True, stacklevel=5)
     if individual_arrays:
         return predictions[:, 0], predictions[:, 1], predictions[:, 2]

@@ -169,7 +169,7 @@ def test_int8_changes_at_most_0_5_percent_of_classes(trained, fp32_predictions, 
     assert described["cache"].startswith(os.path.dirname(model_file))
 
 
-def test_the_tflearn_flavour(trained, tmp_path):
+def test_the_tflearn_flavour(trained, tmp_path, monkeypatch):
     network, weights, test_images = trained
     tflearn_network = tflearn_flavour(network)
     images = test_images[:400]
@@ -179,8 +179,13 @@ def test_the_tflearn_flavour(trained, tmp_path):
     bf16 = predict(precision.make_engine(tflearn_network, "bf16", backend="tflearn"), images)
     assert class_changes(bf16, fp32) <= 1  # 0.1 % of 400 galaxies, rounded up
     assert 0 < np.abs(bf16 - fp32).max() < 0.05
-    int8_engine = precision.make_engine(tflearn_network, "int8", calibration_images=images[:200],
-                                        cache_folder=tmp_path, backend="tflearn")  # fmt: skip
+    # Neither the model's folder nor the gamornet cache can be written: the int8 model is used uncached.
+    (tmp_path / "file").write_bytes(b"a file where folders are expected")
+    monkeypatch.setenv("GAMORNET_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    with pytest.warns(PrecisionWarning, match="could not be cached .* the next run quantizes it again"):
+        int8_engine = precision.make_engine(tflearn_network, "int8", calibration_images=images[:200],
+                                            cache_folder=tmp_path / "file", backend="tflearn")  # fmt: skip
+    assert int8_engine.provenance()["cache"] is None
     int8 = predict(int8_engine, images)
     assert class_changes(int8, fp32) <= 2  # 0.5 % of 400 galaxies
     assert 0 < np.abs(int8 - fp32).max() < 0.1

@@ -26,7 +26,7 @@ from gamornet.errors import MissingDependencyError, PrecisionWarning  # noqa: E4
 from gamornet.presets import labels_from_bulge_to_total  # noqa: E402
 
 SHAPE = (32, 32, 1)
-N_TEST = 2000
+N_TEST = 6000
 THRESHOLDS = "keras_CANDELS"
 
 
@@ -177,7 +177,8 @@ def test_the_tflearn_flavour(trained, tmp_path, monkeypatch):
     fp32 = predict(precision.make_engine(tflearn_network, "fp32", backend="tflearn"), images)
     np.testing.assert_allclose(fp32[:2], expected, atol=1e-4, rtol=0)
     bf16 = predict(precision.make_engine(tflearn_network, "bf16", backend="tflearn"), images)
-    assert class_changes(bf16, fp32) <= 1  # 0.1 % of 400 galaxies, rounded up
+    # The budgets are checked on 6,000 galaxies above; on 400, 1 % (a broken engine changes far more).
+    assert class_changes(bf16, fp32) <= 4
     assert 0 < np.abs(bf16 - fp32).max() < 0.05
     # Neither the model's folder nor the gamornet cache can be written: the int8 model is used uncached.
     (tmp_path / "file").write_bytes(b"a file where folders are expected")
@@ -187,7 +188,7 @@ def test_the_tflearn_flavour(trained, tmp_path, monkeypatch):
                                             cache_folder=tmp_path / "file", backend="tflearn")  # fmt: skip
     assert int8_engine.provenance()["cache"] is None
     int8 = predict(int8_engine, images)
-    assert class_changes(int8, fp32) <= 2  # 0.5 % of 400 galaxies
+    assert class_changes(int8, fp32) <= 4
     assert 0 < np.abs(int8 - fp32).max() < 0.1
 
 
@@ -379,8 +380,8 @@ def test_load_predictor_with_each_precision(trained, fp32_predictions, model_fil
             described = predictor.provenance()
         assert described["precision"] == name
     np.testing.assert_allclose(results["fp32"], fp32_predictions[:400], atol=1e-6, rtol=0)
-    for name, budget in (("bf16", 0.001), ("int8", 0.005)):
-        assert class_changes(results[name], results["fp32"]) <= max(1, budget * len(images))
+    for name in ("bf16", "int8"):  # the budgets are checked on 6,000 galaxies above; here 1 % of 400
+        assert class_changes(results[name], results["fp32"]) <= 4
     # int8 calibrated on the run's first 300 images, and cached beside the model file.
     assert described["engine"]["calibration_images"] == precision.DEFAULT_CALIBRATION_SIZE
     assert described["engine"]["calibration_sha256"] == precision.calibration_sha256(images[:300])
@@ -408,9 +409,9 @@ def test_04x_functions_take_precision_as_their_last_argument(trained, fp32_predi
     old_call = gamornet_predict_keras(images, model_file, SHAPE, 64, False)
     np.testing.assert_allclose(old_call, fp32_predictions[:300], atol=1e-6, rtol=0)
     bf16 = gamornet_predict_keras(images, model_file, SHAPE, 64, False, "bf16")
-    assert class_changes(bf16, old_call) <= 1
+    assert class_changes(bf16, old_call) <= 3  # 1 % of 300: the budgets are checked on 6,000 galaxies above
     int8 = gamornet_predict_keras(images, model_file, SHAPE, precision="int8")  # calibrated on these 300 images
-    assert class_changes(int8, old_call) <= 2
+    assert class_changes(int8, old_call) <= 3
     for function in (gamornet_predict_keras, gamornet_predict_tflearn):
         last = list(inspect.signature(function).parameters.values())[-1]
         assert (last.name, last.default) == ("precision", "fp32")
@@ -438,7 +439,7 @@ def test_cli_predict_with_precision_and_calibration_images(trained, model_file, 
     fp32 = Table.read(tmp_path / "fp32.csv")
     int8 = Table.read(tmp_path / "int8.fits")
     assert fits.getheader(tmp_path / "int8.fits", 1)["PRECISN"] == "int8"
-    assert int((fp32["class"] != int8["class"]).sum()) <= 2
+    assert int((fp32["class"] != int8["class"]).sum()) <= 4  # 1 % of 400
     cached = [name for name in os.listdir(os.path.dirname(model_file)) if name.startswith("gamornet-int8-")]
     with open(os.path.join(os.path.dirname(model_file), cached[0], "key.json"), encoding="utf-8") as stream:
         assert json.load(stream)["calibration_sha256"] == precision.calibration_sha256(test_images[:300])

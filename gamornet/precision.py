@@ -10,9 +10,9 @@ precision:
     ``gamornet_predict_keras``, exactly.
 ``'bf16'``
     Keras' bfloat16 policy (8-bit mantissa) for the inner layers, with the
-    layers whose rounding changes classes kept in fp32: the first two
+    layers whose rounding changes classes kept in fp32: the first three
     convolutions (the first sees the raw pixel values), the local response
-    normalisations and the last dense layer with its softmax. The last three
+    normalisations and the last dense layer with its softmax. The last two
     convolutions and the first two dense layers run in bfloat16: on a CPU
     with AVX512-BF16 or AMX, or on a GPU of compute capability 8.0 or more,
     on the hardware's bfloat16 units.
@@ -73,7 +73,7 @@ FAST_EXTRA = 'pip install "gamornet[fast]" (or "gamornet-cpu[fast]"), which inst
 
 # Layers kept in fp32 by each reduced precision, by their role in the network (see _layer_roles): on a
 # trained network these are the layers whose rounding changed the most classes (docs/speed.rst).
-_BF16_FP32_ROLES = ("conv_1", "conv_2", "lrn", "dense_3")
+_BF16_FP32_ROLES = ("conv_1", "conv_2", "conv_3", "lrn", "dense_3")
 _INT8_FP32_ROLES = ("conv_1", "dense_3")
 
 # OpenVINO operations of the two LRN flavours: NNCF would quantize their inputs (squares, sums, powers) like
@@ -297,7 +297,7 @@ class KerasEngine:
         A built GaMorNet network with its weights.
     precision : {'fp32', 'bf16'}
         ``'fp32'`` runs ``network`` as it is. ``'bf16'`` runs a copy of it
-        whose last three convolutions and first two dense layers compute in
+        whose last two convolutions and first two dense layers compute in
         bfloat16 (weights stored in bfloat16); the other layers stay in fp32.
     backend : {'keras', 'tflearn'}
         The backend whose model file the weights came from (recorded only).

@@ -227,6 +227,23 @@ def precision_note(precision, support):
     return None
 
 
+def _onednn_on():
+    """Whether TensorFlow runs its CPU kernels with oneDNN (off with TF_ENABLE_ONEDNN_OPTS=0)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow without this probe: assume its default on x86, on
+        return True
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+#: What bf16 gives when TensorFlow's oneDNN is off (measured: docs/speed.rst).
+ONEDNN_OFF_NOTE = (
+    "TensorFlow's oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0): bf16 runs on TensorFlow's own kernels, which round "
+    "more (on a trained network about twice the class changes: 0.2 % of the galaxies instead of under 0.1 %) "
+    "and are not faster. Turn oneDNN on, or use fp32 or int8"
+)
+
+
 def _tensorflow_gpus():
     import tensorflow as tf
 
@@ -754,7 +771,10 @@ def make_engine(network, precision="fp32", calibration_images=None, cache_folder
     require_engine(precision)  # before any work, so that a missing extra is said first
     if calibration_images is not None and precision == "int8":
         _checks.check_images(calibration_images, _check_network(network), name="calibration_images")
-    note = precision_note(precision, hardware_support(gpus=_tensorflow_gpus()))
+    gpus = _tensorflow_gpus()
+    note = precision_note(precision, hardware_support(gpus=gpus))
+    if precision == "bf16" and not gpus and not _onednn_on():
+        note = ONEDNN_OFF_NOTE
     if note:
         warnings.warn(note, PrecisionWarning, stacklevel=2)
     if precision != "int8":

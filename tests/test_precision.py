@@ -127,11 +127,17 @@ def test_fp32_is_the_reference_forward_pass(trained, fp32_predictions):
 
 def test_bf16_changes_at_most_0_1_percent_of_classes(trained, fp32_predictions):
     network, _, test_images = trained
-    engine = precision.make_engine(network, "bf16")
+    if precision._onednn_on():
+        engine, budget = precision.make_engine(network, "bf16"), 0.001
+    else:
+        # TensorFlow's own bfloat16 kernels round more: gamornet says so (docs/speed.rst), and the budget is int8's.
+        with pytest.warns(PrecisionWarning, match="oneDNN is off"):
+            engine = precision.make_engine(network, "bf16")
+        budget = 0.005
     probabilities = predict(engine, test_images)
     assert probabilities.dtype == np.float32 and probabilities.shape == (N_TEST, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    assert class_changes(probabilities, fp32_predictions) <= 0.001 * N_TEST
+    assert class_changes(probabilities, fp32_predictions) <= budget * N_TEST
     difference = np.abs(probabilities - fp32_predictions)
     assert 0 < difference.max() < 0.05  # it does run in bfloat16, and close to fp32
     assert engine.provenance()["precision"] == "bf16"
@@ -349,7 +355,10 @@ def test_no_warning_on_this_machine_when_it_has_the_instructions(trained):
     support = precision.hardware_support()
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrecisionWarning)
-        if support.bf16:
+        if not precision._onednn_on():
+            with pytest.raises(PrecisionWarning, match="oneDNN is off"):
+                precision.make_engine(network, "bf16")
+        elif support.bf16:
             precision.make_engine(network, "bf16")
         else:
             with pytest.raises(PrecisionWarning, match="bfloat16"):

@@ -44,6 +44,8 @@ EXTRAS = {
     # reproject 0.14.1 is the newest for Python 3.10 (0.21 on 3.11-3.13).
     "survey": ["reproject>=0.14.1", "scipy>=1.10"],
     # Building the documentation and running the tutorials needs Python >= 3.11 (Sphinx 9).
+    # precision="int8": NNCF quantizes the network, OpenVINO runs it (wheels for Python 3.10-3.13).
+    "fast": ["openvino>=2026.4", "nncf>=3.4"],
     "docs": ['sphinx>=9.0; python_version >= "3.11"', "furo>=2025.12.19", "nbclient>=0.11", "nbformat>=5.11", "ipykernel>=7.4",
              "matplotlib>=3.8"],
 }

@@ -133,6 +133,18 @@ def add_parser(subparsers):
     )
     parser.add_argument("--seed", type=int, metavar="N",
                         help="seed of the MC-dropout masks (same seed and batches: same numbers)")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+        help="arithmetic of the network: fp32 (default, as trained); bf16 or int8, faster on CPUs with "
+             "AVX512-BF16 / VNNI at the price of a few changed classes (see the Speed page of the docs); "
+             'int8 needs pip install "gamornet[fast]"',
+    )  # fmt: skip
+    parser.add_argument(
+        "--calibration-images", metavar="INPUT",
+        help="with --precision int8: images to calibrate the quantization on (a .npy file, a FITS file or cube, "
+             "a folder or a quoted glob pattern; its first 300 images are used), like the inputs and "
+             "preprocessed the same way; default: the first 300 images of the inputs",
+    )  # fmt: skip
     parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     add_survey_arguments(parser, required=False)
@@ -431,7 +443,29 @@ def _table_columns(reader, predictor):
 
 def _fits_meta(predictor, thresholds):
     return {"MODEL": str(predictor.model)[-68:], "MODELSHA": predictor.model_sha256, "BACKEND": predictor.backend,
-            "THRESH": _describe_thresholds(thresholds)[:68]}
+            "THRESH": _describe_thresholds(thresholds)[:68], "PRECISN": predictor.precision}
+
+
+def _read_calibration_images(args, input_shape):
+    """The first images of --calibration-images (None without it); only int8 takes them."""
+    if args.calibration_images is None:
+        return None
+    if args.precision != "int8":
+        raise ValueError(
+            "--calibration-images calibrates the int8 quantization: give it with --precision int8. "
+            f"Received --precision {args.precision}"
+        )
+    from gamornet.io import ImageReader
+    from gamornet.precision import DEFAULT_CALIBRATION_SIZE
+
+    reader = ImageReader([args.calibration_images], input_shape, batch_size=DEFAULT_CALIBRATION_SIZE, hdu=args.hdu,
+                         exclude=_own_files(args.output))  # fmt: skip
+    for batch in reader:
+        if batch.bad:
+            raise ValueError(f"--calibration-images: {batch.bad[0]}")
+        if len(batch.images):
+            return batch.images
+    raise ValueError(f"--calibration-images {args.calibration_images!r} holds no images")
 
 
 def run(args):
@@ -449,8 +483,10 @@ def run(args):
     if args.output is not None:
         for path in _own_files(args.output):
             remove_stale_temporaries(path)
+    calibration_images = _read_calibration_images(args, input_shape)
     outcome = _Outcome()
-    with load_predictor(args.model, input_shape, args.backend, mc_samples=mc_samples, seed=args.seed) as predictor:
+    with load_predictor(args.model, input_shape, args.backend, mc_samples=mc_samples, seed=args.seed,
+                        precision=args.precision, calibration_images=calibration_images) as predictor:
         progress = not args.no_progress
         key_columns, extra_columns = _table_columns(reader, predictor)
         if args.output is None:

@@ -22,8 +22,10 @@ __all__ = [
     "CalibrationMismatchError",
     "DownloadError",
     "GamornetWarning",
+    "MissingDependencyError",
     "ModelFileError",
     "PixelScaleWarning",
+    "PrecisionWarning",
     "Terminated",
     "UnreachablePurityError",
 ]
@@ -106,3 +108,15 @@ class UnreachablePurityError(ValueError):
         self.target = target
         self.best_purity = best_purity
         self.best_threshold = best_threshold
+
+
+class MissingDependencyError(ImportError, ValueError):
+    """An option needs an optional dependency that is not installed (the message says which extra brings it).
+
+    It is both an ``ImportError`` and a ``ValueError`` (the option's value cannot be used with this
+    installation), so the command line reports it as a plain error.
+    """
+
+
+class PrecisionWarning(GamornetWarning):
+    """A reduced precision (bf16, int8) gives less on this machine than on one with the instructions for it."""

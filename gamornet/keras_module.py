@@ -98,7 +98,8 @@ def gamornet_load_model_keras(model, model_load_path):
     return _load_weights_into(model, model_load_path)
 
 
-def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False):
+def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False,
+                           precision="fp32"):
     """Use a Keras GaMorNet model to predict the classes of galaxy images.
 
     The model is built once per model file: a second call with the same,
@@ -119,6 +120,13 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
         Images processed at a time. It does not change the predictions.
     individual_arrays : bool
         If True, return three arrays (disk, indeterminate, bulge) instead of one.
+    precision : {'fp32', 'bf16', 'int8'}
+        New in 0.5 (0.4.x calls are unchanged): the arithmetic of the network.
+        ``'fp32'`` (the default) gives the 0.4.x probabilities; ``'bf16'`` and
+        ``'int8'`` run faster on CPUs with the instructions for them, at the
+        price of a few changed classes (see :mod:`gamornet.precision` and the
+        "Speed" page). ``'int8'`` is calibrated on the first 300 images of
+        ``img_array`` and needs the extra ``gamornet[fast]``.
 
     Returns
     -------
@@ -135,7 +143,7 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     """
     from gamornet.predictor import predict_04x
 
-    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "keras")
+    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "keras", precision)
 
 
 # --------------------------------------------------------------------------- training

@@ -81,6 +81,8 @@ class Predictor:
     backend : {'keras', 'tflearn'}
     input_shape : tuple of int
         (x, y, ndim) of the images it takes.
+    precision : {'fp32', 'bf16', 'int8'}
+        The arithmetic the network runs in (see :mod:`gamornet.precision`).
     columns : tuple of str
         The names of the per-image columns it adds beside the probabilities.
     mc_samples : int
@@ -89,8 +91,10 @@ class Predictor:
         The seed of the MC-dropout masks.
     """
 
-    def __init__(self, engine, model, model_path, backend, input_shape, *, mc_samples=0, seed=None):
+    def __init__(self, engine, model, model_path, backend, input_shape, *, precision="fp32", mc_samples=0,
+                 seed=None):
         self._engine = engine
+        self.precision = precision
         self.model = model
         self.model_path = model_path
         self.backend = backend
@@ -128,20 +132,25 @@ class Predictor:
         -------
         dict
             gamornet version, model (as given), its local path and sha256,
-            backend, input shape.
+            backend, input shape, precision (and, for bf16 and int8, what ran
+            the network: ``engine``).
         """
         import gamornet
 
-        return {
+        described = {
             "gamornet_version": gamornet.__version__,
             "model": os.fspath(self.model),
             "model_path": self.model_path,
             "model_sha256": self.model_sha256,
             "backend": self.backend,
             "input_shape": list(self.input_shape),
+            "precision": self.precision,
             "mc_samples": self.mc_samples,
             "mc_seed": self.seed,
         }
+        if hasattr(self.engine, "provenance"):
+            described["engine"] = self.engine.provenance()
+        return described
 
     def predict_batch(self, images):
         """Predict one batch of images already in memory.
@@ -157,6 +166,10 @@ class Predictor:
         BatchResult
         """
         array = np.asarray(images, dtype=np.float32)
+        if getattr(self.engine, "needs_calibration", False) and len(array):
+            from gamornet.precision import DEFAULT_CALIBRATION_SIZE
+
+            self.engine.calibrate(array[:DEFAULT_CALIBRATION_SIZE])
         return self._result(array, array)
 
     def _result(self, tensor, images):
@@ -193,6 +206,12 @@ class Predictor:
             Each batch with its results, in order.
         """
         import tensorflow as tf
+
+        if getattr(self.engine, "needs_calibration", False):
+            from gamornet.precision import calibrated_batches
+
+            # int8 without calibration images: calibrated on the first images of the run.
+            batches = calibrated_batches(self.engine, batches, images_of=lambda batch: batch.images)
 
         def prepared():
             for batch in batches:
@@ -328,7 +347,8 @@ def _resolve_shape(model, input_shape, backend):
     )
 
 
-def load_predictor(model, input_shape=None, backend="keras", *, mc_samples=0, seed=None):
+def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32", calibration_images=None,
+                   mc_samples=0, seed=None):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -363,8 +383,11 @@ def load_predictor(model, input_shape=None, backend="keras", *, mc_samples=0, se
     Raises
     ------
     ValueError, TypeError
-        An unknown backend, a missing or invalid input shape, a negative
-        ``mc_samples`` or a bad seed.
+        An unknown backend or precision, a missing or invalid input shape,
+        calibration images of the wrong shape, a negative ``mc_samples``, a
+        bad seed, or MC dropout asked of an int8 network.
+    gamornet.errors.MissingDependencyError
+        int8 without OpenVINO and NNCF (the extra ``gamornet[fast]``).
     FileNotFoundError
         No such model file.
     gamornet.errors.ModelFileError
@@ -374,21 +397,37 @@ def load_predictor(model, input_shape=None, backend="keras", *, mc_samples=0, se
         A published model could not be fetched, or its cached copy changed.
     """
     from gamornet import _engine
+    from gamornet import precision as _precision
 
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
     shape = _resolve_shape(model, input_shape, backend)
+    precision = _precision.check_precision(precision)
+    if calibration_images is not None:
+        _checks.check_images(calibration_images, shape, "calibration_images")
     mc_samples = _checks.check_positive_int(mc_samples, "mc_samples", allow_zero=True)
+    if mc_samples and precision == "int8":
+        raise ValueError(
+            "MC dropout runs the network's dense layers with dropout on, which the int8 network does not expose: "
+            f"use precision 'fp32' or 'bf16' with mc_samples. Received: precision='int8', mc_samples={mc_samples}"
+        )
     if seed is not None:
         from gamornet.uncertainty import _check_seed
 
         seed = _check_seed(seed)
+    _precision.require_engine(precision)  # a missing extra is said before the model is loaded
     local_path = models.resolve(model, backend)
     engine = _engine.engine_for(local_path, shape, backend)
-    return Predictor(engine, model, local_path, backend, shape, mc_samples=mc_samples, seed=seed)
+    if precision != "fp32":
+        # A derived engine: the cached fp32 engine is left as it is.
+        engine = _precision.make_engine(
+            engine.network, precision, calibration_images=calibration_images, backend=backend,
+            cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=models.model_sha256(local_path, backend),
+        )  # fmt: skip
+    return Predictor(engine, model, local_path, backend, shape, precision=precision, mc_samples=mc_samples, seed=seed)
 
 
-def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend):
+def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend, precision="fp32"):
     """The body of the 0.4.x ``gamornet_predict_keras`` and ``gamornet_predict_tflearn``.
 
     Every argument is checked before the model is loaded; the model is then
@@ -398,7 +437,10 @@ def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_
     _checks.check_images(img_array, shape)
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
     individual_arrays = _checks.check_flag(individual_arrays, "individual_arrays")
-    with load_predictor(model_load_path, shape, backend) as predictor:
+    from gamornet.precision import check_precision
+
+    precision = check_precision(precision)
+    with load_predictor(model_load_path, shape, backend, precision=precision) as predictor:
         predictions = predictor._predict_checked(img_array, batch_size, progress=True, stacklevel=5)
     if individual_arrays:
         return predictions[:, 0], predictions[:, 1], predictions[:, 2]

@@ -116,9 +116,14 @@ def add_parser(subparsers):
     )
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default: 64)")
     parser.add_argument(
-        "--thresholds", metavar="SET|P_DISK,P_BULGE[,lead]",
-        help="a handbook set (" + ", ".join(HANDBOOK_THRESHOLDS) + ") or your own thresholds; default: the "
-             "handbook set of the backend and data set",
+        "--thresholds", metavar="SET|P_DISK,P_BULGE[,lead]|FILE.json",
+        help="a handbook set (" + ", ".join(HANDBOOK_THRESHOLDS) + "), your own thresholds, or a file written "
+             "by `gamornet thresholds --output`; default: the handbook set of the backend and data set",
+    )
+    parser.add_argument(
+        "--calibration", metavar="FILE.json",
+        help="a temperature fitted for this model by `gamornet calibrate`, applied to every probability; a "
+             "calibration fitted for another model is refused",
     )
     parser.add_argument("--hdu", type=int, metavar="N",
                         help="FITS HDU holding the image (default: the first with data)")
@@ -177,6 +182,10 @@ def _parse_thresholds(text):
         return None
     if text in HANDBOOK_THRESHOLDS:
         return text
+    if text.lower().endswith(".json"):
+        from gamornet.calibration import load_thresholds
+
+        return load_thresholds(text)
     parts = [part.strip() for part in text.split(",")]
     lead = len(parts) == 3 and parts[2].lower() == "lead"
     try:
@@ -442,8 +451,11 @@ def _table_columns(reader, predictor):
 
 
 def _fits_meta(predictor, thresholds):
-    return {"MODEL": str(predictor.model)[-68:], "MODELSHA": predictor.model_sha256, "BACKEND": predictor.backend,
+    meta = {"MODEL": str(predictor.model)[-68:], "MODELSHA": predictor.model_sha256, "BACKEND": predictor.backend,
             "THRESH": _describe_thresholds(thresholds)[:68], "PRECISN": predictor.precision}
+    if predictor.calibration is not None:
+        meta["CALIBT"] = predictor.calibration.temperature
+    return meta
 
 
 def _read_calibration_images(args, input_shape):
@@ -468,39 +480,50 @@ def _read_calibration_images(args, input_shape):
     raise ValueError(f"--calibration-images {args.calibration_images!r} holds no images")
 
 
+def _predictor_options(args, input_shape):
+    """The options of :func:`gamornet.load_predictor` that the command line sets, checked."""
+    mc_samples = _checks.check_positive_int(args.mc_samples, "--mc-samples", allow_zero=True)
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0. Received: --seed={args.seed}")
+    return {"mc_samples": mc_samples, "seed": args.seed, "precision": args.precision,
+            "calibration_images": _read_calibration_images(args, input_shape), "calibration": args.calibration}
+
+
+def _write_table(args, reader, predictor, thresholds, kind, outcome):
+    """Classify everything ``reader`` yields into the table of --output (or standard output); return the table."""
+    progress = not args.no_progress
+    key_columns, extra_columns = _table_columns(reader, predictor)
+    if args.output is None:
+        table = CsvTable(sys.stdout, extra_columns, key_columns)
+        _run_into(reader, predictor, thresholds, table, kind, None, None, progress, outcome)
+    elif kind == "csv":
+        with atomic_path(args.output, suffix=".csv") as temporary:
+            with open(temporary, "w", newline="", encoding="utf-8") as stream:
+                table = CsvTable(stream, extra_columns, key_columns)
+                _run_into(reader, predictor, thresholds, table, kind, args.output, temporary, progress, outcome)
+    else:
+        table = FitsTable(_fits_meta(predictor, thresholds), extra_columns, key_columns)
+        _run_into(reader, predictor, thresholds, table, kind, args.output, None, progress, outcome)
+        table.write(args.output)
+    return table
+
+
 def run(args):
     """Run ``gamornet predict``; return the exit status."""
     input_shape, data_set = _resolve_model(args)
     thresholds = _resolve_thresholds(args, input_shape, data_set)
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
-    mc_samples = _checks.check_positive_int(args.mc_samples, "--mc-samples", allow_zero=True)
-    if args.seed is not None and args.seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0. Received: --seed={args.seed}")
     kind = _output_format(args.output)
     reader = _open_reader(args, input_shape, batch_size)
     if not _registry.is_published_name(args.model) and args.backend == "keras":
         _checks.check_model_file(args.model, "--model")
+    options = _predictor_options(args, input_shape)
     if args.output is not None:
         for path in _own_files(args.output):
             remove_stale_temporaries(path)
-    calibration_images = _read_calibration_images(args, input_shape)
     outcome = _Outcome()
-    with load_predictor(args.model, input_shape, args.backend, mc_samples=mc_samples, seed=args.seed,
-                        precision=args.precision, calibration_images=calibration_images) as predictor:
-        progress = not args.no_progress
-        key_columns, extra_columns = _table_columns(reader, predictor)
-        if args.output is None:
-            table = CsvTable(sys.stdout, extra_columns, key_columns)
-            _run_into(reader, predictor, thresholds, table, kind, None, None, progress, outcome)
-        elif kind == "csv":
-            with atomic_path(args.output, suffix=".csv") as temporary:
-                with open(temporary, "w", newline="", encoding="utf-8") as stream:
-                    table = CsvTable(stream, extra_columns, key_columns)
-                    _run_into(reader, predictor, thresholds, table, kind, args.output, temporary, progress, outcome)
-        else:
-            table = FitsTable(_fits_meta(predictor, thresholds), extra_columns, key_columns)
-            _run_into(reader, predictor, thresholds, table, kind, args.output, None, progress, outcome)
-            table.write(args.output)
+    with load_predictor(args.model, input_shape, args.backend, **options) as predictor:
+        table = _write_table(args, reader, predictor, thresholds, kind, outcome)
     if args.output is not None and os.path.exists(partial_path(args.output)):
         # The partial rows of an earlier, stopped run are superseded by this complete table.
         os.remove(partial_path(args.output))

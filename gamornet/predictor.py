@@ -89,10 +89,12 @@ class Predictor:
         MC-dropout draws per image (0: plain, deterministic predictions).
     seed : int or None
         The seed of the MC-dropout masks.
+    calibration : gamornet.calibration.Calibration or None
+        The temperature applied to every probability (to every draw with MC dropout).
     """
 
     def __init__(self, engine, model, model_path, backend, input_shape, *, precision="fp32", mc_samples=0,
-                 seed=None):
+                 seed=None, calibration=None):
         self._engine = engine
         self.precision = precision
         self.model = model
@@ -103,6 +105,7 @@ class Predictor:
         self._sha256 = None
         self.mc_samples = mc_samples
         self.seed = seed
+        self.calibration = calibration
         self._mc_head = None
         if mc_samples:
             from gamornet.uncertainty import MC_COLUMNS, MCDropoutHead
@@ -147,6 +150,8 @@ class Predictor:
             "precision": self.precision,
             "mc_samples": self.mc_samples,
             "mc_seed": self.seed,
+            "calibration": None if self.calibration is None else {
+                "temperature": self.calibration.temperature, "fitted_on": self.calibration.fitted_on},
         }
         if hasattr(self.engine, "provenance"):
             described["engine"] = self.engine.provenance()
@@ -181,10 +186,16 @@ class Predictor:
         if self._mc_head is not None:
             from gamornet.uncertainty import summarize_samples
 
-            draws = self._mc_head(self.engine.features(tensor))
+            draws = self._calibrated(self._mc_head(self.engine.features(tensor)))
             summary = summarize_samples(draws)
             return BatchResult(summary.mean, _blank(images), summary.columns(), draws)
-        return BatchResult(self.engine.forward(tensor), _blank(images), {})
+        return BatchResult(self._calibrated(self.engine.forward(tensor)), _blank(images), {})
+
+    def _calibrated(self, probabilities):
+        """``probabilities`` (..., 3) with the calibration's temperature applied, when there is one."""
+        if self.calibration is None:
+            return probabilities
+        return self.calibration.apply(probabilities.reshape(-1, 3)).reshape(probabilities.shape)
 
     def stream(self, batches):
         """The batch loop: predict every batch of an iterable, preparing the next ones in the background.
@@ -348,7 +359,7 @@ def _resolve_shape(model, input_shape, backend):
 
 
 def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32", calibration_images=None,
-                   mc_samples=0, seed=None):
+                   mc_samples=0, seed=None, calibration=None):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -375,6 +386,10 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     seed : int, optional
         The seed of the MC-dropout masks: the same seed and batches give the
         same numbers. None: fresh masks every time.
+    calibration : str, os.PathLike or gamornet.calibration.Calibration, optional
+        A temperature fitted for this model (a file written by ``gamornet
+        calibrate``, see :mod:`gamornet.calibration`), applied to every
+        probability. A calibration fitted for another model is refused.
 
     Returns
     -------
@@ -386,6 +401,8 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         An unknown backend or precision, a missing or invalid input shape,
         calibration images of the wrong shape, a negative ``mc_samples``, a
         bad seed, or MC dropout asked of an int8 network.
+    gamornet.errors.CalibrationMismatchError
+        A calibration fitted for another model (a ``ValueError``).
     gamornet.errors.MissingDependencyError
         int8 without OpenVINO and NNCF (the extra ``gamornet[fast]``).
     FileNotFoundError
@@ -424,7 +441,32 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
             engine.network, precision, calibration_images=calibration_images, backend=backend,
             cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=models.model_sha256(local_path, backend),
         )  # fmt: skip
-    return Predictor(engine, model, local_path, backend, shape, precision=precision, mc_samples=mc_samples, seed=seed)
+    calibration = _model_calibration(calibration, local_path, backend)
+    return Predictor(engine, model, local_path, backend, shape, precision=precision, mc_samples=mc_samples, seed=seed,
+                     calibration=calibration)
+
+
+def _model_calibration(calibration, local_path, backend):
+    """The :class:`gamornet.calibration.Calibration` of the model at ``local_path``, checked; or None."""
+    if calibration is None:
+        return None
+    from gamornet import calibration as _calibration
+    from gamornet.errors import CalibrationMismatchError
+
+    sha256 = models.model_sha256(local_path, backend)
+    if isinstance(calibration, (str, os.PathLike)):
+        return _calibration.load_calibration(calibration, sha256)
+    if not isinstance(calibration, _calibration.Calibration):
+        raise TypeError(
+            "calibration must be the path of a calibration file (gamornet calibrate --output) or a "
+            f"gamornet.calibration.Calibration. Received an object of type {type(calibration).__name__}"
+        )
+    if calibration.model_sha256 != sha256:
+        raise CalibrationMismatchError(
+            f"the calibration was fitted for another model (sha256 {calibration.model_sha256[:16]}...), but this "
+            f"model's sha256 is {sha256[:16]}...: fit one for this model with gamornet calibrate"
+        )
+    return calibration
 
 
 def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend, precision="fp32"):

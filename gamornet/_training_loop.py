@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import glob
 import json
+import logging
 import os
 import sys
 import time
@@ -145,10 +146,23 @@ def precision_policy(precision):
 # --------------------------------------------------------------------------- callbacks
 
 
+class _NoLegacyFormatNotice(logging.Filter):
+    """Keras logs that HDF5 is a legacy format at every save; it is the format of the 0.4.x models, on purpose."""
+
+    def filter(self, record):
+        return "saving your model as an HDF5 file" not in record.getMessage()
+
+
 def save_model_atomically(model, path):
     """Write ``model`` as a legacy HDF5 file (Keras picks the format by the .hdf5 ending)."""
-    with atomic_path(path, suffix=".hdf5") as temporary:
-        model.save(temporary, include_optimizer=True)
+    notice = _NoLegacyFormatNotice()
+    logger = logging.getLogger("absl")
+    logger.addFilter(notice)
+    try:
+        with atomic_path(path, suffix=".hdf5") as temporary:
+            model.save(temporary, include_optimizer=True)
+    finally:
+        logger.removeFilter(notice)
 
 
 class MetricsAndCheckpoints(keras.callbacks.Callback):
@@ -349,24 +363,35 @@ class DistributedSteps:
         return self._totals(labels, predictions, self.loss(labels, predictions))
 
 
-def _evaluate(steps, dataset):
+def _evaluate(steps, validation):
+    """Validation metrics over ``validation.steps`` batches of its (endless) dataset, on this worker alone."""
     totals = np.zeros(3)
-    for images, labels in dataset:
+    iterator = iter(validation.dataset)
+    for _ in range(validation.steps) if validation.steps is not None else iter(int, 1):
+        try:
+            images, labels = next(iterator)
+        except StopIteration:
+            break
         totals += [float(value) for value in steps.evaluate(images, labels)]
     return {"val_loss": totals[0] / totals[2], "val_accuracy": totals[1] / totals[2]}
 
 
 def custom_loop(model, strategy, loss, training, validation, epochs, initial_epoch, callbacks):
-    """Train as ``model.fit`` would, with :class:`DistributedSteps`; ``training`` is (distributed dataset, steps)."""
-    dataset, steps_per_epoch = training
+    """Train as ``model.fit`` would, with :class:`DistributedSteps`.
+
+    ``training`` is prepared data whose (distributed, endless) dataset gives
+    ``training.steps`` batches per epoch; ``validation`` is evaluated after
+    each epoch by every worker on the whole validation set, so no collective
+    operation is needed (keep it small).
+    """
     steps = DistributedSteps(model, strategy, loss)
+    iterator = iter(training.dataset)
     logs = {}
     callbacks.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         callbacks.on_epoch_begin(epoch)
-        iterator = iter(dataset)
         totals = np.zeros(3)
-        for step in range(steps_per_epoch):
+        for step in range(training.steps):
             callbacks.on_train_batch_begin(step)
             totals += [float(value) for value in steps.train(iterator)]
             logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
@@ -466,18 +491,24 @@ def naming_bad_images():
         raise error from None
 
 
-def _prepare(source, input_shape, batch_size, options, seed, training, progress, shard=(1, 0), drop_remainder=False):
+def _prepare(source, input_shape, batch_size, options, seed, training, progress, first_epoch=0, shard=(1, 0),
+             drop_remainder=False):
+    """The endless dataset the loop reads ``steps`` batches of per epoch (a user's tf.data.Dataset as it is)."""
     if isinstance(source, tf.data.Dataset):
         return _data.PreparedData(source, None, None, False, "a tf.data.Dataset")
     return _data.prepare_dataset(
         source, input_shape, batch_size, training=training, preprocessing=options.preprocessing,
         augmentation=options.augmentation, cache=options.cache, seed=seed, num_shards=shard[0], shard_index=shard[1],
-        progress=progress, drop_remainder=drop_remainder,
+        progress=progress, drop_remainder=drop_remainder, endless=True, first_epoch=first_epoch,
     )  # fmt: skip
 
 
-def _multiworker_training_data(strategy, source, input_shape, batch_size, options, seed, progress):
-    """The training set of a multi-worker run: each worker reads only its shard of the images."""
+def _multiworker_training_data(strategy, source, input_shape, batch_size, options, seed, progress, first_epoch):
+    """The training set of a multi-worker run: each worker reads only its shard of the images.
+
+    Every worker runs the same number of steps (its shard's full batches), as
+    the collective operations of a step need all of them.
+    """
     if isinstance(source, tf.data.Dataset):
         raise TypeError(
             "distribute='multiworker' reads the training images from a catalogue or from arrays, so that each worker "
@@ -488,33 +519,50 @@ def _multiworker_training_data(strategy, source, input_shape, batch_size, option
     def dataset_fn(context):
         per_replica = context.get_per_replica_batch_size(batch_size)
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        prepared["data"] = _prepare(source, input_shape, per_replica, options, seed, True, progress,
-                                    shard=(context.num_input_pipelines, context.input_pipeline_id),
-                                    drop_remainder=True)  # fmt: skip
-        prepared["steps"] = (prepared["data"].n_images // per_replica) // local_replicas
-        if prepared["steps"] == 0:
+        data = _prepare(source, input_shape, per_replica, options, seed, True, progress, first_epoch,
+                        shard=(context.num_input_pipelines, context.input_pipeline_id), drop_remainder=True)  # fmt: skip
+        data.steps //= local_replicas
+        if data.steps == 0:
             raise ValueError(
                 f"{len(source)} training images are too few for a global batch of {batch_size} images over "
                 f"{context.num_replicas_in_sync} replicas"
             )
-        return prepared["data"].dataset
+        prepared["data"] = data
+        return data.dataset
 
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    return (dataset, prepared["steps"]), prepared["data"]
+    prepared["data"].dataset = dataset
+    return prepared["data"]
 
 
-def _callbacks(folder, writer, options, checkpoint_freq, settings, prepared, batch_size, epochs):
-    """The callbacks of a run, in the order they act at each epoch's end; and the resumable state (or None)."""
-    callbacks, state = [], None
+def _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_size, epochs):
+    """The callbacks of a run, in the order they act at each epoch's end, and the metrics writer (or None)."""
+    callbacks = []
     metrics = MetricsAndCheckpoints(folder, checkpoint_freq, options.epoch_base) if folder and writer else None
     if metrics is not None:
         callbacks.append(metrics)
-    if options.resume and folder is not None:
-        state = ResumableState(folder, settings, writer)
+    if state is not None:
         callbacks.append(state)
     if options.progress and prepared.n_images is not None:
         callbacks.append(ProgressBars(prepared.n_images, batch_size, epochs, options.epoch_base))
-    return callbacks, metrics, state
+    return callbacks, metrics
+
+
+def _restore(folder, writer, options, settings, model, epochs, verbose):
+    """The resumable state of a run (or None) and the number of epochs it had finished."""
+    if not options.resume:
+        return None, 0
+    if folder is None:
+        raise ValueError("a resumable run needs an output folder to keep its state in, not /dev/null")
+    state = ResumableState(folder, settings, writer)
+    if options.fresh:
+        state.clear()
+    initial_epoch = min(state.restore(model), epochs)
+    if initial_epoch and writer and (options.progress or verbose):
+        left = f"continuing with epoch {initial_epoch + options.epoch_base}" if initial_epoch < epochs else \
+            "nothing is left to train"
+        print(f"Resuming the run in {folder}: {initial_epoch} of {epochs} epochs were finished; {left}", flush=True)
+    return state, initial_epoch
 
 
 def run(build_model, training, validation, folder, *, input_shape, epochs, checkpoint_freq, batch_size, save_model,
@@ -544,37 +592,31 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
     seed = options.seed if options.seed is not None else int(np.random.randint(0, 2**31 - 1))
     with precision_policy(options.precision), strategy.scope():
         model = build_model()
-    if options.resume and folder is None:
-        raise ValueError("a resumable run needs an output folder to keep its state in, not /dev/null")
+    state, initial_epoch = _restore(folder, writer, options, settings, model, epochs, verbose)
     progress = options.progress or verbose == 1
-    multiworker = is_multiworker(strategy) or options.engine == "custom"
     with naming_bad_images():
         if is_multiworker(strategy):
-            train_data, prepared = _multiworker_training_data(strategy, training, input_shape, batch_size, options,
-                                                              seed, progress)  # fmt: skip
+            prepared = _multiworker_training_data(strategy, training, input_shape, batch_size, options, seed, progress,
+                                                  initial_epoch)  # fmt: skip
         else:
-            prepared = _prepare(training, input_shape, batch_size, options, seed, True, progress)
-            train_data = (prepared.dataset, prepared.steps)
-        validation_data = _prepare(validation, input_shape, batch_size, options, seed, False, progress).dataset
-        callbacks, metrics, state = _callbacks(folder, writer, options, checkpoint_freq, settings, prepared,
-                                               batch_size, epochs)  # fmt: skip
-        initial_epoch = 0
-        if state is not None:
-            if options.fresh:
-                state.clear()
-            initial_epoch = min(state.restore(model), epochs)
+            prepared = _prepare(training, input_shape, batch_size, options, seed, True, progress, initial_epoch)
+        validation_data = _prepare(validation, input_shape, batch_size, options, seed, False, progress)
+        callbacks, metrics = _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_size, epochs)
         if metrics is not None:
             metrics.resume_from(initial_epoch)
         fit_verbose = 0 if options.progress else verbose
-        if multiworker:
+        if is_multiworker(strategy) or options.engine == "custom":
             callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=fit_verbose != 0,
-                                                         verbose=fit_verbose, epochs=epochs, steps=train_data[1],
+                                                         verbose=fit_verbose, epochs=epochs, steps=prepared.steps,
                                                          model=model)  # fmt: skip
-            custom_loop(model, strategy, loss, train_data, validation_data, epochs, initial_epoch, callback_list)
+            custom_loop(model, strategy, loss, prepared, validation_data, epochs, initial_epoch, callback_list)
         else:
-            # The datasets shuffle themselves (a new permutation each epoch).
-            model.fit(train_data[0], validation_data=validation_data, epochs=epochs, initial_epoch=initial_epoch,
-                      callbacks=callbacks, verbose=fit_verbose, shuffle=False)  # fmt: skip
+            # The datasets shuffle themselves; one iterator serves all epochs (steps_per_epoch), so the batches of
+            # each epoch do not depend on how many iterators Keras makes.
+            model.fit(prepared.dataset, validation_data=validation_data.dataset, epochs=epochs,
+                      initial_epoch=initial_epoch, steps_per_epoch=prepared.steps,
+                      validation_steps=validation_data.steps, callbacks=callbacks, verbose=fit_verbose,
+                      shuffle=False)  # fmt: skip
     if folder is not None and writer:
         if save_model:
             save_model_atomically(model, os.path.join(folder, "trained_model.hdf5"))

@@ -502,6 +502,17 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     nesterov = _checks.resolve_nesterov(nestorov, nesterov)
     options = _training_loop.check_run_options(preprocessing, augmentation, distribute, precision, resume, fresh, seed,
                                                cache)  # fmt: skip
+    return _train_from_scratch(
+        (training_imgs, training_labels, validation_imgs, validation_labels), input_shape, options,
+        files_save_path=files_save_path, epochs=epochs, checkpoint_freq=checkpoint_freq, batch_size=batch_size, lr=lr,
+        momentum=momentum, decay=decay, nesterov=nesterov, loss=loss, load_model=load_model,
+        model_load_path=model_load_path, save_model=save_model, verbose=verbose, path_column=path_column,
+        label_column=label_column,
+    )  # fmt: skip
+
+
+def _train_from_scratch(data, input_shape, options, *, load_model, model_load_path, **parameters):
+    """gamornet_train_keras after its options are checked (``gamornet train`` calls it with its own options)."""
 
     def build():
         model = gamornet_build_model_keras(input_shape)
@@ -510,12 +521,8 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
         return model
 
     model_settings = {"load_model": bool(load_model), "model_load_path": str(model_load_path) if load_model else None}
-    return _train(
-        (training_imgs, training_labels, validation_imgs, validation_labels), input_shape, mode="train", build=build,
-        files_save_path=files_save_path, epochs=epochs, checkpoint_freq=checkpoint_freq, batch_size=batch_size,
-        verbose=verbose, lr=lr, momentum=momentum, decay=decay, nesterov=nesterov, loss=loss, save_model=save_model,
-        options=options, path_column=path_column, label_column=label_column, model_settings=model_settings,
-    )  # fmt: skip
+    return _train(data, input_shape, mode="train", build=build, options=options, model_settings=model_settings,
+                  **parameters)  # fmt: skip
 
 
 def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validation_labels, input_shape,
@@ -556,11 +563,22 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
         A missing or unreadable model file or image file, or an unwritable
         ``files_save_path``.
     """
-    load_bools = _checks.check_bools(load_layers_bools, "load_layers_bools", LOAD_BOOLS_PRESETS)
-    train_bools = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
     nesterov = _checks.resolve_nesterov(nesterov, nestorov)
     options = _training_loop.check_run_options(preprocessing, augmentation, distribute, precision, resume, fresh, seed,
                                                cache)  # fmt: skip
+    return _transfer(
+        (training_imgs, training_labels, validation_imgs, validation_labels), input_shape, options,
+        load_layers_bools=load_layers_bools, trainable_bools=trainable_bools, model_load_path=model_load_path,
+        files_save_path=files_save_path, epochs=epochs, checkpoint_freq=checkpoint_freq, batch_size=batch_size, lr=lr,
+        momentum=momentum, decay=decay, nesterov=nesterov, loss=loss, save_model=save_model, verbose=verbose,
+        path_column=path_column, label_column=label_column,
+    )  # fmt: skip
+
+
+def _transfer(data, input_shape, options, *, load_layers_bools, trainable_bools, model_load_path, **parameters):
+    """gamornet_tl_keras after its options are checked (``gamornet tl`` calls it with its own options)."""
+    load_bools = _checks.check_bools(load_layers_bools, "load_layers_bools", LOAD_BOOLS_PRESETS)
+    train_bools = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
 
     def build():
         model = gamornet_build_model_keras(input_shape)
@@ -571,9 +589,5 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
 
     model_settings = {"model_load_path": str(model_load_path), "load_layers_bools": load_bools,
                       "trainable_bools": train_bools}  # fmt: skip
-    return _train(
-        (training_imgs, training_labels, validation_imgs, validation_labels), input_shape, mode="tl", build=build,
-        files_save_path=files_save_path, epochs=epochs, checkpoint_freq=checkpoint_freq, batch_size=batch_size,
-        verbose=verbose, lr=lr, momentum=momentum, decay=decay, nesterov=nesterov, loss=loss, save_model=save_model,
-        options=options, path_column=path_column, label_column=label_column, model_settings=model_settings,
-    )  # fmt: skip
+    return _train(data, input_shape, mode="tl", build=build, options=options, model_settings=model_settings,
+                  **parameters)  # fmt: skip

@@ -667,16 +667,22 @@ def _read_all(paths, input_shape, preprocessing, noise_border, progress):
     return images, noise
 
 
-def _epoch_order(tf, n_images, training, seed):
-    """A dataset of one int64 vector per epoch: the order of the images (a fresh permutation when training)."""
+def _epoch_order(tf, n_images, training, seed, endless, first_epoch):
+    """A dataset of one int64 vector per epoch: the order of the images (a fresh permutation when training).
+
+    ``endless`` (the training loop): one dataset for all epochs, epoch ``e``
+    shuffled by the ``e``-th draw of the seed, whatever iterators are made of
+    it, so that both engines see the same batches and a resumed run (starting
+    at ``first_epoch``) sees those it would have seen. Otherwise one epoch per
+    iteration, each iteration drawing anew.
+    """
     if not training:
-        return tf.data.Dataset.from_tensors(tf.range(n_images, dtype=tf.int64))
-    return (
-        tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        .take(1)
-        .map(lambda draw: tf.random.experimental.stateless_shuffle(
-            tf.range(n_images, dtype=tf.int64), seed=tf.stack([draw, tf.constant(0, tf.int64)])))
-    )  # fmt: skip
+        order = tf.data.Dataset.from_tensors(tf.range(n_images, dtype=tf.int64))
+        return order.repeat() if endless else order
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=not endless)
+    draws = draws.skip(first_epoch) if endless else draws.take(1)
+    return draws.map(lambda draw: tf.random.experimental.stateless_shuffle(
+        tf.range(n_images, dtype=tf.int64), seed=tf.stack([draw, tf.constant(0, tf.int64)])))  # fmt: skip
 
 
 def _index_batches(tf, order, n_images, batch_size, drop_remainder):
@@ -692,20 +698,18 @@ def _index_batches(tf, order, n_images, batch_size, drop_remainder):
     return order.flat_map(split)
 
 
-def _memory_pipeline(tf, images, labels, noise, batch_size, training, seed, drop_remainder):
+def _memory_pipeline(tf, images, labels, noise, batch_size, order, drop_remainder):
     tensors = (tf.convert_to_tensor(images), tf.convert_to_tensor(labels), tf.convert_to_tensor(noise))
-    batches = _index_batches(tf, _epoch_order(tf, len(labels), training, seed), len(labels), batch_size,
-                             drop_remainder)
+    batches = _index_batches(tf, order, len(labels), batch_size, drop_remainder)
     # The arrays enter as one repeated element rather than as captured constants, so tf.data never copies them.
     dataset = tf.data.Dataset.zip((batches, tf.data.Dataset.from_tensors(tensors).repeat()))
     return dataset.map(lambda indices, data: tuple(tf.gather(part, indices) for part in data),
                        num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
 
 
-def _streaming_pipeline(tf, paths, labels, input_shape, batch_size, training, seed, preprocessing, noise_border,
-                        drop_remainder):
+def _streaming_pipeline(tf, paths, labels, input_shape, batch_size, order, preprocessing, noise_border, drop_remainder):
     tensors = (tf.constant(list(paths)), tf.convert_to_tensor(labels))
-    order = _epoch_order(tf, len(labels), training, seed).flat_map(tf.data.Dataset.from_tensor_slices)
+    order = order.flat_map(tf.data.Dataset.from_tensor_slices)
     rows = tf.data.Dataset.zip((order, tf.data.Dataset.from_tensors(tensors).repeat()))
     rows = rows.map(lambda index, data: (tf.gather(data[0], index), tf.gather(data[1], index)))
 
@@ -722,9 +726,10 @@ def _streaming_pipeline(tf, paths, labels, input_shape, batch_size, training, se
     return decoded.batch(batch_size, drop_remainder=drop_remainder)
 
 
-def _finish_pipeline(tf, dataset, input_shape, augmentation, preprocessing_after, seed, steps):
+def _finish_pipeline(tf, dataset, input_shape, augmentation, preprocessing_after, seed, steps, endless, first_epoch):
     if augmentation is not None:
-        draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+        draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=not endless)
+        draws = draws.skip(first_epoch * steps) if endless else draws
         dataset = tf.data.Dataset.zip((dataset, draws)).map(
             lambda data, draw: (_augment_batch(tf, data[0], data[2], tf.stack([draw, tf.constant(1, tf.int64)]),
                                                augmentation), data[1], data[2]),
@@ -741,7 +746,8 @@ def _finish_pipeline(tf, dataset, input_shape, augmentation, preprocessing_after
 
         dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(lambda images, labels, noise: (images, labels))
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    if not endless:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     options = tf.data.Options()
     # Sharding is done here, before decoding, never by tf.distribute after it.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -765,8 +771,14 @@ def _shard_indices(n_images, num_shards, shard_index):
 
 
 def prepare_dataset(source, input_shape, batch_size, *, training, preprocessing=None, augmentation=None, cache="auto",
-                    seed=0, num_shards=1, shard_index=0, progress=False, drop_remainder=False):
-    """Build the tf.data pipeline of :func:`catalogue_dataset` from a checked source (see :func:`resolve_source`)."""
+                    seed=0, num_shards=1, shard_index=0, progress=False, drop_remainder=False, endless=False,
+                    first_epoch=0):
+    """Build the tf.data pipeline of :func:`catalogue_dataset` from a checked source (see :func:`resolve_source`).
+
+    The training loop asks for an ``endless`` dataset (all epochs in one
+    iteration, each ``steps`` batches long; see :func:`_epoch_order`) and this
+    shard of the images (``num_shards``, ``shard_index``; equal shards).
+    """
     import tensorflow as tf
 
     augmentation = augmentation if training else None
@@ -799,12 +811,14 @@ def prepare_dataset(source, input_shape, batch_size, *, training, preprocessing=
         if cached:
             images, noise = _read_all(paths, input_shape, preprocessing_now, noise_border, progress)
     steps = len(rows) // batch_size if drop_remainder else -(-len(rows) // batch_size)
+    order = _epoch_order(tf, len(rows), training, seed, endless, first_epoch)
     if cached:
-        dataset = _memory_pipeline(tf, images, labels, noise, batch_size, training, seed, drop_remainder)
+        dataset = _memory_pipeline(tf, images, labels, noise, batch_size, order, drop_remainder)
     else:
-        dataset = _streaming_pipeline(tf, paths, labels, input_shape, batch_size, training, seed, preprocessing_now,
+        dataset = _streaming_pipeline(tf, paths, labels, input_shape, batch_size, order, preprocessing_now,
                                       noise_border, drop_remainder)  # fmt: skip
-    dataset = _finish_pipeline(tf, dataset, input_shape, augmentation, preprocessing_after, seed, steps)
+    dataset = _finish_pipeline(tf, dataset, input_shape, augmentation, preprocessing_after, seed, steps, endless,
+                               first_epoch)  # fmt: skip
     return PreparedData(dataset, len(rows), steps, cached, description)
 
 

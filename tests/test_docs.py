@@ -18,9 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
 #: The pages the issue asks for, by source name.
-PAGES = ("index", "getting_started", "tutorials", "handbook", "api", "cli", "faq", "attribution")
+PAGES = ("index", "getting_started", "tutorials", "training", "handbook", "api", "cli", "faq", "attribution")
 API_PAGES = ("api/keras_module", "api/tflearn_module", "api/classify", "api/simulate", "api/preprocess",
-             "api/io", "api/published",
+             "api/io", "api/published", "api/training",
              "api/presets")
 
 def _sphinx(builder, source, output, doctrees, strict=True):

@@ -410,7 +410,13 @@ def custom_loop(model, strategy, loss, training, validation, epochs, initial_epo
 
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
-    """What :func:`write_beside_model` needs to know of a finished run."""
+    """What :func:`write_beside_model` needs to know of a finished run.
+
+    ``training`` is the training data as :func:`gamornet.training.resolve_source`
+    returned it (arrays, a catalogue or a tf.data.Dataset): what a description
+    of the training set (such as a model card's per-image statistics) is
+    computed from.
+    """
 
     input_shape: tuple
     preprocessing: dict
@@ -418,6 +424,7 @@ class RunRecord:
     write_settings: bool
     curves: bool
     epoch_base: int
+    training: object = None
 
 
 def write_beside_model(folder, record):
@@ -621,5 +628,6 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
         if save_model:
             save_model_atomically(model, os.path.join(folder, "trained_model.hdf5"))
         write_beside_model(folder, RunRecord(tuple(input_shape), options.preprocessing, options.augmentation,
-                                             options.write_settings, options.curves, options.epoch_base))  # fmt: skip
+                                             options.write_settings, options.curves, options.epoch_base,
+                                             training))  # fmt: skip
     return model

@@ -10,7 +10,9 @@ evaluated on
 - a shifted test set: new galaxies seen through another PSF (a Kolmogorov
   profile of 0.45 arcsec FWHM) and 2.5 times the background noise (Gaussian
   read noise added to the sky's Poisson noise), as the demo's shifted set of
-  the calibration issue is built.
+  the calibration issue is built;
+- the same galaxies with only the noise shifted, and with only the PSF
+  shifted, to tell the two effects apart.
 
 For each network it prints disk and bulge recall (the fraction of the true
 disks, and bulges, classified as such; the class is the most probable one) on
@@ -55,12 +57,14 @@ def parse_arguments(argv=None):
     return arguments
 
 
-def shifted_survey(survey, psf_fwhm, noise):
-    """``survey`` seen through a Kolmogorov PSF of ``psf_fwhm`` arcsec and ``noise`` times its noise per pixel."""
+def shifted_survey(survey, psf_fwhm=None, noise=1.0):
+    """``survey`` seen through a Kolmogorov PSF of ``psf_fwhm`` arcsec (None: its own) and ``noise`` times its noise."""
     sky_variance = survey.sky_level * survey.gain
     read_variance = noise**2 * (sky_variance + survey.read_noise**2) - sky_variance
-    return dataclasses.replace(survey, name=f"{survey.name} shifted", psf="kolmogorov", psf_fwhm=psf_fwhm,
-                               read_noise=float(np.sqrt(read_variance)))  # fmt: skip
+    changes = {"read_noise": float(np.sqrt(read_variance))}
+    if psf_fwhm is not None:
+        changes.update(psf="kolmogorov", psf_fwhm=psf_fwhm)
+    return dataclasses.replace(survey, name=f"{survey.name} shifted", **changes)
 
 
 def recalls(probabilities, labels):
@@ -76,15 +80,19 @@ def main(argv=None):
     from gamornet.simulate import simulate_galaxies
 
     survey = demo_survey("CANDELS", 64, (19.0, 22.5))
-    seeds = np.random.SeedSequence(arguments.seed).generate_state(4)
+    seeds = np.random.SeedSequence(arguments.seed).generate_state(3)
+    test_seed = int(seeds[2])  # the test sets hold the same galaxies, seen differently
+    psf, noise = arguments.shifted_psf_fwhm, arguments.shifted_noise
     started = time.perf_counter()
     sets = {}
-    for (name, count, preset), seed in zip(
-        (("training", arguments.n_train, survey), ("validation", max(200, arguments.n_test // 4), survey),
-         ("in-domain test", arguments.n_test, survey),
-         ("shifted test", arguments.n_test, shifted_survey(survey, arguments.shifted_psf_fwhm, arguments.shifted_noise))),
-        seeds,
-    ):  # fmt: skip
+    for name, count, preset, seed in (
+        ("training", arguments.n_train, survey, int(seeds[0])),
+        ("validation", max(200, arguments.n_test // 4), survey, int(seeds[1])),
+        ("in-domain test", arguments.n_test, survey, test_seed),
+        ("shifted test", arguments.n_test, shifted_survey(survey, psf, noise), test_seed),
+        (f"noise x{noise:g} only", arguments.n_test, shifted_survey(survey, None, noise), test_seed),
+        (f"PSF {psf:g}\" only", arguments.n_test, shifted_survey(survey, psf, 1.0), test_seed),
+    ):
         images, table = simulate_galaxies(count, preset, seed=int(seed), n_workers=arguments.workers, progress=False)
         sets[name] = (images, labels_from_bulge_to_total(table["bulge_to_total"]))
         print(f"[{time.perf_counter() - started:5.0f} s] simulated the {name} set: {count} galaxies", flush=True)
@@ -108,7 +116,7 @@ def main(argv=None):
             verbose=0, preprocessing=settings, augmentation=augmentation, seed=arguments.seed,
         )  # fmt: skip
         results[label] = {}
-        for name in ("in-domain test", "shifted test"):
+        for name in list(sets)[2:]:
             images, labels = sets[name]
             probabilities = model.predict(preprocess_images(images, **settings), batch_size=256, verbose=0)
             results[label][name] = recalls(probabilities, labels)
@@ -117,12 +125,14 @@ def main(argv=None):
     print(f"\n{len(sets['training'][1])} training galaxies (indeterminate left out), {arguments.epochs} epochs; "
           f"test sets of {arguments.n_test}; shifted: Kolmogorov PSF {arguments.shifted_psf_fwhm}\" FWHM, noise x"
           f"{arguments.shifted_noise}\n")  # fmt: skip
-    print(f"{'network':42s} {'set':15s} {'disk recall':>11s} {'bulge recall':>12s}")
+    print(f"{'network':40s} {'test set':18s} {'disk recall':>11s} {'bulge recall':>12s}   gap to in-domain "
+          "(disk, bulge)")
     for label, by_set in results.items():
+        home = by_set["in-domain test"]
         for name, values in by_set.items():
-            print(f"{label:42s} {name:15s} {values['disk']:11.3f} {values['bulge']:12.3f}")
-        gap = {key: by_set["in-domain test"][key] - by_set["shifted test"][key] for key in ("disk", "bulge")}
-        print(f"{label:42s} {'gap':15s} {gap['disk']:11.3f} {gap['bulge']:12.3f}")
+            gap = "" if name == "in-domain test" else \
+                f"   {home['disk'] - values['disk']:+.3f}, {home['bulge'] - values['bulge']:+.3f}"
+            print(f"{label:40s} {name:18s} {values['disk']:11.3f} {values['bulge']:12.3f}{gap}")
     if arguments.output:
         with open(arguments.output, "w", encoding="utf-8") as stream:
             json.dump({"arguments": vars(arguments), "results": results}, stream, indent=2)

@@ -263,7 +263,14 @@ class ResumableState(keras.callbacks.Callback):
             )
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(os.path.join(self.folder, state["weights"]))
+        path = os.path.join(self.folder, state["weights"])
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError) as error:
+            raise OSError(
+                f"the training state in {self.folder!r} cannot be restored from {path!r} ({error}); start over with "
+                "fresh=True (--fresh)"
+            ) from None
         return int(state["completed_epochs"])
 
     def on_epoch_end(self, epoch, logs=None):
@@ -447,7 +454,7 @@ def write_beside_model(folder, record):
     if record.augmentation is not None:
         with atomic_write(os.path.join(folder, "augmentation.json"), "w", encoding="utf-8") as stream:
             json.dump(record.augmentation.to_dict(), stream, indent=2)
-    if record.curves:
+    if record.curves and os.path.isfile(os.path.join(folder, "metrics.csv")):
         plot_training_curves(os.path.join(folder, "metrics.csv"), os.path.join(folder, "training_curves.png"))
 
 
@@ -557,10 +564,8 @@ def _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_
 
 def _restore(folder, writer, options, settings, model, epochs, verbose):
     """The resumable state of a run (or None) and the number of epochs it had finished."""
-    if not options.resume:
+    if not options.resume or folder is None:
         return None, 0
-    if folder is None:
-        raise ValueError("a resumable run needs an output folder to keep its state in, not /dev/null")
     state = ResumableState(folder, settings, writer)
     if options.fresh:
         state.clear()

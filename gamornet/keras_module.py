@@ -358,6 +358,19 @@ def _check_training_options(epochs, checkpoint_freq, batch_size, verbose):
     )
 
 
+def _describe_setting(value):
+    """A description of a setting that is the same in every run given the same value (no memory addresses)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    config = getattr(value, "get_config", None)
+    described = {"class": f"{type(value).__module__}.{type(value).__qualname__}"}
+    if config is not None:
+        described["config"] = config()
+    elif callable(value):
+        described["class"] = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    return described
+
+
 def _describe_source(source):
     """How a training source is recorded with a resumable run's settings."""
     if isinstance(source, _training_data.Catalogue):
@@ -385,8 +398,11 @@ def _train(data, input_shape, *, mode, build, files_save_path, epochs, checkpoin
     _learning_rate(lr, decay)
     _checks.check_non_negative_float(momentum, "momentum")
     folder = _checks.resolve_save_folder(files_save_path)
-    settings = dict(model_settings, mode=mode, input_shape=list(shape), batch_size=batch_size, lr=repr(lr),
-                    momentum=momentum, decay=decay, nesterov=nesterov, loss=repr(loss), precision=options.precision,
+    if options.resume and folder is None:
+        raise ValueError("a resumable run needs an output folder to keep its state in, not /dev/null")
+    settings = dict(model_settings, mode=mode, input_shape=list(shape), batch_size=batch_size,
+                    lr=_describe_setting(lr), momentum=momentum, decay=decay, nesterov=nesterov,
+                    loss=_describe_setting(loss), precision=options.precision,
                     training=_describe_source(training), validation=_describe_source(validation),
                     preprocessing=options.preprocessing,
                     augmentation=None if options.augmentation is None else options.augmentation.to_dict())  # fmt: skip

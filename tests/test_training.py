@@ -324,6 +324,20 @@ def test_training_inputs_are_checked(catalogues, galaxies):
         km.gamornet_train_keras(images, labels, images, labels, SHAPE, files_save_path="/dev/null", resume=True)
 
 
+def test_resumed_runs_recognise_the_same_schedule_and_loss():
+    import keras
+
+    def schedule():
+        return keras.optimizers.schedules.CosineDecay(0.01, decay_steps=100, warmup_target=0.1, warmup_steps=10)
+
+    assert km._describe_setting(schedule()) == km._describe_setting(schedule())
+    assert km._describe_setting(schedule()) != km._describe_setting(keras.optimizers.schedules.CosineDecay(0.01, 50))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+    assert km._describe_setting(loss)["config"]["label_smoothing"] == 0.1
+    assert km._describe_setting(keras.losses.categorical_crossentropy) == km._describe_setting(
+        keras.losses.categorical_crossentropy)
+
+
 def test_a_tf_data_dataset_trains(galaxies):
     import tensorflow as tf
 
@@ -420,6 +434,10 @@ def test_cli_train_resume_fresh_and_tl(tmp_path, catalogues, capsys):
     # Other settings are refused rather than mixed into the saved run.
     assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--momentum", "0.5")) == 1
     assert "holds a run started with other settings (momentum: 0.9 then, 0.5 now)" in capsys.readouterr().err
+    weights = output / "backup" / json.loads((output / "backup" / "state.json").read_text())["weights"]
+    weights.rename(weights.with_suffix(".moved"))
+    assert cli.main(_train_command(catalogues, output, "--epochs", "2")) == 1
+    assert "cannot be restored from" in capsys.readouterr().err
     assert cli.main(_train_command(catalogues, output, "--epochs", "1", "--momentum", "0.5", "--fresh",
                                    "--rotate-flip", "--quiet")) == 0  # fmt: skip
     assert [row["epoch"] for row in _metrics(output / "metrics.csv")] == ["1"]
@@ -433,7 +451,7 @@ def test_cli_train_resume_fresh_and_tl(tmp_path, catalogues, capsys):
     assert "trained_model.hdf5" in os.listdir(tl_output)
     settings = json.loads((tl_output / "backup" / "state.json").read_text())["settings"]
     assert settings["trainable_bools"] == [False, False, False, True, True, True, True, True]
-    assert settings["load_layers_bools"] == [True] * 5 + [False] * 3 and settings["lr"] == "0.001"
+    assert settings["load_layers_bools"] == [True] * 5 + [False] * 3 and settings["lr"] == 0.001
 
 
 def test_cli_bad_catalogue_is_named(tmp_path, catalogues, capsys):

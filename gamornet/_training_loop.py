@@ -21,6 +21,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -35,6 +36,9 @@ from gamornet.errors import GamornetWarning
 
 DISTRIBUTE_CHOICES = (None, "mirrored", "multiworker")
 PRECISION_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+#: Tasks a CPU-only node may run under Slurm (see _cluster_resolver).
+_CPU_TASK_SLOTS = 4096
 
 #: The folder, inside the output folder, that holds the state a resumed run starts from.
 BACKUP_FOLDER = "backup"
@@ -93,7 +97,11 @@ def _cluster_resolver():
     if os.environ.get("TF_CONFIG"):
         return resolvers.TFConfigClusterResolver()
     if os.environ.get("SLURM_PROCID") is not None and os.environ.get("SLURM_STEP_NODELIST", os.environ.get("SLURM_JOB_NODELIST")):
-        return resolvers.SlurmClusterResolver()
+        if "CUDA_VISIBLE_DEVICES" in os.environ or shutil.which("nvidia-smi") is not None:
+            return resolvers.SlurmClusterResolver()
+        # A CPU-only node: the resolver would count GPUs with nvidia-smi, which is missing, and it places one task
+        # per GPU slot. Give it a slot per task and let it set no CUDA_VISIBLE_DEVICES.
+        return resolvers.SlurmClusterResolver(gpus_per_node=_CPU_TASK_SLOTS, gpus_per_task=1, auto_set_gpu=False)
     raise ValueError(
         "distribute='multiworker' needs the cluster described in the environment variable TF_CONFIG, or a Slurm job "
         "step (srun sets SLURM_PROCID and SLURM_STEP_NODELIST). Neither is set"

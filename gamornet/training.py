@@ -656,14 +656,17 @@ def _read_all(paths, input_shape, preprocessing, noise_border, progress):
 
     images = np.empty((len(paths),) + tuple(input_shape), dtype=np.float32)
     noise = np.zeros((len(paths), input_shape[2]), dtype=np.float32)
-    with concurrent.futures.ThreadPoolExecutor(_DECODE_THREADS) as pool, progress_bar(
-        len(paths), "Reading images", enabled=progress
-    ) as bar:
-        results = pool.map(lambda path: _decode(path, input_shape, preprocessing, noise_border), paths)
-        for index, (image, image_noise) in enumerate(results):
-            images[index], noise[index] = image, image_noise
-            bar.update(index + 1)
-    BAD_IMAGES.pop()  # raised here already
+    pool = concurrent.futures.ThreadPoolExecutor(_DECODE_THREADS)
+    try:
+        with progress_bar(len(paths), "Reading images", enabled=progress) as bar:
+            results = pool.map(lambda path: _decode(path, input_shape, preprocessing, noise_border), paths)
+            for index, (image, image_noise) in enumerate(results):
+                images[index], noise[index] = image, image_noise
+                bar.update(index + 1)
+    finally:
+        # A bad image stops the reading at once: the images not yet read are not waited for.
+        pool.shutdown(wait=True, cancel_futures=True)
+        BAD_IMAGES.pop()  # raised here already, with its name
     return images, noise
 
 

@@ -407,6 +407,20 @@ def test_precision_and_distribution_errors(monkeypatch):
         _training_loop.make_strategy("multiworker")
 
 
+def test_slurm_job_steps_are_resolved(monkeypatch):
+    """Under srun, the cluster comes from Slurm's variables (two tasks on two nodes here, no GPU)."""
+    for name in ("TF_CONFIG", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi, as on a CPU-only node
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[01-02]")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "1(x2)")
+    resolver = _training_loop._cluster_resolver()
+    assert resolver.cluster_spec().as_dict() == {"worker": ["node01:8888", "node02:8888"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 1)
+
+
 # --------------------------------------------------------------------------- the command line
 
 

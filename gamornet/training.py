@@ -504,7 +504,7 @@ def check_preprocessing(preprocessing):
 def _augment_batch(tf, images, noise, seed, settings):
     """Augment one batch (b, x, y, ndim) with per-image random draws from the stateless ``seed``."""
     batch = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(seed, num=4)
+    seeds = tf.random.experimental.stateless_split(seed, num=5)
     if settings.rotate_flip:
         square = images.shape[1] == images.shape[2]
         turns = tf.random.stateless_uniform([batch], seeds[0], 0, 4 if square else 2, dtype=tf.int32)
@@ -527,7 +527,7 @@ def _augment_batch(tf, images, noise, seed, settings):
     if settings.noise_factor > 1:
         factors = tf.random.stateless_uniform([batch], seeds[3], 1.0, settings.noise_factor)
         extra = noise * tf.sqrt(tf.square(factors) - 1.0)[:, None]
-        images = images + tf.random.stateless_normal(tf.shape(images), seeds[3] + 1) * extra[:, None, None, :]
+        images = images + tf.random.stateless_normal(tf.shape(images), seeds[4]) * extra[:, None, None, :]
     return images
 
 
@@ -670,6 +670,11 @@ def _read_all(paths, input_shape, preprocessing, noise_border, progress):
     return images, noise
 
 
+def _graph(tf, function):
+    """``function`` traced as it is: it has no Python control flow for AutoGraph to convert."""
+    return tf.autograph.experimental.do_not_convert(function)
+
+
 def _epoch_order(tf, n_images, training, seed, endless, first_epoch):
     """A dataset of one int64 vector per epoch: the order of the images (a fresh permutation when training).
 
@@ -684,8 +689,8 @@ def _epoch_order(tf, n_images, training, seed, endless, first_epoch):
         return order.repeat() if endless else order
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=not endless)
     draws = draws.skip(first_epoch) if endless else draws.take(1)
-    return draws.map(lambda draw: tf.random.experimental.stateless_shuffle(
-        tf.range(n_images, dtype=tf.int64), seed=tf.stack([draw, tf.constant(0, tf.int64)])))  # fmt: skip
+    return draws.map(_graph(tf, lambda draw: tf.random.experimental.stateless_shuffle(
+        tf.range(n_images, dtype=tf.int64), seed=tf.stack([draw, tf.constant(0, tf.int64)]))))  # fmt: skip
 
 
 def _index_batches(tf, order, n_images, batch_size, drop_remainder):
@@ -706,7 +711,7 @@ def _memory_pipeline(tf, images, labels, noise, batch_size, order, drop_remainde
     batches = _index_batches(tf, order, len(labels), batch_size, drop_remainder)
     # The arrays enter as one repeated element rather than as captured constants, so tf.data never copies them.
     dataset = tf.data.Dataset.zip((batches, tf.data.Dataset.from_tensors(tensors).repeat()))
-    return dataset.map(lambda indices, data: tuple(tf.gather(part, indices) for part in data),
+    return dataset.map(_graph(tf, lambda indices, data: tuple(tf.gather(part, indices) for part in data)),
                        num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
 
 
@@ -714,7 +719,7 @@ def _streaming_pipeline(tf, paths, labels, input_shape, batch_size, order, prepr
     tensors = (tf.constant(list(paths)), tf.convert_to_tensor(labels))
     order = order.flat_map(tf.data.Dataset.from_tensor_slices)
     rows = tf.data.Dataset.zip((order, tf.data.Dataset.from_tensors(tensors).repeat()))
-    rows = rows.map(lambda index, data: (tf.gather(data[0], index), tf.gather(data[1], index)))
+    rows = rows.map(_graph(tf, lambda index, data: (tf.gather(data[0], index), tf.gather(data[1], index))))
 
     def decode(path, label):
         image, noise = tf.numpy_function(
@@ -725,7 +730,7 @@ def _streaming_pipeline(tf, paths, labels, input_shape, batch_size, order, prepr
         noise.set_shape([input_shape[2]])
         return image, label, noise
 
-    decoded = rows.map(decode, num_parallel_calls=_DECODE_THREADS, deterministic=True)
+    decoded = rows.map(_graph(tf, decode), num_parallel_calls=_DECODE_THREADS, deterministic=True)
     return decoded.batch(batch_size, drop_remainder=drop_remainder)
 
 
@@ -733,11 +738,13 @@ def _finish_pipeline(tf, dataset, input_shape, augmentation, preprocessing_after
     if augmentation is not None:
         draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=not endless)
         draws = draws.skip(first_epoch * steps) if endless else draws
-        dataset = tf.data.Dataset.zip((dataset, draws)).map(
-            lambda data, draw: (_augment_batch(tf, data[0], data[2], tf.stack([draw, tf.constant(1, tf.int64)]),
-                                               augmentation), data[1], data[2]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )  # fmt: skip
+
+        def augment(data, draw):
+            images, labels, noise = data
+            seed_pair = tf.stack([draw, tf.constant(1, tf.int64)])
+            return _augment_batch(tf, images, noise, seed_pair, augmentation), labels, noise
+
+        dataset = tf.data.Dataset.zip((dataset, draws)).map(_graph(tf, augment), num_parallel_calls=tf.data.AUTOTUNE)
     if preprocessing_after is not None:
         from gamornet.preprocess import preprocess_images
 
@@ -747,8 +754,8 @@ def _finish_pipeline(tf, dataset, input_shape, augmentation, preprocessing_after
             processed.set_shape((None,) + tuple(input_shape))
             return processed, labels, noise
 
-        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(lambda images, labels, noise: (images, labels))
+        dataset = dataset.map(_graph(tf, preprocess), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(_graph(tf, lambda images, labels, noise: (images, labels)))
     if not endless:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     options = tf.data.Options()

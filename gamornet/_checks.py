@@ -60,6 +60,18 @@ def check_input_shape(input_shape):
     return tuple(int(size) for size in shape)
 
 
+def _missing_axis_hint(shape, input_shape, name):
+    """How to add the axis an array lacks, when one is all it lacks."""
+    x, y, ndim = input_shape
+    if tuple(shape) == (x, y, ndim):
+        return f" A single image needs a leading axis of length 1: {name}[np.newaxis]"
+    if len(shape) == 3 and ndim == 1 and tuple(shape[1:]) == (x, y):
+        return f" A stack of single-band images of shape (n, x, y) needs a trailing axis: {name}[..., np.newaxis]"
+    if tuple(shape) == (x, y) and ndim == 1:
+        return f" A single single-band image needs two axes more: {name}[np.newaxis, ..., np.newaxis]"
+    return ""
+
+
 def check_images(images, input_shape, name="img_array"):
     """Check an image array against the network's input shape.
 
@@ -95,8 +107,7 @@ def check_images(images, input_shape, name="img_array"):
     if images.ndim != 4:
         raise ValueError(
             f"{name} must be 4-D, of shape (n, x, y, ndim) = (n, {', '.join(map(str, input_shape))}). "
-            f"Received an array of shape {images.shape}. "
-            "A single-band image stack of shape (n, x, y) needs a trailing axis: img_array[..., np.newaxis]"
+            f"Received an array of shape {images.shape}.{_missing_axis_hint(images.shape, input_shape, name)}"
         )
     if images.shape[0] == 0:
         raise ValueError(f"{name} holds no images. Received an array of shape {images.shape}")
@@ -195,6 +206,13 @@ def check_bools(bools, name, presets):
     return [bool(value) for value in values]
 
 
+def check_flag(value, name):
+    """Check a True/False parameter (numpy booleans accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
 def check_positive_int(value, name, allow_zero=False):
     """Check a positive (or non-negative) integer parameter."""
     low = 0 if allow_zero else 1
@@ -271,6 +289,29 @@ def check_training_data(training_imgs, training_labels, validation_imgs, validat
     check_labels(validation_labels, validation_imgs.shape[0], "validation_labels")
 
 
+def check_save_folder(files_save_path):
+    """Check ``files_save_path`` without creating anything; return the folder, or None for '/dev/null'.
+
+    Raises
+    ------
+    TypeError
+        Not a string or path-like.
+    NotADirectoryError
+        The path names an existing file.
+    """
+    if not isinstance(files_save_path, (str, os.PathLike)):
+        raise TypeError(
+            "files_save_path must be the path of a folder (or '/dev/null' to save nothing). "
+            f"Received an object of type {type(files_save_path).__name__}"
+        )
+    path = os.fspath(files_save_path)
+    if os.path.normpath(path) == os.devnull:
+        return None
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"files_save_path must be a folder, but {path!r} is a file")
+    return path
+
+
 def resolve_save_folder(files_save_path):
     """Resolve ``files_save_path`` to a folder, created if missing, or None for '/dev/null'.
 
@@ -283,15 +324,7 @@ def resolve_save_folder(files_save_path):
     OSError
         The folder cannot be created.
     """
-    if not isinstance(files_save_path, (str, os.PathLike)):
-        raise TypeError(
-            "files_save_path must be the path of a folder (or '/dev/null' to save nothing). "
-            f"Received an object of type {type(files_save_path).__name__}"
-        )
-    path = os.fspath(files_save_path)
-    if os.path.normpath(path) == os.devnull:
-        return None
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"files_save_path must be a folder, but {path!r} is a file")
-    os.makedirs(path, exist_ok=True)
+    path = check_save_folder(files_save_path)
+    if path is not None:
+        os.makedirs(path, exist_ok=True)
     return path

@@ -215,9 +215,13 @@ def _common_parameters(args):
 
 
 def _report(args, what):
-    if not args.quiet:
-        names = sorted(name for name in os.listdir(args.output_dir) if not name.startswith("."))
-        print(f"{what} finished. In {args.output_dir}: {', '.join(names)}")
+    if args.quiet:
+        return
+    if not os.path.isdir(args.output_dir):  # a worker of a multi-worker run: worker 0 writes the files
+        print(f"{what} finished; worker 0 writes the files")
+        return
+    names = sorted(name for name in os.listdir(args.output_dir) if not name.startswith("."))
+    print(f"{what} finished. In {args.output_dir}: {', '.join(names)}")
 
 
 def run_train(args):

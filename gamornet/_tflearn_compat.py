@@ -43,20 +43,15 @@ import functools
 import importlib
 import importlib.metadata
 import io
-import os
 import sys
 import threading
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from gamornet._tf_logging import import_tensorflow
+from gamornet.errors import _TensorFlow2BehaviourOff
 
 __all__ = ["import_tflearn", "installed_versions", "silenced_deprecations"]
 
 _lock = threading.Lock()
-
-
-class _TensorFlow2BehaviourOff(ImportError):
-    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
-
 _tflearn = None
 
 
@@ -181,7 +176,7 @@ def silenced_deprecations():
 
 
 def _import_with_shims():
-    import tensorflow as tf
+    tf = import_tensorflow()
     import tensorflow.compat.v1 as v1
 
     _shim_nest_is_sequence()

@@ -26,13 +26,16 @@ import sys
 import time
 import warnings
 
-import keras
-import numpy as np
-import tensorflow as tf
+# First: it imports TensorFlow quietly, then Keras, and checks Keras' backend.
+import gamornet._network  # noqa: F401, I100
 
-from gamornet import training as _data
-from gamornet._atomic import atomic_path, atomic_write
-from gamornet.errors import GamornetWarning
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from gamornet import _checks, training as _data  # noqa: E402
+from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
+from gamornet.errors import GamornetWarning  # noqa: E402
 
 DISTRIBUTE_CHOICES = (None, "mirrored", "multiworker")
 PRECISION_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -80,7 +83,7 @@ def check_run_options(preprocessing=None, augmentation=None, distribute=None, pr
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False. Received: {name}={value!r}")
     if seed is not None:
-        seed = _data._checks.check_positive_int(seed, "seed", allow_zero=True)
+        seed = _checks.check_positive_int(seed, "seed", allow_zero=True)
     preprocessing = _data.check_preprocessing(preprocessing)
     augmentation = _data.check_augmentation(augmentation)
     return RunOptions(preprocessing=preprocessing, augmentation=augmentation, distribute=distribute,
@@ -612,6 +615,8 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
     seed = options.seed if options.seed is not None else int(np.random.randint(0, 2**31 - 1))
     with precision_policy(options.precision), strategy.scope():
         model = build_model()
+    if folder is not None and writer:
+        _checks.resolve_save_folder(folder)  # created only now: a bad argument or model file leaves nothing behind
     state, initial_epoch = _restore(folder, writer, options, settings, model, epochs, verbose)
     progress = options.progress or verbose == 1
     with naming_bad_images():

@@ -9,10 +9,26 @@ filtered together::
     from gamornet.errors import GamornetWarning
     warnings.simplefilter("ignore", GamornetWarning)
 
+The few exception classes used only inside gamornet, to carry a failure to
+where it is reported, live here too, with a leading underscore.
+
 Backend-neutral: imports neither TensorFlow nor tflearn.
 """
 
-__all__ = ["CacheIntegrityError", "DownloadError", "GamornetWarning"]
+__all__ = [
+    "BadInputError",
+    "BlankImageWarning",
+    "CacheIntegrityError",
+    "CalibrationMismatchError",
+    "DownloadError",
+    "GamornetWarning",
+    "MissingDependencyError",
+    "ModelFileError",
+    "PixelScaleWarning",
+    "PrecisionWarning",
+    "Terminated",
+    "UnreachablePurityError",
+]
 
 
 class DownloadError(OSError):
@@ -25,3 +41,82 @@ class CacheIntegrityError(OSError):
 
 class GamornetWarning(UserWarning):
     """Base class of the warnings gamornet gives about data or settings (filter them together)."""
+
+
+class ModelFileError(OSError, ValueError):
+    """A model file that cannot be read, is incomplete or corrupt, or holds no GaMorNet model of the input shape.
+
+    It is both an ``OSError`` (the file is unusable) and a ``ValueError`` (its
+    content is not what was asked for), so either ``except`` clause catches it.
+    """
+
+
+class BadInputError(ValueError):
+    """An input image that cannot be classified (unreadable, of the wrong shape, or with NaN pixels) stopped a run."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by Slurm at a time limit, by ``timeout`` and by ``kill``), raised where the work is.
+
+    The ``gamornet`` command raises it in place of the signal. It is a
+    ``KeyboardInterrupt``, so every clean-up that Ctrl-C runs (keeping partial
+    results, removing temporary files) runs for SIGTERM too.
+    """
+
+
+class BlankImageWarning(GamornetWarning):
+    """Images whose pixels all have one value (blank, or saturated everywhere): their probabilities say nothing."""
+
+
+class PixelScaleWarning(GamornetWarning):
+    """Survey images are cut at a pixel scale other than the network's (resampling was turned off)."""
+
+
+class _MirrorFailed(Exception):
+    """One mirror could not deliver a valid copy of a published entry; the downloader tries the next one."""
+
+    def __init__(self, url, reason):
+        super().__init__(f"{url}: {reason}")
+
+
+class _TensorFlow2BehaviourOff(ImportError):
+    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
+
+
+class CalibrationMismatchError(ValueError):
+    """A calibration file was fitted on the predictions of another model than the one in use."""
+
+
+class UnreachablePurityError(ValueError):
+    """No probability threshold gives the requested purity on the labelled galaxies.
+
+    Attributes
+    ----------
+    kind : str
+        ``'disk'`` or ``'bulge'``.
+    target : float
+        The purity asked for.
+    best_purity : float
+        The highest purity any threshold reaches.
+    best_threshold : float
+        The lowest threshold that reaches ``best_purity``.
+    """
+
+    def __init__(self, message, kind, target, best_purity, best_threshold):
+        super().__init__(message)
+        self.kind = kind
+        self.target = target
+        self.best_purity = best_purity
+        self.best_threshold = best_threshold
+
+
+class MissingDependencyError(ImportError, ValueError):
+    """An option needs an optional dependency that is not installed (the message says which extra brings it).
+
+    It is both an ``ImportError`` and a ``ValueError`` (the option's value cannot be used with this
+    installation), so the command line reports it as a plain error.
+    """
+
+
+class PrecisionWarning(GamornetWarning):
+    """A reduced precision (bf16, int8) gives less on this machine than on one with the instructions for it."""

@@ -602,9 +602,9 @@ def resolve_source(data, labels, input_shape, name, labels_name, path_column="pa
         )
     if isinstance(data, (str, os.PathLike, Catalogue)):
         return resolve_catalogue(data, path_column, label_column)
-    import tensorflow as tf
+    from gamornet._tf_logging import import_tensorflow
 
-    if isinstance(data, tf.data.Dataset):
+    if isinstance(data, import_tensorflow().data.Dataset):
         return _check_dataset_spec(data, input_shape, name)
     raise TypeError(
         f"{name} must be a numpy array of images, a catalogue (its path or a gamornet.training.Catalogue) or a "
@@ -789,8 +789,9 @@ def prepare_dataset(source, input_shape, batch_size, *, training, preprocessing=
     iteration, each ``steps`` batches long; see :func:`_epoch_order`) and this
     shard of the images (``num_shards``, ``shard_index``; equal shards).
     """
-    import tensorflow as tf
+    from gamornet._tf_logging import import_tensorflow
 
+    tf = import_tensorflow()
     augmentation = augmentation if training else None
     rows = _shard_indices(len(source), num_shards, shard_index)
     if len(rows) == 0:

@@ -175,18 +175,22 @@ def _learning_rate(lr, decay):
     return float(lr)
 
 
-def _check_compile_options(lr, momentum, decay, nesterov, loss):
-    """The optimiser and loss, checked before anything is built or written."""
-    momentum = _checks.check_non_negative_float(momentum, "momentum")
-    optimizer = keras.optimizers.SGD(learning_rate=_learning_rate(lr, decay), momentum=momentum, nesterov=nesterov)
+def _check_loss(loss):
+    """The Keras loss ``loss`` names (a function or a Loss object)."""
     try:
-        loss = keras.losses.get(loss)
+        return keras.losses.get(loss)
     except (ValueError, TypeError):
         raise ValueError(
             f"loss must be the name of a loss of keras.losses (such as 'categorical_crossentropy') or a function "
             f"loss(y_true, y_pred). Received: loss={loss!r}"
         ) from None
-    return optimizer, loss
+
+
+def _check_compile_options(lr, momentum, decay, nesterov, loss):
+    """The optimiser and loss, checked before anything is built or written."""
+    momentum = _checks.check_non_negative_float(momentum, "momentum")
+    optimizer = keras.optimizers.SGD(learning_rate=_learning_rate(lr, decay), momentum=momentum, nesterov=nesterov)
+    return optimizer, _check_loss(loss)
 
 
 def _compile(model, optimizer, loss):
@@ -245,7 +249,11 @@ def _train(data, input_shape, *, mode, build, files_save_path, epochs, checkpoin
                                              path_column, label_column)  # fmt: skip
     validation = _training_data.resolve_source(validation_imgs, validation_labels, shape, "validation_imgs",
                                                "validation_labels", path_column, label_column)  # fmt: skip
-    _, loss = _check_compile_options(lr, momentum, decay, nesterov, loss)
+    # Checked without making the optimizer: its variables would start TensorFlow's runtime, which a multi-worker
+    # strategy must configure first.
+    _learning_rate(lr, decay)
+    _checks.check_non_negative_float(momentum, "momentum")
+    loss = _check_loss(loss)
     # Checked, not created: the folder is created once the network is built, so a bad argument or model file
     # leaves nothing behind.
     folder = _checks.check_save_folder(files_save_path)

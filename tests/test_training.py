@@ -269,6 +269,7 @@ def _metrics(path):
         return list(csv.DictReader(stream))
 
 
+@pytest.mark.numeric
 def test_training_from_a_catalogue_of_fits_files(tmp_path, catalogues, galaxies):
     from gamornet.preprocess import preprocess_images
 
@@ -348,6 +349,7 @@ def test_a_tf_data_dataset_trains(galaxies):
     assert model.output_shape == (None, 3)
 
 
+@pytest.mark.numeric
 def test_custom_distributed_step_matches_fit(tmp_path, galaxies):
     """One worker on the custom step (strategy.run, GradientTape, compute_average_loss) against model.fit.
 

@@ -26,6 +26,7 @@ _SUBCOMMAND_MODULES = (
     "gamornet._cli_simulate",
     "gamornet._cli_calibrate",
     "gamornet._cli_cutouts",
+    "gamornet._cli_train",
 )
 
 

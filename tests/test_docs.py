@@ -27,11 +27,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
 #: The pages the issue asks for, by source name.
-PAGES = ("index", "getting_started", "tutorials", "survey_images", "handbook", "uncertainty", "api", "cli",
-         "speed", "architecture", "faq", "attribution")
+PAGES = ("index", "getting_started", "tutorials", "survey_images", "training", "handbook", "uncertainty", "api",
+         "cli", "speed", "architecture", "faq", "attribution")
 API_PAGES = ("api/keras_module", "api/tflearn_module", "api/predictor", "api/classify", "api/simulate",
              "api/preprocess", "api/io", "api/cutouts", "api/published", "api/formats", "api/presets", "api/errors",
-             "api/calibration", "api/uncertainty", "api/precision")
+             "api/calibration", "api/uncertainty", "api/precision", "api/training")
 
 def _sphinx(builder, source, output, doctrees, strict=True):
     """Run Sphinx; return (its completed process, the text of its warning file)."""

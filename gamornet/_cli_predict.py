@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from gamornet import _checks, _registry
+from gamornet import _checks, _cli_distributed, _registry
 from gamornet._atomic import atomic_path, remove_stale_temporaries
 from gamornet._tables import BASE_COLUMNS, CsvTable, FitsTable
 from gamornet.errors import BadInputError
@@ -41,8 +41,9 @@ write one row per image: source, p_disk, p_indet, p_bulge, class.
 
 INPUT may be FITS files, folders of FITS files, glob patterns (quote them:
 'cutouts/*.fits'), FITS cubes (one image per plane) or .npy arrays of shape
-(n, x, y) or (n, x, y, ndim). Images are streamed in batches: memory does not
-grow with their number.
+(n, x, y) or (n, x, y, ndim), or a range of the images of a cube or an array
+('stack.npy[0:4096]'). Images are streamed in batches: memory does not grow
+with their number.
 
 Classes use the handbook's probability thresholds. By default the set is the
 one of the backend and data set: keras_SDSS, keras_CANDELS, tflearn_SDSS or
@@ -111,6 +112,7 @@ def add_parser(subparsers):
     )
     parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    _cli_distributed.add_options(parser)
     parser.set_defaults(command_name="predict", handler=run)
     return parser
 
@@ -341,8 +343,16 @@ def _fits_meta(predictor, thresholds):
             "THRESH": _describe_thresholds(thresholds)[:68]}
 
 
+def _predictor_options(args):
+    """The keyword arguments of ``load_predictor`` that the command line sets (none yet)."""
+    return {}
+
+
 def run(args):
     """Run ``gamornet predict``; return the exit status."""
+    if _cli_distributed.wanted(args):
+        return _cli_distributed.run(args, _predictor_options(args))
+    _cli_distributed.refuse_without_cluster(args)
     input_shape, data_set = _resolve_model(args)
     thresholds = _resolve_thresholds(args, input_shape, data_set)
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
@@ -354,7 +364,7 @@ def run(args):
         for path in _own_files(args.output):
             remove_stale_temporaries(path)
     outcome = _Outcome()
-    with load_predictor(args.model, input_shape, args.backend) as predictor:
+    with load_predictor(args.model, input_shape, args.backend, **_predictor_options(args)) as predictor:
         progress = not args.no_progress
         if args.output is None:
             table = CsvTable(sys.stdout, predictor.columns)

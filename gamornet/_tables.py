@@ -1,4 +1,4 @@
-"""Tables of predictions, one row per image: CSV streamed row by row, FITS written at the end.
+"""Tables of predictions, one row per image: CSV streamed row by row, FITS and Parquet written at the end.
 
 The columns are always ``source, p_disk, p_indet, p_bulge, class``, followed
 by the per-image columns that the predictor and the reader add (uncertainties,
@@ -13,7 +13,7 @@ import numpy as np
 
 from gamornet._atomic import atomic_path
 
-__all__ = ["BASE_COLUMNS", "CsvTable", "FitsTable", "fits_suffix"]
+__all__ = ["BASE_COLUMNS", "CsvTable", "FitsTable", "ParquetTable", "fits_suffix"]
 
 #: The columns of every table, in order.
 BASE_COLUMNS = ("source", "p_disk", "p_indet", "p_bulge", "class")
@@ -65,19 +65,10 @@ class CsvTable:
         self.rows += len(sources)
 
 
-class FitsTable:
-    """Rows kept in memory (a few dozen bytes each), written as a FITS binary table at the end.
+class _TableInMemory:
+    """Rows kept in memory (a few dozen bytes each) until the table is written whole."""
 
-    Parameters
-    ----------
-    meta : dict
-        Header keywords of the table (8 characters at most, values of at most 68).
-    extra_columns : sequence of str
-        Names of the columns after the five base columns.
-    """
-
-    def __init__(self, meta, extra_columns=()):
-        self.meta = dict(meta)
+    def __init__(self, extra_columns=()):
         self.extra_columns = tuple(extra_columns)
         self.sources, self.probabilities, self.classes = [], [], []
         self.extra = {name: [] for name in self.extra_columns}
@@ -89,17 +80,81 @@ class FitsTable:
         self.probabilities.append(np.asarray(probabilities, dtype=np.float32).reshape(-1, 3))
         self.classes.extend(classes)
         for name in self.extra_columns:
-            self.extra[name].extend(np.asarray((columns or {})[name]).tolist())
+            self.extra[name].append(np.asarray((columns or {})[name]))
         self.rows += len(sources)
+
+    def _probabilities(self):
+        return np.concatenate(self.probabilities) if self.probabilities else np.empty((0, 3), np.float32)
+
+    def _extra(self, name, dtype=None):
+        chunks = self.extra[name]
+        if not chunks:
+            return np.empty(0, dtype=dtype or np.float64)
+        return np.concatenate(chunks) if dtype is None else np.concatenate(chunks).astype(dtype, copy=False)
+
+
+class FitsTable(_TableInMemory):
+    """Rows kept in memory (a few dozen bytes each), written as a FITS binary table at the end.
+
+    Parameters
+    ----------
+    meta : dict
+        Header keywords of the table (8 characters at most, values of at most 68).
+    extra_columns : sequence of str
+        Names of the columns after the five base columns.
+    """
+
+    def __init__(self, meta, extra_columns=()):
+        super().__init__(extra_columns)
+        self.meta = dict(meta)
 
     def write(self, path):
         """Write the table to ``path`` atomically (gzip-compressed when it ends in ``.gz``)."""
         from astropy.table import Table
 
-        probabilities = np.concatenate(self.probabilities) if self.probabilities else np.empty((0, 3), np.float32)
+        probabilities = self._probabilities()
         data = [np.asarray(self.sources, dtype=str), probabilities[:, 0], probabilities[:, 1], probabilities[:, 2],
                 np.asarray(self.classes, dtype=str)]
-        data += [np.asarray(self.extra[name]) for name in self.extra_columns]
+        data += [self._extra(name) for name in self.extra_columns]
         table = Table(data, names=BASE_COLUMNS + self.extra_columns, meta=self.meta)
         with atomic_path(os.fspath(path), suffix=fits_suffix(os.fspath(path))) as temporary:
             table.write(temporary, format="fits", overwrite=True)
+
+
+class ParquetTable(_TableInMemory):
+    """Rows kept in memory, written as one Parquet file (with pyarrow) at the end.
+
+    Parameters
+    ----------
+    metadata : dict of str to str
+        Key-value metadata of the file (provenance).
+    extra_columns : sequence of str
+        Names of the columns after the five base columns.
+    column_types : dict of str to numpy.dtype, optional
+        The type of each extra column, so that a table without rows has the
+        same schema as the others of its data set (by default, that of the
+        values given).
+    """
+
+    def __init__(self, metadata, extra_columns=(), column_types=None):
+        super().__init__(extra_columns)
+        self.metadata = dict(metadata)
+        self.column_types = dict(column_types or {})
+
+    def arrow_table(self):
+        """The rows as a ``pyarrow.Table`` with the metadata."""
+        import pyarrow as pa
+
+        probabilities = self._probabilities()
+        arrays = [pa.array(self.sources, pa.string())]
+        arrays += [pa.array(probabilities[:, index]) for index in range(3)]
+        arrays.append(pa.array(self.classes, pa.string()))
+        arrays += [pa.array(self._extra(name, self.column_types.get(name))) for name in self.extra_columns]
+        return pa.Table.from_arrays(arrays, names=list(BASE_COLUMNS + self.extra_columns), metadata=self.metadata)
+
+    def write(self, path):
+        """Write the table to ``path`` atomically."""
+        import pyarrow.parquet as pq
+
+        with atomic_path(os.fspath(path), suffix=".parquet") as temporary:
+            pq.write_table(self.arrow_table(), temporary)

@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): setup.py setup_cpu.py setup_common.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	GAMORNET_VARIANT=cpu $(BIN)/python -m pip install --quiet -e '.[test,sim,docs]'
+	GAMORNET_VARIANT=cpu $(BIN)/python -m pip install --quiet -e '.[test,sim,docs,distributed]'
 	touch $(STAMP)
 
 test: install

@@ -107,8 +107,9 @@ def add_parser(subparsers):
     parser.add_argument("--hdu", type=int, metavar="N",
                         help="FITS HDU holding the image (default: the first with data)")
     parser.add_argument(
-        "--output", metavar="FILE.csv|FILE.fits",
-        help="the table to write (CSV or FITS, by its ending); default: CSV on standard output",
+        "--output", metavar="FILE.csv|FILE.fits|DIR.parquet",
+        help="the table to write (CSV or FITS, by its ending; with --workers or --scheduler, also a Parquet "
+             "folder); default: CSV on standard output",
     )
     parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")

@@ -59,13 +59,13 @@ import numpy as np
 from gamornet import _checks, io, models
 from gamornet._atomic import atomic_path, atomic_write, is_temporary_name, remove_stale_temporaries
 from gamornet._progress import progress_bar
-from gamornet._tables import CsvTable, FitsTable, ParquetTable, fits_suffix
+from gamornet._tables import CsvTable, FitsTable, ParquetTable
 from gamornet.classify import Thresholds, default_threshold_set, resolve_thresholds
 from gamornet.errors import BadInputError, ModelFileError, ResumeMismatchError
 from gamornet.presets import INPUT_SHAPES
 
-__all__ = ["DEFAULT_PARTITION_SIZE", "MANIFEST_NAME", "Partition", "plan_partitions", "predict_catalogue",
-           "read_provenance"]
+__all__ = ["DEFAULT_PARTITION_SIZE", "MANIFEST_NAME", "Partition", "local_cluster", "plan_partitions",
+           "predict_catalogue", "read_provenance"]
 
 #: Images per partition (one Dask task, one Parquet file) unless told otherwise.
 DEFAULT_PARTITION_SIZE = 4096
@@ -82,8 +82,10 @@ _MANIFEST_VERSION = 1
 _CUBE_IMAGES = 64
 _PART_NAME = re.compile(r"^part-(?P<index>\d+)-(?P<id>[0-9a-f]{20})\.parquet$")
 _FITS_OUTPUTS = (".fits", ".fit", ".fits.gz", ".fit.gz")
-# The manifest is rewritten at most this often while partitions finish (and always at the end).
+# While partitions finish, the manifest is rewritten at most every 2 s, and at most 5 % of the time (a survey's
+# manifest holds 10^5 partitions); always at the end. Parts missing from it are found on disk by the next run.
 _MANIFEST_INTERVAL_S = 2.0
+_MANIFEST_TIME_SHARE = 0.05
 
 
 # --------------------------------------------------------------------------- partitions
@@ -322,6 +324,7 @@ class _Manifest:
         self.data = {"gamornet_manifest": _MANIFEST_VERSION, "settings": settings, "plan": plan,
                      "provenance": None, "runs": [], "finished": {}}
         self._saved_at = 0.0
+        self._save_seconds = 0.0
 
     @classmethod
     def open(cls, folder, settings, plan, partitions):
@@ -341,10 +344,10 @@ class _Manifest:
             if recorded["plan"] != plan:
                 raise ResumeMismatchError(_mismatch_message(folder, recorded["plan"], plan, "other inputs"))
             manifest.data = recorded
-        manifest._reconcile(partitions)
+        manifest.reconcile(partitions)
         return manifest
 
-    def _reconcile(self, partitions):
+    def reconcile(self, partitions):
         """Parts on disk are the truth: add those the manifest missed, drop entries whose part is gone."""
         on_disk = _parts_on_disk(self.folder)
         planned = {partition.id: partition for partition in partitions}
@@ -369,13 +372,16 @@ class _Manifest:
         entry = {key: result[key] for key in ("index", "file", "rows", "bad", "blank", "worker",
                                                "worker_model_loads")}
         self.finished[result["id"]] = dict(entry, run=len(self.data["runs"]), finished_at=_now())
-        if time.monotonic() - self._saved_at > _MANIFEST_INTERVAL_S:
+        interval = max(_MANIFEST_INTERVAL_S, self._save_seconds / _MANIFEST_TIME_SHARE)
+        if time.monotonic() - self._saved_at > interval:
             self.save()
 
     def save(self):
+        start = time.monotonic()
         with atomic_write(self.path, encoding="utf-8") as stream:
             json.dump(self.data, stream, indent=1)
         self._saved_at = time.monotonic()
+        self._save_seconds = self._saved_at - start
 
 
 # --------------------------------------------------------------------------- on the workers
@@ -503,16 +509,15 @@ def _connected(client):
     """A ``distributed.Client`` for ``client`` (see :func:`predict_catalogue`); what this opens, it closes."""
     from distributed import Client, default_client
 
+    if client is None:
+        try:
+            client = default_client()
+        except ValueError:  # no client yet in this process
+            client = _cores()
     if isinstance(client, Client):
         yield client
         return
     with contextlib.ExitStack() as stack:
-        if client is None:
-            try:
-                yield default_client()
-                return
-            except ValueError:
-                client = _cores()
         if isinstance(client, str):
             try:
                 dask_client = stack.enter_context(Client(client))
@@ -530,9 +535,24 @@ def _connected(client):
         yield dask_client
 
 
-def _in_flight_limit(client):
-    """How many partition tasks to keep submitted: a few per worker thread, so the scheduler never runs dry."""
-    return max(8, 2 * sum(client.nthreads().values()))
+class _InFlightLimit:
+    """How many partition tasks to keep submitted: two per worker thread, at least 8.
+
+    So no worker waits for its next task, and the scheduler never holds a
+    whole survey's tasks. The number of threads is asked of the scheduler
+    every few seconds: clusters grow and shrink.
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self.asked_at = None
+        self.value = 8
+
+    def __call__(self):
+        if self.asked_at is None or time.monotonic() - self.asked_at > 5.0:
+            self.value = max(8, 2 * sum(self.client.nthreads().values()))
+            self.asked_at = time.monotonic()
+        return self.value
 
 
 def _classify_partitions(client, job, todo, manifest, bar, done):
@@ -543,10 +563,10 @@ def _classify_partitions(client, job, todo, manifest, bar, done):
     pending = iter(todo)
     in_flight = set()
     completed = as_completed()
+    limit = _InFlightLimit(client)
 
     def top_up():
-        limit = _in_flight_limit(client)
-        while len(in_flight) < limit:
+        while len(in_flight) < limit():
             partition = next(pending, None)
             if partition is None:
                 return
@@ -756,8 +776,20 @@ def _run_provenance(settings, command_line):
             "created": _now()}
 
 
+def _check_client(client):
+    """Refuse what cannot say where to run (without importing Dask: a finished run needs no cluster)."""
+    if client is None or isinstance(client, str) or hasattr(client, "submit"):
+        return
+    if isinstance(client, bool) or not isinstance(client, int) or client < 1:
+        raise TypeError(
+            "client must be a distributed.Client, a scheduler address ('tcp://HOST:PORT'), a number of local "
+            f"worker processes, or None. Received: {client!r}"
+        )
+
+
 def _run(inputs, output, settings, client, batch_size, progress, command_line):
     """Plan, resume, classify what is missing and finish the output; return a :class:`_Summary`."""
+    _check_client(client)
     kind, folder = _output_layout(output)
     own_files = () if kind == "parquet" else (os.fspath(output),)
     partitions = plan_partitions(inputs, settings.spec.input_shape, settings.partition_size, settings.hdu,
@@ -774,9 +806,11 @@ def _run(inputs, output, settings, client, batch_size, progress, command_line):
         manifest.start_run(command_line)
         try:
             _run_on_cluster(client, settings, manifest, todo, batch_size, progress, command_line)
-        except BadInputError as stop:
-            raise BadInputError(_stop_message(stop.args[0], manifest, partitions, folder)) from None
         except BaseException as error:
+            # Tasks that were running when the run stopped may have finished their parts since.
+            manifest.reconcile(partitions)
+            if isinstance(error, BadInputError):
+                raise BadInputError(_stop_message(error.args[0], manifest, partitions, folder)) from None
             error.kept = (f"{len(manifest.finished)} of {len(partitions)} partitions are finished in {folder!r}; "
                           "run the same command again to do the rest")
             raise

@@ -1,6 +1,7 @@
 """gamornet.distributed: sharded, resumable prediction on a real Dask LocalCluster (processes on 127.0.0.1)."""
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ pd = pytest.importorskip("pandas")
 from gamornet import distributed  # noqa: E402
 from gamornet.classify import classify, resolve_thresholds  # noqa: E402
 from gamornet.cli import main  # noqa: E402
-from gamornet.errors import BadInputError, ResumeMismatchError  # noqa: E402
+from gamornet.errors import BadInputError, ModelFileError, ResumeMismatchError  # noqa: E402
 
 SHAPE = (32, 32, 1)
 THRESHOLDS = (0.6, 0.6)
@@ -332,6 +333,31 @@ def test_other_settings_or_inputs_on_an_existing_output_are_refused(tmp_path, ca
                                       partition_size=100, input_shape=SHAPE, thresholds=THRESHOLDS)
 
 
+def test_extra_columns_of_the_predictor_are_written_generically(tmp_path):
+    """Whatever ``predictor.columns`` holds goes into the parts, typed even in a part without rows, and into CSV."""
+    from gamornet._tables import ParquetTable
+
+    columns, types = ("p_disk_std", "flagged"), {"p_disk_std": np.dtype(np.float32), "flagged": np.dtype(bool)}
+    partitions = [distributed.Partition(0, ("a.npy[0:2]",), 2), distributed.Partition(1, ("a.npy[2:4]",), 2)]
+    first = ParquetTable({"gamornet": "{}"}, columns, types)
+    first.add(["a.npy[0]", "a.npy[1]"], [[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]], ["disk", "bulge"],
+              {"p_disk_std": np.array([0.05, 0.25], np.float32), "flagged": np.array([False, True])})
+    first.write(tmp_path / partitions[0].file_name)
+    ParquetTable({"gamornet": "{}"}, columns, types).write(tmp_path / partitions[1].file_name)  # all inputs bad
+    distributed._write_dataset_metadata(str(tmp_path), partitions, {"model": "m"})
+    table = pq.read_table(tmp_path)
+    assert table.schema.field("p_disk_std").type == "float" and table.schema.field("flagged").type == "bool"
+    assert table.column("flagged").to_pylist() == [False, True]
+    assert distributed.read_provenance(tmp_path) == {"model": "m"}
+    output = tmp_path / "table.csv"
+    distributed._concatenate(str(tmp_path), partitions, str(output), "csv", columns, None, None)
+    with open(output, newline="") as stream:
+        rows = list(csv.reader(stream))
+    assert rows[0] == ["source", "p_disk", "p_indet", "p_bulge", "class", "p_disk_std", "flagged"]
+    assert rows[1][0] == "a.npy[0]" and rows[1][5:] == ["0.05", "false"] and rows[2][5:] == ["0.25", "true"]
+    assert len(rows) == 3
+
+
 # --------------------------------------------------------------------------- bad inputs and errors
 
 
@@ -354,6 +380,15 @@ def test_bad_inputs_stop_the_run_or_are_skipped(tmp_path, case, client):
     assert len(recorded) == 1 and recorded[0].startswith(f"{bad / 'g1.fits'}: cannot be read as FITS")
 
 
+def test_a_worker_with_another_model_file_refuses_to_classify(case, client):
+    settings = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 20, None, False, {})
+    other = dataclasses.replace(settings.spec, model_sha256="0" * 64)
+    with pytest.raises(ModelFileError, match=r"the worker on .* reads the model '.*model.hdf5' from '.*model.hdf5', "
+                                             r"whose sha256 is [0-9a-f]{64}, but the run was started with a model of "
+                                             "sha256 0{64}: give every worker the same model file"):
+        client.submit(distributed._describe, other, pure=False).result()
+
+
 def test_argument_errors(tmp_path, case):
     def call(output="run.parquet", **options):
         options = {"input_shape": SHAPE, "thresholds": THRESHOLDS, **options}
@@ -362,6 +397,9 @@ def test_argument_errors(tmp_path, case):
 
     with pytest.raises(TypeError, match="predict_catalogue got an unknown option 'precison'"):
         call(precison="bf16")
+    with pytest.raises(TypeError, match=r"client must be a distributed.Client, a scheduler address .* Received: 0"):
+        distributed.predict_catalogue(case["inputs"], case["model"], str(tmp_path / "x.parquet"), client=0,
+                                      input_shape=SHAPE, thresholds=THRESHOLDS)
     with pytest.raises(ValueError, match=r"output must be a Parquet folder \(a name ending in .parquet or /\), or "
                                          "a table ending in .csv or .fits. Received: '.*run.txt'"):
         call("run.txt")
@@ -369,6 +407,11 @@ def test_argument_errors(tmp_path, case):
         call(partition_size=0)
     with pytest.raises(ValueError, match=r"no handbook threshold set fits the input shape \(32, 32, 1\)"):
         call(thresholds=None)
+    with pytest.raises(FileNotFoundError, match=r"the folder '.*missing', where the output goes, does not exist"):
+        call("missing/run.parquet")
+    (tmp_path / "file.parquet").write_text("")
+    with pytest.raises(FileExistsError, match=r"the output '.*file.parquet' is a file; a Parquet output is a folder"):
+        call("file.parquet")
     (tmp_path / "occupied").mkdir()
     (tmp_path / "occupied" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"the output folder '.*occupied' holds files \(notes.txt\) but no "
@@ -388,7 +431,8 @@ def test_argument_errors(tmp_path, case):
 def test_cli_options_that_need_a_cluster(tmp_path, case, capsys):
     base = ["predict", *case["inputs"], "--model", case["model"], *CLI_OPTIONS]
     assert main(base + ["--output", str(tmp_path / "run.parquet")]) == 1
-    assert "is a Parquet folder, which gamornet predict writes on a Dask cluster: add --workers N" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is a Parquet folder, which gamornet predict writes on a Dask cluster: add --workers N" in err
     assert main(base + ["--output", str(tmp_path / "run.csv"), "--partition-size", "10"]) == 1
     assert "--partition-size is used with --workers N or --scheduler" in capsys.readouterr().err
     assert main(base + ["--workers", "2"]) == 1
@@ -412,7 +456,7 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [alive.name]
 
 
-# --------------------------------------------------------------------------- faults (last: the cluster restarts a worker)
+# --------------------------------------------------------------------------- faults (last: a worker restarts)
 
 
 def test_a_worker_killed_mid_run_still_gives_every_input_once(tmp_path, case, single_process, client):

@@ -18,9 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
 #: The pages the issue asks for, by source name.
-PAGES = ("index", "getting_started", "tutorials", "handbook", "api", "cli", "architecture", "faq", "attribution")
+PAGES = ("index", "getting_started", "tutorials", "handbook", "api", "cli", "cluster", "scaling", "architecture",
+         "faq", "attribution")
 API_PAGES = ("api/keras_module", "api/tflearn_module", "api/predictor", "api/classify", "api/simulate",
-             "api/preprocess", "api/io", "api/published", "api/formats", "api/presets", "api/errors")
+             "api/preprocess", "api/io", "api/distributed", "api/published", "api/formats", "api/presets",
+             "api/errors")
 
 def _sphinx(builder, source, output, doctrees, strict=True):
     command = [sys.executable, "-m", "sphinx", "-b", builder, "-d", str(doctrees), "-q"]
@@ -69,6 +71,7 @@ def test_api_pages_document_the_public_functions(built):
     assert 'id="gamornet.classify.classify"' in _read(html, "api/classify")
     assert 'id="gamornet.models.fetch"' in _read(html, "api/published")
     assert 'id="gamornet.predictor.load_predictor"' in _read(html, "api/predictor")
+    assert 'id="gamornet.distributed.predict_catalogue"' in _read(html, "api/distributed")
 
 
 def test_cli_page_holds_the_help_of_every_subcommand(built):

@@ -555,7 +555,7 @@ class _InFlightLimit:
         return self.value
 
 
-def _classify_partitions(client, job, todo, manifest, bar, done):
+def _classify_partitions(client, job, todo, manifest, bar):
     """Run the partition tasks, a bounded number at a time, recording each finished one in the manifest."""
     from distributed import as_completed
 
@@ -564,6 +564,7 @@ def _classify_partitions(client, job, todo, manifest, bar, done):
     in_flight = set()
     completed = as_completed()
     limit = _InFlightLimit(client)
+    done = 0
 
     def top_up():
         while len(in_flight) < limit():
@@ -762,11 +763,8 @@ def _run_on_cluster(client, settings, manifest, todo, batch_size, progress, comm
         metadata = _dataset_metadata(provenance)
         job = _Job(settings, batch_size, os.path.abspath(manifest.folder), tuple(description["columns"]),
                    tuple(description["column_types"].items()), tuple(metadata.items()))
-        plan = manifest.data["plan"]
-        done = plan["images"] - sum(partition.images for partition in todo)
-        with progress_bar(plan["images"], "Classifying", enabled=progress) as bar:
-            bar.update(done)
-            _classify_partitions(dask_client, job, todo, manifest, bar, done)
+        with progress_bar(sum(partition.images for partition in todo), "Classifying", enabled=progress) as bar:
+            _classify_partitions(dask_client, job, todo, manifest, bar)
 
 
 def _run_provenance(settings, command_line):
@@ -791,7 +789,9 @@ def _run(inputs, output, settings, client, batch_size, progress, command_line):
     """Plan, resume, classify what is missing and finish the output; return a :class:`_Summary`."""
     _check_client(client)
     kind, folder = _output_layout(output)
-    own_files = () if kind == "parquet" else (os.fspath(output),)
+    # Folders and patterns among the inputs must not yield the output, nor the parts of an earlier run.
+    own_files = [os.fspath(output)] + ([os.path.join(folder, name) for name in os.listdir(folder)]
+                                       if os.path.isdir(folder) else [])
     partitions = plan_partitions(inputs, settings.spec.input_shape, settings.partition_size, settings.hdu,
                                  exclude=own_files)
     if not partitions:

@@ -68,13 +68,25 @@ def _client(args):
     return args.scheduler
 
 
-def run(args, predictor_options):
+def _refuse_catalogues(args):
+    if getattr(args, "catalog", None) is not None or getattr(args, "images", None) is not None:
+        raise ValueError(
+            "--catalog and --images (stamps cut from survey images) run in one process for now: leave out --workers "
+            "and --scheduler, or cut the stamps first (gamornet cutouts) and classify them on the cluster"
+        )
+    if not args.inputs:
+        raise ValueError("give the images to classify (FITS files, folders, glob patterns, .npy files or ranges such "
+                         "as 'stack.npy[0:4096]')")
+
+
+def run(args):
     """Run ``gamornet predict`` on a Dask cluster; return the exit status."""
     from gamornet import _cli_predict, distributed
 
     if args.output is None:
         raise ValueError("--output is needed with --workers or --scheduler: a Parquet folder (such as run.parquet/), "
                          "or a .csv or .fits table")
+    _refuse_catalogues(args)
     input_shape, data_set = _cli_predict._resolve_model(args)
     thresholds = _cli_predict._resolve_thresholds(args, input_shape, data_set)
     partition_size = args.partition_size or distributed.DEFAULT_PARTITION_SIZE
@@ -85,8 +97,9 @@ def run(args, predictor_options):
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
     if not models.is_published_name(args.model) and args.backend == "keras":
         _checks.check_model_file(args.model, "--model")
+    options = _cli_predict._predictor_options(args, input_shape)
     settings = distributed._settings(args.model, input_shape, args.backend, thresholds, partition_size, args.hdu,
-                                     args.skip_bad, predictor_options)
+                                     args.skip_bad, options)
     command_line = getattr(args, "command_line", None) or ["gamornet", *sys.argv[1:]]
     summary = distributed._run(args.inputs, args.output, settings, _client(args), batch_size,
                                not args.no_progress, command_line)

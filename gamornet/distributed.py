@@ -230,9 +230,54 @@ def _jsonable(value):
                                  else str(item)))
 
 
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _array_sha256(array):
+    from gamornet.precision import calibration_sha256
+
+    return calibration_sha256(np.asarray(array))
+
+
+@dataclasses.dataclass(frozen=True)
+class _NpyFile:
+    """An array option of the predictor (int8's calibration images), saved in the output folder for the workers."""
+
+    path: str
+    sha256: str
+    shape: tuple
+
+    def load(self):
+        array = np.load(self.path)
+        if _array_sha256(array) != self.sha256:
+            raise ValueError(f"{self.path!r} changed since the run started (its sha256 differs): rerun the command, "
+                             "which writes it again")
+        return array
+
+
+def _option_record(value):
+    """How an option of the predictor is recorded and compared: arrays and files by their sha256."""
+    if isinstance(value, _NpyFile):
+        return {"array_sha256": value.sha256, "shape": list(value.shape)}
+    if isinstance(value, np.ndarray):
+        return {"array_sha256": _array_sha256(value), "shape": list(value.shape)}
+    if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
+        return {"file": os.path.basename(os.fspath(value)), "sha256": _file_sha256(value)}
+    return _jsonable(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class _PredictorSpec:
-    """What a worker needs to load the predictor: the model, its sha256, and the options of load_predictor."""
+    """What a worker needs to load the predictor: the model, its sha256, and the options of load_predictor.
+
+    ``options`` holds (name, value) pairs; an array is given as an :class:`_NpyFile` (never the array itself,
+    which would travel with every task), files by absolute path.
+    """
 
     model: str
     input_shape: tuple
@@ -243,7 +288,11 @@ class _PredictorSpec:
     def load(self):
         from gamornet.predictor import load_predictor
 
-        return load_predictor(self.model, self.input_shape, self.backend, **dict(self.options))
+        options = {name: value.load() if isinstance(value, _NpyFile) else value for name, value in self.options}
+        return load_predictor(self.model, self.input_shape, self.backend, **options)
+
+    def option(self, name):
+        return dict(self.options).get(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +311,7 @@ class _Settings:
             "model_sha256": self.spec.model_sha256,
             "backend": self.spec.backend,
             "input_shape": list(self.spec.input_shape),
-            "predictor_options": _jsonable(dict(self.spec.options)),
+            "predictor_options": {name: _option_record(value) for name, value in self.spec.options},
             "thresholds": {"disk": self.thresholds.disk, "bulge": self.thresholds.bulge,
                            "disk_must_lead": bool(self.thresholds.disk_must_lead)},
             "partition_size": self.partition_size,
@@ -497,7 +546,6 @@ def local_cluster(n_workers):
     n_workers = _checks.check_positive_int(n_workers, "workers")
     threads = str(max(1, _cores() // n_workers))
     env = {name: os.environ.get(name, threads) for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
     with _sigint_ignored():
         # The dashboard (and the scheduler's HTTP server, which runs anyway) on a free port of 127.0.0.1.
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -774,6 +822,45 @@ def _run_provenance(settings, command_line):
             "created": _now()}
 
 
+def _calibrate_int8_on_the_inputs(settings, partitions):
+    """int8 without calibration images: the first images of the inputs, as one process takes them, the same for
+    every worker (each would otherwise quantize the network on the images of its own first partition)."""
+    spec = settings.spec
+    if spec.option("precision") != "int8" or spec.option("calibration_images") is not None:
+        return settings
+    from gamornet.precision import DEFAULT_CALIBRATION_SIZE
+
+    inputs, count = [], 0
+    for partition in partitions:
+        if count >= DEFAULT_CALIBRATION_SIZE:
+            break
+        inputs += partition.inputs
+        count += partition.images
+    reader = io.ImageReader(inputs, spec.input_shape, batch_size=DEFAULT_CALIBRATION_SIZE, hdu=settings.hdu,
+                            skip_bad=True)
+    images = next((batch.images for batch in reader if len(batch.images)), None)
+    if images is None:
+        raise ValueError("int8 needs calibration images, and the inputs hold no readable image")
+    options = dict(spec.options, calibration_images=images)
+    return dataclasses.replace(settings, spec=dataclasses.replace(spec, options=tuple(sorted(options.items()))))
+
+
+def _arrays_to_files(settings, folder):
+    """Save the array options (int8's calibration images) as ``_<name>.npy`` in the output folder, where every
+    worker reads them, and give them to the workers as :class:`_NpyFile`."""
+    options = {}
+    for name, value in settings.spec.options:
+        if isinstance(value, np.ndarray):
+            path = os.path.abspath(os.path.join(folder, f"_{name}.npy"))
+            sha256 = _array_sha256(value)
+            if not (os.path.exists(path) and _array_sha256(np.load(path)) == sha256):
+                with atomic_path(path, suffix=".npy") as temporary:
+                    np.save(temporary, value)
+            value = _NpyFile(path, sha256, tuple(value.shape))
+        options[name] = value
+    return dataclasses.replace(settings, spec=dataclasses.replace(settings.spec, options=tuple(options.items())))
+
+
 def _check_client(client):
     """Refuse what cannot say where to run (without importing Dask: a finished run needs no cluster)."""
     if client is None or isinstance(client, str) or hasattr(client, "submit"):
@@ -796,8 +883,10 @@ def _run(inputs, output, settings, client, batch_size, progress, command_line):
                                  exclude=own_files)
     if not partitions:
         raise ValueError("the inputs hold no images")
+    settings = _calibrate_int8_on_the_inputs(settings, partitions)
     _prepare_folder(folder)
     _remove_stale_temporaries(folder)
+    settings = _arrays_to_files(settings, folder)
     manifest = _Manifest.open(folder, settings.record(), _plan_record(partitions, settings.partition_size),
                               partitions)
     todo = [partition for partition in partitions if partition.id not in manifest.finished]
@@ -880,6 +969,9 @@ def _settings(model, input_shape, backend, thresholds, partition_size, hdu, skip
     local_path = models.resolve(model, backend)
     # Published models go by name (each worker finds them in its cache); files by their absolute path.
     for_workers = model if models.is_published_name(model) else os.path.abspath(os.fspath(model))
+    # Files given as options (a calibration) go to the workers by absolute path.
+    options = {name: os.path.abspath(os.fspath(value)) if isinstance(value, (str, os.PathLike))
+               and os.path.isfile(value) else value for name, value in options.items()}
     spec = _PredictorSpec(for_workers, shape, backend, tuple(sorted(options.items())),
                           models.model_sha256(local_path, backend))
     return _Settings(spec, resolved, name, partition_size, hdu, bool(skip_bad))

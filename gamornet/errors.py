@@ -19,11 +19,16 @@ __all__ = [
     "BadInputError",
     "BlankImageWarning",
     "CacheIntegrityError",
+    "CalibrationMismatchError",
     "DownloadError",
     "GamornetWarning",
+    "MissingDependencyError",
     "ModelFileError",
+    "PixelScaleWarning",
+    "PrecisionWarning",
     "ResumeMismatchError",
     "Terminated",
+    "UnreachablePurityError",
 ]
 
 
@@ -72,6 +77,10 @@ class BlankImageWarning(GamornetWarning):
     """Images whose pixels all have one value (blank, or saturated everywhere): their probabilities say nothing."""
 
 
+class PixelScaleWarning(GamornetWarning):
+    """Survey images are cut at a pixel scale other than the network's (resampling was turned off)."""
+
+
 class _MirrorFailed(Exception):
     """One mirror could not deliver a valid copy of a published entry; the downloader tries the next one."""
 
@@ -81,3 +90,42 @@ class _MirrorFailed(Exception):
 
 class _TensorFlow2BehaviourOff(ImportError):
     """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
+
+
+class CalibrationMismatchError(ValueError):
+    """A calibration file was fitted on the predictions of another model than the one in use."""
+
+
+class UnreachablePurityError(ValueError):
+    """No probability threshold gives the requested purity on the labelled galaxies.
+
+    Attributes
+    ----------
+    kind : str
+        ``'disk'`` or ``'bulge'``.
+    target : float
+        The purity asked for.
+    best_purity : float
+        The highest purity any threshold reaches.
+    best_threshold : float
+        The lowest threshold that reaches ``best_purity``.
+    """
+
+    def __init__(self, message, kind, target, best_purity, best_threshold):
+        super().__init__(message)
+        self.kind = kind
+        self.target = target
+        self.best_purity = best_purity
+        self.best_threshold = best_threshold
+
+
+class MissingDependencyError(ImportError, ValueError):
+    """An option needs an optional dependency that is not installed (the message says which extra brings it).
+
+    It is both an ``ImportError`` and a ``ValueError`` (the option's value cannot be used with this
+    installation), so the command line reports it as a plain error.
+    """
+
+
+class PrecisionWarning(GamornetWarning):
+    """A reduced precision (bf16, int8) gives less on this machine than on one with the instructions for it."""

@@ -41,7 +41,7 @@ import numpy as np
 from gamornet import _checks
 from gamornet._atomic import is_temporary_name
 
-__all__ = ["BadInput", "Batch", "ImageReader", "expand_inputs", "FITS_EXTENSIONS"]
+__all__ = ["BadInput", "Batch", "MissingRow", "ImageReader", "expand_inputs", "FITS_EXTENSIONS"]
 
 #: File name endings read as FITS when a folder is given.
 FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
@@ -63,6 +63,20 @@ class BadInput:
         return f"{self.source}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class MissingRow:
+    """An input row that has no image, such as a catalogue row outside every survey image.
+
+    It is written with empty probabilities. ``before`` places it among the
+    rows of its batch: it comes before the batch's image number ``before``
+    (``len(batch.sources)``: after them all).
+    """
+
+    source: str
+    columns: dict
+    before: int
+
+
 @dataclass
 class Batch:
     """A batch of images and their sources.
@@ -75,11 +89,33 @@ class Batch:
         The images, all with finite pixels.
     bad : list of BadInput
         Bad inputs met while this batch was gathered, in input order.
+    columns : dict of str to numpy.ndarray
+        Extra per-image columns that a reader adds (such as a catalogue's
+        RA/Dec and the quality flags of :mod:`gamornet.cutouts`), each of
+        length ``len(sources)``. Empty for files of images.
+    missing : list of MissingRow
+        Rows of this batch that have no image, with the same columns, to be
+        written with empty probabilities. Empty for files of images.
     """
 
     sources: list
     images: np.ndarray
     bad: list = field(default_factory=list)
+    columns: dict = field(default_factory=dict)
+    missing: list = field(default_factory=list)
+
+    def in_order(self):
+        """Yield the batch's rows in input order: the index of each image, and each MissingRow where it falls."""
+        missing = iter(self.missing)
+        pending = next(missing, None)
+        for index in range(len(self.sources)):
+            while pending is not None and pending.before <= index:
+                yield pending
+                pending = next(missing, None)
+            yield index
+        while pending is not None:
+            yield pending
+            pending = next(missing, None)
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,14 @@ models (legacy HDF5 files written by Keras 2.2.4 / 2.3.1) load unchanged.
 import csv
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# First: it imports TensorFlow quietly, then Keras, and checks Keras' backend.
+from gamornet._network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: I100
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gamornet import _checks, formats, models  # noqa: E402
 from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
-from gamornet._network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: E402
 from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 
 __all__ = [
@@ -99,7 +98,8 @@ def gamornet_load_model_keras(model, model_load_path):
     return _load_weights_into(model, model_load_path)
 
 
-def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False):
+def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False,
+                           precision="fp32"):
     """Use a Keras GaMorNet model to predict the classes of galaxy images.
 
     The model is built once per model file: a second call with the same,
@@ -120,6 +120,13 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
         Images processed at a time. It does not change the predictions.
     individual_arrays : bool
         If True, return three arrays (disk, indeterminate, bulge) instead of one.
+    precision : {'fp32', 'bf16', 'int8'}
+        New in 0.5 (0.4.x calls are unchanged): the arithmetic of the network.
+        ``'fp32'`` (the default) gives the 0.4.x probabilities; ``'bf16'`` and
+        ``'int8'`` run faster on CPUs with the instructions for them, at the
+        price of a few changed classes (see :mod:`gamornet.precision` and the
+        "Speed" page). ``'int8'`` is calibrated on the first 300 images of
+        ``img_array`` and needs the extra ``gamornet[fast]``.
 
     Returns
     -------
@@ -136,7 +143,7 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     """
     from gamornet.predictor import predict_04x
 
-    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "keras")
+    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "keras", precision)
 
 
 # --------------------------------------------------------------------------- training

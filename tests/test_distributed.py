@@ -53,7 +53,8 @@ def case(tmp_path_factory):
     sources += [str(folder / "cutouts" / f"g{i}.fits") for i in range(6)]
     checked = [0, 95, 96, 181]  # the numpy reference is slow: a few images of each kind
     expected = dict(zip([sources[i] for i in checked], reference.forward(images[checked], weights)))
-    return {"folder": folder, "model": model, "inputs": inputs, "sources": sources, "expected": expected}
+    return {"folder": folder, "model": model, "inputs": inputs, "sources": sources, "expected": expected,
+            "images": images}
 
 
 @pytest.fixture(scope="module")
@@ -358,6 +359,46 @@ def test_extra_columns_of_the_predictor_are_written_generically(tmp_path):
     assert len(rows) == 3
 
 
+def test_options_of_the_predictor_reach_the_workers(tmp_path, case, client):
+    """MC dropout's columns are written, typed, and its settings recorded (a calibration file by its sha256)."""
+    output = tmp_path / "mc.parquet"
+    run(case, output, client, partition_size=100, mc_samples=3, seed=5)
+    table = pq.read_table(output)
+    columns = ("p_disk_std", "p_indet_std", "p_bulge_std", "entropy", "mutual_information")
+    assert tuple(table.column_names) == ("source", "p_disk", "p_indet", "p_bulge", "class") + columns
+    assert all(table.schema.field(name).type == "float" for name in columns)
+    assert table.num_rows == 182 and np.isfinite(table.column("entropy").to_numpy()).all()
+    provenance = distributed.read_provenance(output)
+    assert provenance["mc_samples"] == 3 and provenance["mc_seed"] == 5
+    assert provenance["predictor_options"] == {"mc_samples": 3, "seed": 5}
+    with pytest.raises(ResumeMismatchError, match=r"predictor_options: \{'mc_samples': 3, 'seed': 5\} there, "
+                                                  r"\{'mc_samples': 3, 'seed': 6\} now"):
+        run(case, output, client, partition_size=100, mc_samples=3, seed=6)
+
+
+def test_int8_is_calibrated_on_the_same_images_everywhere(tmp_path, case):
+    """Without calibration images, every worker gets the first 300 images of the inputs, through a file."""
+    from gamornet.precision import calibration_sha256
+
+    settings = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False,
+                                     {"precision": "int8", "calibration_images": None})
+    partitions = distributed.plan_partitions(case["inputs"], SHAPE, 100)
+    settings = distributed._calibrate_int8_on_the_inputs(settings, partitions)
+    images = settings.spec.option("calibration_images")
+    assert images.shape == (182,) + SHAPE  # the inputs hold fewer than 300 images: all of them, in order
+    np.testing.assert_array_equal(images, case["images"])
+    record = settings.record()["predictor_options"]["calibration_images"]
+    assert record == {"array_sha256": calibration_sha256(images), "shape": [182, 32, 32, 1]}
+    on_disk = distributed._arrays_to_files(settings, str(tmp_path))
+    stored = on_disk.spec.option("calibration_images")
+    assert stored.path == str(tmp_path / "_calibration_images.npy")
+    np.testing.assert_array_equal(stored.load(), images)
+    assert on_disk.record() == settings.record()
+    np.save(stored.path, images[:10])
+    with pytest.raises(ValueError, match=r"_calibration_images.npy' changed since the run started"):
+        stored.load()
+
+
 # --------------------------------------------------------------------------- bad inputs and errors
 
 
@@ -439,6 +480,9 @@ def test_cli_options_that_need_a_cluster(tmp_path, case, capsys):
     assert "--output is needed with --workers or --scheduler" in capsys.readouterr().err
     assert main(base + ["--workers", "0", "--output", str(tmp_path / "x.parquet")]) == 1
     assert "--workers must be a positive number of worker processes. Received: 0" in capsys.readouterr().err
+    assert main(["predict", "--catalog", "cat.fits", "--images", "tiles/", "--model", case["model"], *CLI_OPTIONS,
+                 "--workers", "2", "--output", str(tmp_path / "x.parquet")]) == 1
+    assert "--catalog and --images (stamps cut from survey images) run in one process for now" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(base + ["--workers", "2", "--scheduler", "tcp://127.0.0.1:1", "--output", "x.parquet"])
     assert "not allowed with argument" in capsys.readouterr().err

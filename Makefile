@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): setup.py setup_cpu.py setup_common.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	GAMORNET_VARIANT=cpu $(BIN)/python -m pip install --quiet -e '.[test,sim,docs,survey,fast]'
+	GAMORNET_VARIANT=cpu $(BIN)/python -m pip install --quiet -e '.[test,sim,docs,survey,fast,distributed]'
 	touch $(STAMP)
 
 # oneDNN changes TensorFlow's floating-point rounding, and TensorFlow turns it on

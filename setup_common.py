@@ -49,6 +49,10 @@ EXTRAS = {
     "fast": ["openvino>=2026.4", "nncf>=3.4"],
     "docs": ['sphinx>=9.0; python_version >= "3.11"', "furo>=2025.12.19", "nbclient>=0.11", "nbformat>=5.11", "ipykernel>=7.4",
              "matplotlib>=3.8"],
+    # gamornet.distributed and `gamornet predict --workers / --scheduler`: Dask, and pyarrow for the Parquet
+    # output (dask[dataframe] brings pandas, to read it back as a data frame). tests/test_distributed.py passes
+    # with these lower bounds (dask and distributed 2024.8.2, pyarrow 17.0) as with dask 2026.8 and pyarrow 26.
+    "distributed": ["dask[dataframe]>=2024.8.2", "distributed>=2024.8.2", "pyarrow>=17.0"],
 }
 
 

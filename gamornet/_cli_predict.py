@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from gamornet import _checks, _registry
+from gamornet import _checks, _cli_distributed, _registry
 from gamornet._atomic import atomic_path, remove_stale_temporaries
 from gamornet._cli_cutouts import add_survey_arguments, survey_reader
 from gamornet._tables import BASE_COLUMNS, CsvTable, FitsTable
@@ -48,8 +48,9 @@ write one row per image: source, p_disk, p_indet, p_bulge, class.
 
 INPUT may be FITS files, folders of FITS files, glob patterns (quote them:
 'cutouts/*.fits'), FITS cubes (one image per plane) or .npy arrays of shape
-(n, x, y) or (n, x, y, ndim). Images are streamed in batches: memory does not
-grow with their number.
+(n, x, y) or (n, x, y, ndim), or a range of the images of a cube or an array
+('stack.npy[0:4096]'). Images are streamed in batches: memory does not grow
+with their number.
 
 Or, instead of INPUT, a catalogue and survey images: --catalog cat.fits
 --images 'tiles/*.fits'. A stamp of the network's input size is then cut at
@@ -128,8 +129,9 @@ def add_parser(subparsers):
     parser.add_argument("--hdu", type=int, metavar="N",
                         help="FITS HDU holding the image (default: the first with data)")
     parser.add_argument(
-        "--output", metavar="FILE.csv|FILE.fits",
-        help="the table to write (CSV or FITS, by its ending); default: CSV on standard output",
+        "--output", metavar="FILE.csv|FILE.fits|DIR.parquet",
+        help="the table to write (CSV or FITS, by its ending; with --workers or --scheduler, also a Parquet "
+             "folder); default: CSV on standard output",
     )
     parser.add_argument(
         "--mc-samples", type=int, default=0, metavar="N",
@@ -153,6 +155,7 @@ def add_parser(subparsers):
     parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     add_survey_arguments(parser, required=False)
+    _cli_distributed.add_options(parser)
     parser.set_defaults(command_name="predict", handler=run)
     return parser
 
@@ -510,6 +513,9 @@ def _write_table(args, reader, predictor, thresholds, kind, outcome):
 
 def run(args):
     """Run ``gamornet predict``; return the exit status."""
+    if _cli_distributed.wanted(args):
+        return _cli_distributed.run(args)
+    _cli_distributed.refuse_without_cluster(args)
     input_shape, data_set = _resolve_model(args)
     thresholds = _resolve_thresholds(args, input_shape, data_set)
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")

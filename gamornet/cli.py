@@ -83,6 +83,7 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["gamornet", *(sys.argv[1:] if argv is None else argv)]
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

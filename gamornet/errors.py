@@ -26,6 +26,7 @@ __all__ = [
     "ModelFileError",
     "PixelScaleWarning",
     "PrecisionWarning",
+    "ResumeMismatchError",
     "Terminated",
     "UnreachablePurityError",
 ]
@@ -53,6 +54,14 @@ class ModelFileError(OSError, ValueError):
 
 class BadInputError(ValueError):
     """An input image that cannot be classified (unreadable, of the wrong shape, or with NaN pixels) stopped a run."""
+
+
+class ResumeMismatchError(ValueError):
+    """An output folder holds part of a run made with another model, other settings or other inputs.
+
+    :func:`gamornet.distributed.predict_catalogue` finishes a run only with
+    what started it, so that every part of the output was made the same way.
+    """
 
 
 class Terminated(KeyboardInterrupt):

@@ -173,7 +173,8 @@ def fit_on_arrays_as_before(images, labels, validation, shape, batch_size, folde
     from gamornet import _training_loop, keras_module
 
     model = keras_module.gamornet_build_model_keras(shape)
-    keras_module._compile(model, 0.0001, 0.9, 0.0, False, "categorical_crossentropy")
+    optimizer, loss = keras_module._check_compile_options(0.0001, 0.9, 0.0, False, "categorical_crossentropy")
+    keras_module._compile(model, optimizer, loss)
     callback = _training_loop.MetricsAndCheckpoints(folder, 0)
     model.fit(images, labels, validation_data=validation, batch_size=batch_size, epochs=epochs, shuffle=True,
               callbacks=[callback], verbose=0)  # fmt: skip

@@ -121,17 +121,28 @@ def add_parser(subparsers):
         help="a handbook set (" + ", ".join(HANDBOOK_THRESHOLDS) + "), your own thresholds, or a file written "
              "by `gamornet thresholds --output`; default: the handbook set of the backend and data set",
     )
-    parser.add_argument(
-        "--calibration", metavar="FILE.json",
-        help="a temperature fitted for this model by `gamornet calibrate`, applied to every probability; a "
-             "calibration fitted for another model is refused",
-    )
     parser.add_argument("--hdu", type=int, metavar="N",
                         help="FITS HDU holding the image (default: the first with data)")
     parser.add_argument(
         "--output", metavar="FILE.csv|FILE.fits|DIR.parquet",
         help="the table to write (CSV or FITS, by its ending; with --workers or --scheduler, also a Parquet "
              "folder); default: CSV on standard output",
+    )
+    parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
+    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    _add_predictor_arguments(parser)
+    add_survey_arguments(parser, required=False)
+    _cli_distributed.add_options(parser)
+    parser.set_defaults(command_name="predict", handler=run)
+    return parser
+
+
+def _add_predictor_arguments(parser):
+    """The options of the predictor itself: calibration, MC dropout, precision."""
+    parser.add_argument(
+        "--calibration", metavar="FILE.json",
+        help="a temperature fitted for this model by `gamornet calibrate`, applied to every probability; a "
+             "calibration fitted for another model is refused",
     )
     parser.add_argument(
         "--mc-samples", type=int, default=0, metavar="N",
@@ -152,12 +163,6 @@ def add_parser(subparsers):
              "a folder or a quoted glob pattern; its first 300 images are used), like the inputs and "
              "preprocessed the same way; default: the first 300 images of the inputs",
     )  # fmt: skip
-    parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
-    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
-    add_survey_arguments(parser, required=False)
-    _cli_distributed.add_options(parser)
-    parser.set_defaults(command_name="predict", handler=run)
-    return parser
 
 
 # --------------------------------------------------------------------------- options

@@ -10,6 +10,7 @@ augmentation. TensorFlow is imported inside the handlers, so
 import argparse
 import os
 
+from gamornet._cli_types import non_negative_int, number, positive_int
 from gamornet.preprocess import SCALINGS, STRETCHES
 from gamornet.presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS
 
@@ -51,33 +52,6 @@ examples:
 """
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _number(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def _bools(presets):
     def parse(text):
         if text in presets:
@@ -107,14 +81,14 @@ def _add_common(parser, lr_default):
 
     fit = parser.add_argument_group("training (the 0.4.x parameters)")
     fit.add_argument("--output-dir", required=True, help="folder for the model and its files (created if missing)")
-    fit.add_argument("--epochs", type=_positive_int, default=100, help="passes over the training images (default: 100)")
-    fit.add_argument("--checkpoint-freq", type=_non_negative_int, default=0,
+    fit.add_argument("--epochs", type=positive_int, default=100, help="passes over the training images (default: 100)")
+    fit.add_argument("--checkpoint-freq", type=non_negative_int, default=0,
                      help="save model_NN.hdf5 every this many epochs; 0: none (default: 0)")  # fmt: skip
-    fit.add_argument("--batch-size", type=_positive_int, default=64,
+    fit.add_argument("--batch-size", type=positive_int, default=64,
                      help="images per gradient step, over all replicas (default: 64)")  # fmt: skip
-    fit.add_argument("--lr", type=_number, default=lr_default, help=f"SGD learning rate (default: {lr_default:g})")
-    fit.add_argument("--momentum", type=_number, default=0.9, help="SGD momentum (default: 0.9)")
-    fit.add_argument("--decay", type=_number, default=0.0,
+    fit.add_argument("--lr", type=number, default=lr_default, help=f"SGD learning rate (default: {lr_default:g})")
+    fit.add_argument("--momentum", type=number, default=0.9, help="SGD momentum (default: 0.9)")
+    fit.add_argument("--decay", type=number, default=0.0,
                      help="learning-rate decay, lr / (1 + decay * step) (default: 0)")  # fmt: skip
     fit.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
     fit.add_argument("--loss", default="categorical_crossentropy",
@@ -127,18 +101,18 @@ def _add_common(parser, lr_default):
     )
     images.add_argument("--stretch", choices=STRETCHES, default=None, help="stretch (default when on: none)")
     images.add_argument("--scaling", choices=SCALINGS, default=None, help="per-image scaling (default when on: peak)")
-    images.add_argument("--softening", type=_number, default=None,
+    images.add_argument("--softening", type=number, default=None,
                         help="stretch softening, in units of the background noise (default when on: 3)")  # fmt: skip
-    images.add_argument("--border", type=_positive_int, default=None,
+    images.add_argument("--border", type=positive_int, default=None,
                         help="width in pixels of the border used for the background (default when on: 4)")  # fmt: skip
     images.add_argument("--subtract-background", action="store_true", default=None,
                         help="subtract the border's median first")  # fmt: skip
 
     augment = parser.add_argument_group("augmentation of the training images (off by default)")
     augment.add_argument("--rotate-flip", action="store_true", help="random right-angle rotations and flips")
-    augment.add_argument("--max-shift", type=_number, default=0.0, metavar="PIXELS",
+    augment.add_argument("--max-shift", type=number, default=0.0, metavar="PIXELS",
                          help="random sub-pixel shifts up to this many pixels (default: 0)")  # fmt: skip
-    augment.add_argument("--noise-factor", type=_number, default=1.0, metavar="F",
+    augment.add_argument("--noise-factor", type=number, default=1.0, metavar="F",
                          help="raise the background noise by a random factor between 1 and F (default: 1, none)")  # fmt: skip
 
     run = parser.add_argument_group("how it runs")
@@ -147,7 +121,7 @@ def _add_common(parser, lr_default):
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                      help="mixed precision: bf16 on CPU or GPU, fp16 on GPU only (default: fp32)")  # fmt: skip
     run.add_argument("--fresh", action="store_true", help="start over, forgetting the state of an earlier run")
-    run.add_argument("--seed", type=_non_negative_int, default=None, help="seed of weights, shuffling and dropout")
+    run.add_argument("--seed", type=non_negative_int, default=None, help="seed of weights, shuffling and dropout")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from gamornet import calibration
+from gamornet._hashing import file_sha256
 from gamornet.presets import CLASS_NAMES
 
 _PROBABILITY_COLUMNS = ("p_disk", "p_indet", "p_bulge")
@@ -249,8 +250,8 @@ def _labelled_set(args):
     description = {
         "n": len(common),
         "predictions": {"file": os.path.abspath(args.predictions),
-                        "sha256": calibration._file_sha256([args.predictions])},
-        "labels": {"file": os.path.abspath(args.labels), "sha256": calibration._file_sha256([args.labels])},
+                        "sha256": file_sha256(args.predictions)},
+        "labels": {"file": os.path.abspath(args.labels), "sha256": file_sha256(args.labels)},
         "unmatched_predictions": unmatched_predictions,
         "unmatched_labels": unmatched_labels,
         "class_counts": {name: sum(labels[s] == i for s in common) for i, name in enumerate(CLASS_NAMES)},

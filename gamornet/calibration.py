@@ -31,7 +31,6 @@ scipy). Plots need matplotlib.
 """
 
 import datetime
-import hashlib
 import json
 import numbers
 import os
@@ -786,15 +785,6 @@ def purity_completeness_diagram(probabilities, labels, path, choice=None, thresh
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _file_sha256(paths):
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def model_sha256(model, backend="keras"):

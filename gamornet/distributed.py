@@ -58,6 +58,7 @@ import numpy as np
 
 from gamornet import _checks, io, models
 from gamornet._atomic import atomic_path, atomic_write, is_temporary_name, remove_stale_temporaries
+from gamornet._hashing import file_sha256
 from gamornet._progress import progress_bar
 from gamornet._tables import CsvTable, FitsTable, ParquetTable
 from gamornet.classify import Thresholds, default_threshold_set, resolve_thresholds
@@ -230,14 +231,6 @@ def _jsonable(value):
                                  else str(item)))
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _array_sha256(array):
     from gamornet.precision import calibration_sha256
 
@@ -267,7 +260,7 @@ def _option_record(value):
     if isinstance(value, np.ndarray):
         return {"array_sha256": _array_sha256(value), "shape": list(value.shape)}
     if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
-        return {"file": os.path.basename(os.fspath(value)), "sha256": _file_sha256(value)}
+        return {"file": os.path.basename(os.fspath(value)), "sha256": file_sha256(value)}
     return _jsonable(value)
 
 

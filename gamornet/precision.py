@@ -45,6 +45,7 @@ import warnings
 import numpy as np
 
 from gamornet import _checks
+from gamornet._hashing import file_sha256
 from gamornet.errors import MissingDependencyError, PrecisionWarning
 
 __all__ = [
@@ -477,14 +478,6 @@ def _network_description(network):
     return [[type(layer).__name__, list(layer.output.shape[1:])] for layer in network.layers]
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _quiet_nncf(nncf):
     """NNCF's progress bars and INFO lines go to standard output; keep them out of the user's output."""
@@ -651,7 +644,7 @@ class Int8Engine:
                 with open(record_path, encoding="utf-8") as stream:
                     record = json.load(stream)
                 intact = record.get("key") == key and all(
-                    _file_sha256(os.path.join(folder, name)) == digest for name, digest in record["files"].items()
+                    file_sha256(os.path.join(folder, name)) == digest for name, digest in record["files"].items()
                 )
             except (OSError, ValueError, KeyError, AttributeError, TypeError):
                 intact = False
@@ -706,7 +699,7 @@ def _write_model_folder(openvino, model, folder, record):
     temporary = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(folder) + "-", dir=parent)
     try:
         openvino.save_model(model, os.path.join(temporary, "model.xml"), compress_to_fp16=False)
-        record["files"] = {name: _file_sha256(os.path.join(temporary, name)) for name in ("model.xml", "model.bin")}
+        record["files"] = {name: file_sha256(os.path.join(temporary, name)) for name in ("model.xml", "model.bin")}
         with open(os.path.join(temporary, "key.json"), "w", encoding="utf-8") as stream:
             json.dump(record, stream, indent=1, sort_keys=True)
         try:

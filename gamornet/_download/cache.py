@@ -10,13 +10,13 @@ import collections
 import contextlib
 import datetime
 import errno
-import hashlib
 import json
 import os
 import sys
 import time
 
 from gamornet._atomic import atomic_write
+from gamornet._hashing import file_sha256 as sha256_of
 from gamornet._download.settings import ENV_CACHE_DIR, cache_dir
 from gamornet.errors import CacheIntegrityError
 
@@ -38,7 +38,6 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 
 _LOCK_FOLDER = ".locks"
-_HASH_CHUNK = 1 << 20
 
 #: The state of one cached file, as :func:`cached_status` reports it.
 CachedFile = collections.namedtuple(
@@ -59,14 +58,6 @@ def cached_path(entry):
     For a TFLearn model, the checkpoint prefix; otherwise the file.
     """
     return path_in_cache(cache_dir(), entry.load_path)
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(_HASH_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(root=None):

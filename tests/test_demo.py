@@ -1,6 +1,7 @@
 """Tests of the demo pipeline (gamornet.demo) and the `gamornet simulate` / `gamornet demo` subcommands."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from gamornet import cli
-from gamornet.demo import confusion_counts, format_handbook_table, run_demo, summary_metrics
+from gamornet.demo import run_demo
+from gamornet.metrics import confusion_counts, format_handbook_table, summary_metrics
 from gamornet.simulate import read_parameter_table
 
 pytest.importorskip("galsim")
@@ -169,3 +171,83 @@ def test_demo_survey_keeps_disks_inside_the_cutout(tmp_path):
     with pytest.raises(ValueError, match="lr_schedule must be 'cosine' or 'constant'"):
         run_demo(str(tmp_path / "unused"), lr_schedule="step")
     assert not (tmp_path / "unused").exists()
+
+
+def test_demo_config_makes_the_command_line_options():
+    import inspect
+
+    from gamornet.demo import DEMO_DEFAULTS, DemoConfig
+
+    parser = cli.build_parser()
+    demo_parser = parser._subparsers._group_actions[0].choices["demo"]
+    options = {action.dest: action for action in demo_parser._actions}
+    for field in dataclasses.fields(DemoConfig):
+        action = options[field.name]
+        assert action.option_strings[0] == "--" + field.name.replace("_", "-")
+        assert action.default == field.default == DEMO_DEFAULTS[field.name]
+        assert action.help.startswith(field.metadata["help"]), field.name
+    # Every keyword of run_demo beyond the run options is a DemoConfig field, with its default.
+    keywords = inspect.signature(run_demo).parameters
+    assert set(keywords) == set(DEMO_DEFAULTS) | {"output_dir", "config", "n_workers", "progress", "plot", "stream"}
+    # Non-default values travel from the command line into the DemoConfig.
+    args = parser.parse_args(["demo", "--preset", "SDSS", "--size", "40", "--magnitude-range", "15", "17",
+                              "--no-exclude-indeterminate", "--lr", "0.01", "--momentum", "0.5", "--no-nesterov",
+                              "--stretch", "log", "--scaling", "sum", "--softening", "2", "--seed", "9",
+                              "--thresholds", "keras_SDSS", "--lr-schedule", "constant"])  # fmt: skip
+    from gamornet._cli_simulate import _demo_config
+
+    config = _demo_config(args)
+    assert config == DemoConfig(preset="SDSS", size=40, magnitude_range=(15.0, 17.0), exclude_indeterminate=False,
+                                lr=0.01, momentum=0.5, nesterov=False, stretch="log", scaling="sum", softening=2.0,
+                                seed=9, thresholds="keras_SDSS", lr_schedule="constant")  # fmt: skip
+    assert config.survey.magnitude_range == (15.0, 17.0) and config.input_shape == (40, 40, 1)
+
+
+def test_demo_defaults_are_what_make_demo_runs():
+    from gamornet.demo import DemoConfig
+
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "Makefile"), encoding="utf-8") as stream:
+        line = next(text for text in stream if "gamornet demo" in text)
+    words = line.split()
+    args = cli.build_parser().parse_args(words[words.index("demo"):])
+    from gamornet._cli_simulate import _demo_config
+
+    assert _demo_config(args).survey == DemoConfig().survey
+    assert DemoConfig().survey.magnitude_range == (19.0, 22.5)
+    assert DemoConfig(preset="SDSS").survey.magnitude_range == (14.0, 18.0)  # the SDSS preset's own
+
+
+def test_demo_config_refuses_bad_settings():
+    from gamornet.demo import DemoConfig
+
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        DemoConfig(lr=0)
+    with pytest.raises(ValueError, match="momentum must be a finite number >= 0"):
+        DemoConfig(momentum=-1)
+    with pytest.raises(TypeError, match="nesterov must be True or False"):
+        DemoConfig(nesterov="yes")
+    with pytest.raises(TypeError, match="magnitude_range must be a pair of numbers"):
+        DemoConfig(magnitude_range=(19, "faint"))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        DemoConfig(seed=-1)
+    with pytest.raises(TypeError, match="config must be a DemoConfig"):
+        run_demo("unused", config={"n_train": 5})
+    with pytest.raises(TypeError, match=r"unknown settings \['n_galaxies'\]"):
+        run_demo("unused", n_galaxies=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DemoConfig().seed = 1
+    assert not os.path.exists("unused")
+
+
+def test_demo_takes_numpy_integer_seeds_as_simulate_does(tmp_path):
+    from gamornet.demo import DemoConfig
+
+    config = DemoConfig(seed=np.int64(7))
+    assert config.seed == 7 and type(config.seed) is int
+    # Before, the demo refused a numpy seed that gamornet.simulate accepts; now it goes on to the folder check.
+    file_path = tmp_path / "a_file"
+    file_path.write_text("")
+    with pytest.raises(NotADirectoryError, match="output_dir must be a folder"):
+        run_demo(str(file_path), seed=np.uint32(3))
+    with pytest.raises(TypeError, match="output_dir must be the path of a folder"):
+        run_demo(3)

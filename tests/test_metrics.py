@@ -1,0 +1,45 @@
+"""Tests of gamornet.metrics beyond those of the demo's table (tests/test_demo.py)."""
+
+import numpy as np
+import pytest
+
+from gamornet.metrics import classes_from_names, confusion_counts, error_auroc, format_handbook_table, summary_metrics
+
+
+def _pairwise_auroc(scores, is_error):
+    """The definition itself: the share of (error, correct) pairs ranked right, ties counting one half."""
+    errors, correct = scores[is_error], scores[~is_error]
+    wins = (errors[:, None] > correct[None, :]).sum() + 0.5 * (errors[:, None] == correct[None, :]).sum()
+    return wins / (len(errors) * len(correct))
+
+
+def test_error_auroc_is_the_share_of_pairs_ranked_right():
+    rng = np.random.default_rng(5)
+    is_error = rng.random(300) < 0.2
+    scores = np.round(rng.normal(size=300) + is_error, 1)  # rounded: many ties
+    assert error_auroc(scores, is_error) == pytest.approx(_pairwise_auroc(scores, is_error), abs=1e-12)
+    assert error_auroc([0.1, 0.2, 0.9], [False, False, True]) == 1.0
+    assert error_auroc([0.9, 0.2, 0.1], [False, False, True]) == 0.0
+    assert error_auroc([0.5, 0.5], [True, False]) == 0.5
+    assert np.isnan(error_auroc([0.1, 0.2], [False, False]))
+    with pytest.raises(ValueError, match="same length"):
+        error_auroc([0.1, 0.2], [True])
+    with pytest.raises(ValueError, match="scores must be finite"):
+        error_auroc([np.nan, 0.2], [True, False])
+
+
+def test_purity_and_class_names():
+    counts = np.array([[40, 5, 5], [2, 6, 2], [1, 4, 35]])
+    metrics = summary_metrics(counts)
+    assert metrics["disk_purity"] == pytest.approx(40 / 43) and metrics["bulge_purity"] == pytest.approx(35 / 42)
+    assert np.isnan(summary_metrics(np.zeros((3, 3), dtype=int))["disk_recall"])
+    names = ["disk", "bulge", "indeterminate", "disk"]
+    assert classes_from_names(names).tolist() == [0, 2, 1, 0]
+    assert confusion_counts([0, 2, 2, 1], classes_from_names(names)).tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 1]]
+    assert format_handbook_table(counts, title="Shifted test set").startswith("| Shifted test set           |")
+    with pytest.raises(ValueError, match="class names must be 'disk', 'indeterminate' or 'bulge'"):
+        classes_from_names(["disk", "elliptical"])
+    with pytest.raises(ValueError, match="counts must be a 3 x 3 array of non-negative integers"):
+        summary_metrics(np.ones((2, 3), dtype=int))
+    with pytest.raises(ValueError, match="counts must be a 3 x 3 array"):
+        format_handbook_table(np.full((3, 3), 0.5))

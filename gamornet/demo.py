@@ -54,6 +54,7 @@ import numpy as np
 from gamornet import _checks, classify
 from gamornet._atomic import atomic_write
 from gamornet.metrics import classes_from_names, confusion_counts, format_handbook_table, summary_metrics
+from gamornet.model_card import update_model_card
 from gamornet.presets import CLASS_NAMES, labels_from_bulge_to_total
 from gamornet.preprocess import SCALINGS, STRETCHES, preprocess_images, preprocessing_settings
 
@@ -319,6 +320,14 @@ def _train_stage(config, inputs, labels, output_dir, progress, log):
         inputs["training"], labels["training"], inputs["validation"], labels["validation"], config.input_shape,
         files_save_path=output_dir, epochs=config.epochs, batch_size=config.batch_size, lr=learning_rate,
         momentum=config.momentum, nesterov=config.nesterov, save_model=True, verbose=1 if progress else 0,
+    )  # fmt: skip
+    survey = config.survey
+    update_model_card(
+        output_dir, trained_by="gamornet demo", survey=survey.name, band=survey.band,
+        pixel_scale_arcsec=survey.pixel_scale, preprocessing=config.preprocessing,
+        notes=[f"Simulated {survey.name}-like galaxies (gamornet.simulate) of {survey.magnitude_range[0]}-"
+               f"{survey.magnitude_range[1]} mag, bulge-to-total ratios 0-1"
+               + (", indeterminate galaxies left out" if config.exclude_indeterminate else "")],
     )  # fmt: skip
     return os.path.join(output_dir, "trained_model.hdf5")
 

@@ -29,6 +29,7 @@ from gamornet import _checks, _registry  # noqa: E402
 from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
 from gamornet._hdf5 import read_legacy_hdf5_weights as _read_legacy_hdf5_weights  # noqa: E402
 from gamornet.presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
+from gamornet.model_card import write_model_card  # noqa: E402
 from gamornet._progress import progress_bar  # noqa: E402
 
 __all__ = [
@@ -387,6 +388,7 @@ def _fit(model, training_imgs, training_labels, validation_imgs, validation_labe
     )
     if save_model and folder is not None:
         _save_model_atomically(model, os.path.join(folder, "trained_model.hdf5"))
+        write_model_card(folder, training_imgs, trained_by="gamornet.keras_module")
     return model
 
 
@@ -418,8 +420,9 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     input_shape : {'SDSS', 'CANDELS'} or tuple of int
         The image shape (x, y, ndim).
     files_save_path : str
-        Folder (created if missing) for ``metrics.csv``, the checkpoints and
-        ``trained_model.hdf5``. ``'/dev/null'`` saves nothing.
+        Folder (created if missing) for ``metrics.csv``, the checkpoints,
+        ``trained_model.hdf5`` and its model card ``model_card.json``
+        (:mod:`gamornet.model_card`). ``'/dev/null'`` saves nothing.
     epochs : int
         Number of passes over the training images.
     checkpoint_freq : int

@@ -19,8 +19,8 @@ DOCS = os.path.join(ROOT, "docs")
 
 #: The pages the issue asks for, by source name.
 PAGES = ("index", "getting_started", "tutorials", "handbook", "api", "cli", "faq", "attribution")
-API_PAGES = ("api/keras_module", "api/tflearn_module", "api/classify", "api/metrics", "api/simulate",
-             "api/preprocess", "api/demo",
+API_PAGES = ("api/keras_module", "api/tflearn_module", "api/classify", "api/metrics", "api/model_card",
+             "api/simulate", "api/preprocess", "api/demo",
              "api/io", "api/published",
              "api/presets")
 

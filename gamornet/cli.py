@@ -18,6 +18,7 @@ _SUBCOMMAND_MODULES = (
     "gamornet._cli_predict",
     "gamornet._cli_models",
     "gamornet._cli_simulate",
+    "gamornet._cli_calibrate",
 )
 
 

@@ -112,6 +112,29 @@ def forward(images, weights, lrn=lrn_keras):
     return np.array(out)
 
 
+def dropout_keep_masks(rng, n_samples, n_images, units=DENSE_UNITS[0], rate=0.5):
+    """Keep masks of dropout (True: the unit is kept, with probability 1 - rate), (n_samples, n_images, units)."""
+    return rng.random((n_samples, n_images, units)) >= rate
+
+
+def forward_mc(images, weights, keep_1, keep_2, lrn=lrn_keras, rate=0.5):
+    """Class probabilities under Monte-Carlo dropout: (n_samples, n, 3).
+
+    Dropout layers 14 and 16 of Table 2 are applied as at training time
+    (inverted dropout): the outputs of dense layers 13 and 15 are multiplied
+    by the keep masks ``keep_1`` and ``keep_2`` (n_samples, n, 4096) and
+    divided by 1 - rate.
+    """
+    (d1, c1), (d2, c2), (d3, c3) = ((np.asarray(k, np.float64), np.asarray(b, np.float64)) for k, b in weights[5:])
+    features = np.array([forward_features(image, weights, lrn) for image in images])
+    hidden = np.tanh(features @ d1 + c1)  # (n, 4096): no dropout before it, so computed once
+    n_samples, n_images, units = keep_1.shape
+    # One (n_samples * n, 4096) product rather than n_samples small ones, each reading all of d2.
+    dropped = (hidden[None] * keep_1 / (1.0 - rate)).reshape(n_samples * n_images, units)
+    hidden = np.tanh(dropped @ d2 + c2).reshape(n_samples, n_images, -1)
+    return softmax((hidden * keep_2 / (1.0 - rate)) @ d3 + c3)
+
+
 # Convolutional layers (0-based) followed by a 3x3, stride-2 max-pool and LRN.
 POOLED_AFTER = (0, 1, 4)
 

@@ -18,11 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
 #: The pages the issue asks for, by source name.
-PAGES = ("index", "getting_started", "tutorials", "handbook", "api", "cli", "faq", "attribution")
+PAGES = ("index", "getting_started", "tutorials", "handbook", "uncertainty", "api", "cli", "faq", "attribution")
 API_PAGES = ("api/keras_module", "api/tflearn_module", "api/classify", "api/metrics", "api/model_card",
              "api/simulate", "api/preprocess", "api/demo",
              "api/io", "api/published",
-             "api/presets")
+             "api/presets", "api/calibration", "api/uncertainty")
 
 def _sphinx(builder, source, output, doctrees, strict=True):
     command = [sys.executable, "-m", "sphinx", "-b", builder, "-d", str(doctrees), "-q"]

@@ -1,4 +1,4 @@
-"""The demo's figure, ``demo.png``: training curves, test-set results and a gallery (matplotlib, Agg).
+"""The demo's figure, ``demo.png``: training, results, calibration, uncertainty, shift and a gallery (matplotlib).
 
 Backend-neutral: imports neither TensorFlow nor tflearn; matplotlib is
 imported only when a figure is drawn.
@@ -92,8 +92,47 @@ def _gallery(axes, images, parameters, predicted, probabilities):
         axis.set_yticks([])
 
 
-def plot_demo(path, history, counts, images, parameters, predicted, probabilities, title):
-    """Write ``demo.png``: training curves, the test set's counts and probabilities, and a gallery.
+def _reliability_panel(axis, evaluation, true_classes):
+    from gamornet.calibration import plot_reliability
+
+    plot_reliability(axis, evaluation["probabilities"]["test"], true_classes, label="network")
+    plot_reliability(axis, evaluation["calibrated"]["test"], true_classes,
+                     label=f"T = {evaluation['temperature']:.2f}", colour="C1")  # fmt: skip
+    axis.set_title("Test set: reliability, before and after calibration", fontsize=11)
+
+
+def _uncertainty_panel(axis, evaluation, true_classes):
+    uncertainty = evaluation["uncertainty"]
+    wrong = evaluation["test"]["predicted"] != true_classes
+    bins = np.linspace(0.0, max(float(uncertainty["top_std"].max()), 1e-6), 25)
+    for mask, colour, name in ((~wrong, "C2", "right"), (wrong, "C3", "wrong")):
+        axis.hist(uncertainty["top_std"][mask], bins=bins, color=colour, alpha=0.55, density=True,
+                  label=f"{name} ({mask.sum()})")  # fmt: skip
+    axis.set_xlabel("MC-dropout std of the predicted class's probability")
+    axis.set_ylabel("density")
+    axis.legend(fontsize=8, title=f"AUROC {uncertainty['auroc_std']:.2f}", title_fontsize=8)
+    axis.set_title("Test set: uncertainty of right and wrong classes", fontsize=11)
+
+
+def _shift_panel(axis, evaluation, comparison, labels):
+    networks = [(labels[0], evaluation)] + ([] if comparison is None else [(labels[1], comparison)])
+    groups = ("disk recall", "bulge recall", "out of domain")
+    width = 0.8 / (2 * len(networks))
+    for number, (label, scores) in enumerate(networks):
+        for offset, name in enumerate(("test", "shifted")):
+            values = [scores[name]["metrics"]["disk_recall"], scores[name]["metrics"]["bulge_recall"],
+                      scores["domain"][name].share]  # fmt: skip
+            position = np.arange(3) + (2 * number + offset - len(networks) + 0.5) * width
+            axis.bar(position, values, width, color=f"C{2 * number + offset}", label=f"{label}: {name}")
+    axis.set_xticks(range(3), groups)
+    axis.set_ylim(0, 1.4)
+    axis.set_yticks(np.linspace(0, 1, 6))
+    axis.legend(fontsize=7, ncols=2, loc="upper center")
+    axis.set_title("In-domain and shifted test sets", fontsize=11)
+
+
+def plot_demo(path, history, sets, evaluation, comparison, title):
+    """Write ``demo.png``: training, results, calibration, uncertainty, the shifted set and a gallery.
 
     Parameters
     ----------
@@ -101,16 +140,12 @@ def plot_demo(path, history, counts, images, parameters, predicted, probabilitie
         The PNG to write (atomically).
     history : dict
         Columns of ``metrics.csv`` (:func:`read_history`); {} draws no curves.
-    counts : numpy.ndarray of shape (3, 3)
-        ``counts[actual, predicted]`` of the test set.
-    images : numpy.ndarray of shape (n, y, x, 1)
-        The test images as simulated (before preprocessing).
-    parameters : numpy.ndarray
-        Their parameter table (:data:`gamornet.simulate.PARAMETER_DTYPE`).
-    predicted : numpy.ndarray of int, shape (n,)
-        Predicted classes (0 disk, 1 indeterminate, 2 bulge).
-    probabilities : numpy.ndarray of shape (n, 3)
-        [p_disk, p_indet, p_bulge] per test galaxy.
+    sets : dict
+        ``(images, parameters)`` per set; the test set's are drawn.
+    evaluation : dict
+        The main network's scores (``gamornet._demo_evaluate.evaluate_network``).
+    comparison : dict or None
+        The comparison network's scores, with its ``settings``.
     title : str
         The figure's title.
     """
@@ -119,14 +154,21 @@ def plot_demo(path, history, counts, images, parameters, predicted, probabilitie
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure = plt.figure(figsize=(15, 9.5), layout="constrained")
+    images, parameters = sets["test"]
+    truth = parameters["label"]
+    test = evaluation["test"]
+    labels = [evaluation.get("label", "network"), None if comparison is None else comparison.get("label")]
+    figure = plt.figure(figsize=(16, 14), layout="constrained")
     figure.suptitle(title, fontsize=13)
-    top, bottom = figure.subfigures(2, 1, height_ratios=[1.2, 1.6])
-    curves_axis, matrix_axis, scatter_axis = top.subplots(1, 3, gridspec_kw={"wspace": 0.15})
-    _training_curves(curves_axis, history)
-    _confusion_panel(matrix_axis, counts)
-    _scatter_panel(scatter_axis, parameters, predicted, probabilities)
-    _gallery(bottom.subplots(2, 6), images, parameters, predicted, probabilities)
+    top, bottom = figure.subfigures(2, 1, height_ratios=[2.3, 1.4])
+    axes = top.subplots(2, 3, gridspec_kw={"wspace": 0.12, "hspace": 0.08})
+    _training_curves(axes[0, 0], history)
+    _confusion_panel(axes[0, 1], test["counts"])
+    _scatter_panel(axes[0, 2], parameters, test["predicted"], evaluation["probabilities"]["test"])
+    _reliability_panel(axes[1, 0], evaluation, truth)
+    _uncertainty_panel(axes[1, 1], evaluation, truth)
+    _shift_panel(axes[1, 2], evaluation, comparison, labels)
+    _gallery(bottom.subplots(2, 6), images, parameters, test["predicted"], evaluation["probabilities"]["test"])
     with atomic_path(path, suffix=".png") as temporary:
-        figure.savefig(temporary, dpi=90)
+        figure.savefig(temporary, dpi=80)
     plt.close(figure)

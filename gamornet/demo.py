@@ -53,12 +53,13 @@ import numpy as np
 
 from gamornet import _checks, classify
 from gamornet._atomic import atomic_write
-from gamornet.metrics import classes_from_names, confusion_counts, format_handbook_table, summary_metrics
-from gamornet.model_card import update_model_card
+from gamornet._demo_evaluate import evaluate_comparison, evaluate_network
+from gamornet.metrics import format_handbook_table, format_purity_table
+from gamornet.model_card import CARD_FILE_NAME, update_model_card
 from gamornet.presets import CLASS_NAMES, labels_from_bulge_to_total
 from gamornet.preprocess import SCALINGS, STRETCHES, preprocess_images, preprocessing_settings
 
-__all__ = ["DemoConfig", "DEMO_DEFAULTS", "DEMO_MAGNITUDE_RANGES", "demo_survey", "run_demo"]
+__all__ = ["DemoConfig", "DEMO_DEFAULTS", "DEMO_MAGNITUDE_RANGES", "demo_survey", "shifted_survey", "run_demo"]
 
 #: Half-light radius of the largest disk, as a fraction of the cutout's half-width: 2.5 R_e holds ~92% of an
 #: exponential disk's light, so the cutout holds nearly all of every disk and the true L_B/L_T is what it shows.
@@ -101,11 +102,12 @@ class DemoConfig:
         + ", else the preset's", "pair", metavar=("BRIGHT", "FAINT"),
     )  # fmt: skip
     n_train: int = _setting(8000, "training galaxies", "positive_int")
-    n_validation: int = _setting(400, "validation galaxies", "positive_int")
-    n_test: int = _setting(1000, "test galaxies", "positive_int")
+    n_validation: int = _setting(1000, "validation galaxies: they fit the temperature and choose the thresholds",
+                                 "positive_int")  # fmt: skip
+    n_test: int = _setting(2000, "test galaxies", "positive_int")
     exclude_indeterminate: bool = _setting(
-        True, "leave galaxies with 0.45 <= L_B/L_T <= 0.55 out of training and validation (the test set keeps them)",
-        "flag",
+        True, "leave galaxies with 0.45 <= L_B/L_T <= 0.55 out of training and of the validation loss (the test set, "
+        "the temperature and the thresholds keep them)", "flag",
     )  # fmt: skip
     epochs: int = _setting(3, "training epochs", "positive_int")
     batch_size: int = _setting(32, "images per gradient step", "positive_int")
@@ -117,23 +119,36 @@ class DemoConfig:
     stretch: str = _setting("asinh", "image stretch before scaling (gamornet.preprocess)", "choice", choices=STRETCHES)
     scaling: str = _setting("peak", "per-image scaling (gamornet.preprocess)", "choice", choices=SCALINGS)
     softening: float = _setting(3.0, "stretch softening, in units of the background noise", "positive_float")
-    seed: int = _setting(0, "master seed of the simulated sets", "non_negative_int")
+    seed: int = _setting(0, "master seed of the simulated sets and of the network's initialisation", "non_negative_int")
     thresholds: object = _setting(
         None, "turn probabilities into classes with a handbook threshold set (keras_SDSS, keras_CANDELS, "
-        "tflearn_SDSS, tflearn_CANDELS); default: the most probable class", "text",
+        "tflearn_SDSS, tflearn_CANDELS); default: the thresholds chosen on the validation set", "text",
     )  # fmt: skip
+    disk_purity: float = _setting(0.95, "purity of the predicted disks that the chosen threshold on p_disk reaches on "
+                                  "the validation set", "positive_float")  # fmt: skip
+    bulge_purity: float = _setting(0.95, "the same for bulges, on p_bulge", "positive_float")
+    mc_samples: int = _setting(30, "MC-dropout draws per test galaxy, for the uncertainty", "positive_int")
+    n_shifted: object = _setting(None, "galaxies of the shifted test set; default as many as the test set",
+                                 "positive_int")  # fmt: skip
+    shifted_psf_fwhm: float = _setting(0.45, "FWHM (arcsec) of the shifted set's PSF, a Kolmogorov profile in place "
+                                       "of the survey's", "positive_float")  # fmt: skip
+    shifted_noise: float = _setting(2.5, "background noise of the shifted set, in units of the survey's",
+                                    "positive_float")  # fmt: skip
+    compare_stretch: str = _setting("none", "also train a network whose images get this stretch (the same scaling) "
+                                    "and compare both on the test and shifted sets; 'off' trains one network",
+                                    "choice", choices=STRETCHES + ("off",))  # fmt: skip
 
     def __post_init__(self):
         from gamornet.simulate import _check_seed
 
-        for name in ("size", "n_train", "n_validation", "n_test", "epochs", "batch_size"):
+        for name in ("size", "n_train", "n_validation", "n_test", "epochs", "batch_size", "mc_samples"):
             object.__setattr__(self, name, _checks.check_positive_int(getattr(self, name), name))
+        if self.n_shifted is not None:
+            object.__setattr__(self, "n_shifted", _checks.check_positive_int(self.n_shifted, "n_shifted"))
         if self.magnitude_range is not None:
             object.__setattr__(self, "magnitude_range", tuple(self.magnitude_range))
-        demo_survey(self.preset, self.size, self.magnitude_range)  # checks the preset, size and magnitudes
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float, np.floating)) or not np.isfinite(self.lr) \
-                or self.lr <= 0:  # fmt: skip
-            raise ValueError(f"lr must be a positive number. Received: lr={self.lr!r}")
+        shifted_survey(self.survey, self.shifted_psf_fwhm, self.shifted_noise)  # checks the survey and the shift
+        _check_positive_number(self.lr, "lr")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant'. Received: lr_schedule={self.lr_schedule!r}")
         _checks.check_non_negative_float(self.momentum, "momentum")
@@ -141,14 +156,25 @@ class DemoConfig:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False. Received: {name}={getattr(self, name)!r}")
         preprocessing_settings(stretch=self.stretch, scaling=self.scaling, softening=self.softening)
+        if self.compare_stretch not in STRETCHES + ("off",):
+            raise ValueError(f"compare_stretch must be one of {', '.join(map(repr, STRETCHES))} or 'off'. "
+                             f"Received: compare_stretch={self.compare_stretch!r}")  # fmt: skip
         object.__setattr__(self, "seed", _check_seed(self.seed))
         if self.thresholds is not None:
             classify.resolve_thresholds(self.thresholds)
+        for name in ("disk_purity", "bulge_purity"):
+            if _check_positive_number(getattr(self, name), name) > 1:
+                raise ValueError(f"{name} must be a fraction in (0, 1]. Received: {name}={getattr(self, name)!r}")
 
     @property
     def survey(self):
         """The :class:`gamornet.simulate.SurveyPreset` the galaxies are drawn from (:func:`demo_survey`)."""
         return demo_survey(self.preset, self.size, self.magnitude_range)
+
+    @property
+    def shifted(self):
+        """The :class:`gamornet.simulate.SurveyPreset` of the shifted test set (:func:`shifted_survey`)."""
+        return shifted_survey(self.survey, self.shifted_psf_fwhm, self.shifted_noise)
 
     @property
     def preprocessing(self):
@@ -161,11 +187,26 @@ class DemoConfig:
         return (self.size, self.size, 1)
 
     @property
+    def comparison_preprocessing(self):
+        """The preprocessing of the comparison network (None when ``compare_stretch`` is 'off' or the same)."""
+        if self.compare_stretch in ("off", self.stretch):
+            return None
+        return preprocessing_settings(stretch=self.compare_stretch, scaling=self.scaling, softening=self.softening)
+
+    @property
     def class_rule(self):
         """How probabilities become classes, in words."""
         if self.thresholds is None:
-            return "argmax of [p_disk, p_indeterminate, p_bulge]"
+            return (f"thresholds on the calibrated p_disk and p_bulge chosen on the validation set for purities "
+                    f"{self.disk_purity:g} and {self.bulge_purity:g}")  # fmt: skip
         return f"handbook thresholds {self.thresholds!r} (gamornet.classify)"
+
+
+def _check_positive_number(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value <= 0:  # fmt: skip
+        raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
+    return float(value)
 
 
 #: The default of every :class:`DemoConfig` field: what ``make demo`` runs (``gamornet demo`` without options).
@@ -224,6 +265,51 @@ def demo_survey(preset="CANDELS", size=64, magnitude_range=None):
     return dataclasses.replace(survey, **changes)
 
 
+def shifted_survey(survey, psf_fwhm=0.45, noise=2.5):
+    """The survey of the demo's shifted test set: the same galaxies, another PSF and noise level.
+
+    A model trained on one survey's images meets, in practice, images of
+    another look. The shifted set keeps every range of ``survey`` (sizes,
+    magnitudes, L_B/L_T), so the true classes mean the same, and changes how
+    the galaxies are seen:
+
+    - the PSF becomes a Kolmogorov (seeing-limited) profile of FWHM
+      ``psf_fwhm`` arcsec in place of the survey's;
+    - the background noise per pixel becomes ``noise`` times the survey's, by
+      Gaussian read noise added to the sky's Poisson noise (another noise
+      model as well as another level).
+
+    Parameters
+    ----------
+    survey : gamornet.simulate.SurveyPreset
+        The in-domain survey (:func:`demo_survey`).
+    psf_fwhm : float
+        The shifted PSF's FWHM (arcsec).
+    noise : float
+        The shifted noise per pixel, in units of the survey's.
+
+    Returns
+    -------
+    gamornet.simulate.SurveyPreset
+
+    Raises
+    ------
+    ValueError
+        A PSF FWHM that is not positive, or a noise factor below what the
+        sky's Poisson noise alone gives.
+    """
+    _check_positive_number(psf_fwhm, "shifted_psf_fwhm")
+    _check_positive_number(noise, "shifted_noise")
+    sky_variance = survey.sky_level * survey.gain  # electrons^2 per pixel
+    read_variance = noise**2 * (sky_variance + survey.read_noise**2) - sky_variance
+    if read_variance < 0:
+        lowest = (sky_variance / (sky_variance + survey.read_noise**2)) ** 0.5
+        raise ValueError(f"shifted_noise must be at least {lowest:.2f}, the sky's Poisson noise alone, in units of "
+                         f"the survey's noise. Received: shifted_noise={noise!r}")  # fmt: skip
+    return dataclasses.replace(survey, name=f"{survey.name} shifted", psf="kolmogorov", psf_fwhm=float(psf_fwhm),
+                               read_noise=read_variance**0.5)  # fmt: skip
+
+
 class _Log:
     """Prints the demo's messages, each stamped with the seconds since the start."""
 
@@ -239,46 +325,58 @@ class _Log:
         print(prefix + message, file=self.stream, flush=True)
 
 
-def _derived_seeds(seed, count=3):
-    """Independent master seeds (training, validation, test, ...) from one."""
-    return [int(value) for value in np.random.SeedSequence(seed).generate_state(count, dtype=np.uint32)]
+#: The independent master seeds derived from the demo's seed, in this order.
+_SEED_NAMES = ("training", "validation", "test", "shifted", "network", "dropout")
+
+
+def _derived_seeds(seed):
+    """Independent master seeds (training, validation, test, shifted sets, network, dropout) from one."""
+    values = np.random.SeedSequence(seed).generate_state(len(_SEED_NAMES), dtype=np.uint32)
+    return dict(zip(_SEED_NAMES, (int(value) for value in values)))
 
 
 # --------------------------------------------------------------------------- stages
 
 
-def _simulate_stage(config, n_workers, progress, log):
-    """Stage 1: the training, validation and test sets, each ``(images, parameters)``."""
+def _simulate_stage(config, seeds, n_workers, progress, log):
+    """Stage 1: the training, validation, test and shifted test sets, each ``(images, parameters)``."""
     from gamornet.simulate import simulate_galaxies
 
+    counts = {"training": config.n_train, "validation": config.n_validation, "test": config.n_test,
+              "shifted": config.n_shifted or config.n_test}  # fmt: skip
+    shifted = config.shifted
     sets = {}
-    counts = {"training": config.n_train, "validation": config.n_validation, "test": config.n_test}
-    for (name, count), set_seed in zip(counts.items(), _derived_seeds(config.seed)):
-        log(f"Simulating the {name} set ({count} galaxies)")
-        sets[name] = simulate_galaxies(count, config.survey, seed=set_seed, n_workers=n_workers, progress=progress)
+    for name, count in counts.items():
+        survey = shifted if name == "shifted" else config.survey
+        seen = (f": PSF Kolmogorov {shifted.psf_fwhm} arcsec FWHM, noise x{config.shifted_noise}"
+                if name == "shifted" else "")  # fmt: skip
+        log(f"Simulating the {name} set ({count} galaxies{seen})")
+        sets[name] = simulate_galaxies(count, survey, seed=seeds[name], n_workers=n_workers, progress=progress)
     return sets
 
 
 def _split_stage(config, sets, log):
-    """Stage 2: preprocessed network inputs and one-hot labels of each set; indeterminates left out of training."""
-    settings = config.preprocessing
-    log(f"Preprocessing: stretch={settings['stretch']!r}, scaling={settings['scaling']!r}, "
-        f"softening={settings['softening']} x background noise")  # fmt: skip
-    inputs = {name: preprocess_images(images, **settings) for name, (images, _) in sets.items()}
+    """Stage 2: one-hot labels of every set, and which training and validation galaxies the network learns from."""
     labels = {name: labels_from_bulge_to_total(table["bulge_to_total"]) for name, (_, table) in sets.items()}
+    learn = {name: np.ones(len(labels[name]), dtype=bool) for name in ("training", "validation")}
     if config.exclude_indeterminate:
-        for name in ("training", "validation"):
-            keep = labels[name][:, 1] == 0
-            if not keep.any():
+        for name in learn:
+            learn[name] = labels[name][:, 1] == 0
+            if not learn[name].any():
                 raise ValueError(f"The {name} set holds only indeterminate galaxies; simulate more galaxies")
-            inputs[name], labels[name] = inputs[name][keep], labels[name][keep]
-        log(f"indeterminate galaxies left out of training: {len(labels['training'])} training and "
-            f"{len(labels['validation'])} validation galaxies remain", stamp=False)  # fmt: skip
+        log(f"indeterminate galaxies left out of training: {learn['training'].sum()} training and "
+            f"{learn['validation'].sum()} validation galaxies remain", stamp=False)  # fmt: skip
     for name in ("training", "test"):
         shares = labels[name].mean(axis=0)
         log(f"{name} set: {shares[0]:.0%} disk, {shares[1]:.0%} indeterminate, {shares[2]:.0%} bulge "
             "(Ghosh et al. 2020: disk if L_B/L_T < 0.45, bulge if > 0.55)", stamp=False)  # fmt: skip
-    return inputs, labels
+    return labels, learn
+
+
+def _preprocess(sets, settings, log):
+    log(f"Preprocessing: stretch={settings['stretch']!r}, scaling={settings['scaling']!r}, "
+        f"softening={settings['softening']} x background noise")  # fmt: skip
+    return {name: preprocess_images(images, **settings) for name, (images, _) in sets.items()}
 
 
 def _learning_rate(config, steps_per_epoch):
@@ -294,13 +392,13 @@ def _learning_rate(config, steps_per_epoch):
     )
 
 
-def _write_settings(config, output_dir):
+def _write_settings(config, settings, folder):
     """``preprocessing.json``: what a user of the trained model must repeat on every image."""
     survey = config.survey
-    path = os.path.join(output_dir, "preprocessing.json")
+    path = os.path.join(folder, "preprocessing.json")
     with atomic_write(path, "w") as handle:
         json.dump(
-            {"preprocess_images": config.preprocessing, "preset": survey.name, "input_shape": list(config.input_shape),
+            {"preprocess_images": settings, "preset": survey.name, "input_shape": list(config.input_shape),
              "pixel_scale_arcsec": survey.pixel_scale, "class_rule": config.class_rule,
              "exclude_indeterminate_from_training": bool(config.exclude_indeterminate)},
             handle, indent=2,
@@ -308,85 +406,183 @@ def _write_settings(config, output_dir):
     return path
 
 
-def _train_stage(config, inputs, labels, output_dir, progress, log):
-    """Stage 3: train GaMorNet from scratch; returns the saved model's path."""
-    log("Loading TensorFlow")
-    from gamornet.keras_module import gamornet_train_keras
-
-    learning_rate = _learning_rate(config, -(-len(labels["training"]) // config.batch_size))
-    log(f"Training GaMorNet from scratch: {config.epochs} epochs, batch {config.batch_size}, SGD lr={config.lr} "
-        f"({config.lr_schedule}), momentum={config.momentum}, nesterov={config.nesterov}")  # fmt: skip
-    gamornet_train_keras(
-        inputs["training"], labels["training"], inputs["validation"], labels["validation"], config.input_shape,
-        files_save_path=output_dir, epochs=config.epochs, batch_size=config.batch_size, lr=learning_rate,
-        momentum=config.momentum, nesterov=config.nesterov, save_model=True, verbose=1 if progress else 0,
-    )  # fmt: skip
+def _describe_card(config, settings, folder):
+    """Complete the card that training wrote beside the model: survey, band, pixel scale and preprocessing."""
     survey = config.survey
-    update_model_card(
-        output_dir, trained_by="gamornet demo", survey=survey.name, band=survey.band,
-        pixel_scale_arcsec=survey.pixel_scale, preprocessing=config.preprocessing,
+    return update_model_card(
+        folder, trained_by="gamornet demo", survey=survey.name, band=survey.band,
+        pixel_scale_arcsec=survey.pixel_scale, preprocessing=settings,
         notes=[f"Simulated {survey.name}-like galaxies (gamornet.simulate) of {survey.magnitude_range[0]}-"
                f"{survey.magnitude_range[1]} mag, bulge-to-total ratios 0-1"
                + (", indeterminate galaxies left out" if config.exclude_indeterminate else "")],
     )  # fmt: skip
-    return os.path.join(output_dir, "trained_model.hdf5")
 
 
-def _classes(config, probabilities):
-    if config.thresholds is None:
-        return np.argmax(probabilities, axis=1)
-    return classes_from_names(classify.classify(probabilities, config.thresholds))
+def _train_stage(config, settings, inputs, labels, learn, folder, seeds, progress, log):
+    """Stage 3: train GaMorNet from scratch on ``inputs``; the network, its file, its card and its seeds."""
+    if "keras" not in sys.modules:
+        log("Loading TensorFlow")
+    import keras
+
+    from gamornet.keras_module import gamornet_train_keras
+
+    os.makedirs(folder, exist_ok=True)
+    paths = {"preprocessing": _write_settings(config, settings, folder)}
+    training, validation = learn["training"], learn["validation"]
+    learning_rate = _learning_rate(config, -(-int(training.sum()) // config.batch_size))
+    log(f"Training GaMorNet from scratch ({_preprocessing_label(settings)}) into {folder}: {config.epochs} epochs, batch {config.batch_size}, SGD lr={config.lr} "
+        f"({config.lr_schedule}), momentum={config.momentum}, nesterov={config.nesterov}")  # fmt: skip
+    keras.utils.set_random_seed(seeds["network"])  # the same initial weights and batches for the same seed
+    model = gamornet_train_keras(
+        inputs["training"][training], labels["training"][training], inputs["validation"][validation],
+        labels["validation"][validation], config.input_shape, files_save_path=folder, epochs=config.epochs,
+        batch_size=config.batch_size, lr=learning_rate, momentum=config.momentum, nesterov=config.nesterov,
+        save_model=True, verbose=1 if progress else 0,
+    )  # fmt: skip
+    paths.update(model=os.path.join(folder, "trained_model.hdf5"), metrics=os.path.join(folder, "metrics.csv"),
+                 card=os.path.join(folder, CARD_FILE_NAME))  # fmt: skip
+    card = _describe_card(config, settings, folder)
+    return {"model": model, "path": paths["model"], "paths": paths, "card": card, "mc_seed": seeds["dropout"],
+            "settings": settings}  # fmt: skip
 
 
-def _evaluate_stage(config, model_path, inputs, sets, log):
-    """Stage 4: the test set's probabilities, predicted classes, counts and metrics."""
-    from gamornet.keras_module import gamornet_predict_keras
+def _compare_stage(config, sets, labels, learn, output_dir, seeds, progress, log):
+    """Stage 4b: the same network trained on images preprocessed another way, scored on both test sets."""
+    settings = config.comparison_preprocessing
+    if settings is None:
+        return None
+    inputs = _preprocess(sets, settings, log)
+    folder = os.path.join(output_dir, f"compare_{settings['stretch']}")
+    network = _train_stage(config, settings, inputs, labels, learn, folder, seeds, progress, log)
+    scores = evaluate_comparison(config, network, sets, inputs, network["card"])
+    return dict(scores, settings=settings, folder=folder, label=_preprocessing_label(settings))
 
-    log(f"Predicting the test set with {model_path}")
-    probabilities = gamornet_predict_keras(inputs["test"], model_path, config.input_shape, batch_size=256)
-    predicted = _classes(config, probabilities)
-    counts = confusion_counts(sets["test"][1]["label"], predicted)
-    return {"probabilities": probabilities, "predicted": predicted, "counts": counts, "metrics": summary_metrics(counts)}
 
-
-def _write_predictions(path, parameters, probabilities, predicted):
+def _write_predictions(path, parameters, evaluation):
+    """``predictions.csv``: per test galaxy, its truth, the probabilities, both classes and the flags."""
+    raw, calibrated = evaluation["probabilities"]["test"], evaluation["calibrated"]["test"]
+    argmax, thresholded = evaluation["test"]["predicted"], evaluation["thresholded"]
+    uncertainty, failed = evaluation["uncertainty"], evaluation["domain"]["test"].failed
     with atomic_write(path, "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(
             ["index", "bulge_to_total", "true_label", "p_disk", "p_indeterminate", "p_bulge", "predicted_label",
-             "magnitude", "disk_half_light_radius_arcsec", "bulge_half_light_radius_arcsec"]
+             "magnitude", "disk_half_light_radius_arcsec", "bulge_half_light_radius_arcsec", "p_disk_calibrated",
+             "p_indeterminate_calibrated", "p_bulge_calibrated", "thresholded_label", "predicted_class_std",
+             "mutual_information", "out_of_domain"]
         )  # fmt: skip
-        for row, probability, label in zip(parameters, probabilities, predicted):
+        for position, row in enumerate(parameters):
             writer.writerow(
-                [int(row["index"]), f"{row['bulge_to_total']:.4f}", CLASS_NAMES[int(row["label"])],
-                 f"{probability[0]:.5f}", f"{probability[1]:.5f}", f"{probability[2]:.5f}", CLASS_NAMES[int(label)],
-                 f"{row['magnitude']:.3f}", f"{row['disk_half_light_radius']:.4f}",
-                 f"{row['bulge_half_light_radius']:.4f}"]
+                [int(row["index"]), f"{row['bulge_to_total']:.4f}", CLASS_NAMES[int(row["label"])]]
+                + [f"{value:.5f}" for value in raw[position]] + [CLASS_NAMES[int(argmax[position])]]
+                + [f"{row['magnitude']:.3f}", f"{row['disk_half_light_radius']:.4f}",
+                   f"{row['bulge_half_light_radius']:.4f}"]
+                + [f"{value:.5f}" for value in calibrated[position]] + [CLASS_NAMES[int(thresholded[position])]]
+                + [f"{uncertainty['top_std'][position]:.5f}", f"{uncertainty['mutual_information'][position]:.5f}",
+                   failed[position]]
             )  # fmt: skip
 
 
-def _report_stage(config, evaluation, sets, paths, plot, log):
-    """Stage 5: ``predictions.csv``, ``demo.png`` and the printed table; returns the table's text."""
+def _recall_pair(scores):
+    return f"{scores['metrics']['disk_recall']:.3f} / {scores['metrics']['bulge_recall']:.3f}"
+
+
+def _shift_lines(config, networks):
+    """The table of in-domain and shifted recall and out-of-domain shares, one row per network."""
+    shifted = config.shifted
+    lines = [f"Shifted test set: the same kind of galaxies seen with a Kolmogorov PSF of {shifted.psf_fwhm} arcsec FWHM "
+             f"(the survey's: {config.survey.psf_fwhm}) and x{config.shifted_noise} the noise. Recall of the most "
+             "probable class, and the share of galaxies outside the model card's central 99% range:",
+             f"  {'':30}{'disk / bulge recall':^32}{'out of domain':^18}",
+             f"  {'preprocessing':30}{'test':^16}{'shifted':^16}{'test':^9}{'shifted':^9}"]  # fmt: skip
+    for label, scores in networks:
+        domain = scores["domain"]
+        lines.append(f"  {label:30}{_recall_pair(scores['test']):^16}{_recall_pair(scores['shifted']):^16}"
+                     f"{domain['test'].share:^9.1%}{domain['shifted'].share:^9.1%}")  # fmt: skip
+    return lines
+
+
+def _preprocessing_label(settings):
+    stretch = "no stretch" if settings["stretch"] == "none" else f"{settings['stretch']} stretch"
+    return f"{stretch}, {settings['scaling']} scaling"
+
+
+def _report_text(config, evaluation, comparison):
+    """The printed report after the argmax table: calibration, thresholds, uncertainty and the shifted set."""
+    choice, rule, uncertainty = evaluation["choice"], evaluation["rule"], evaluation["uncertainty"]
+    source = ("thresholds chosen on the validation set (calibrated probabilities, purities asked "
+              f"{choice.target_disk_purity:g} / {choice.target_bulge_purity:g})" if choice is not None
+              else f"the handbook's thresholds {config.thresholds!r}")  # fmt: skip
+    networks = [(scores["label"], scores) for scores in (evaluation, comparison) if scores is not None]
+    return "\n".join([
+        f"Calibration: temperature T = {evaluation['temperature']:.3f} fitted on the {config.n_validation} validation "
+        f"galaxies; expected calibration error (ECE, 15 bins) on the {config.n_test} test galaxies: "
+        f"{evaluation['ece_before']:.3f} before, {evaluation['ece_after']:.3f} after.",
+        "",
+        f"Classes from {source}: disk if p_disk >= {rule.disk:.3f}, bulge if p_bulge >= {rule.bulge:.3f}, "
+        "indeterminate otherwise.",
+        format_purity_table(evaluation["thresholded_counts"], title="Test set, thresholds"),
+        "",
+        f"MC dropout ({config.mc_samples} draws): as a detector of the {uncertainty['error_rate']:.1%} misclassified "
+        f"test galaxies (most probable class), the std of the predicted class has an AUROC of "
+        f"{uncertainty['auroc_std']:.3f} (mutual information: {uncertainty['auroc_mutual_information']:.3f}).",
+        "",
+        *_shift_lines(config, networks),
+        "Main network, shifted set: " + evaluation["domain"]["shifted"].summary(),
+    ])  # fmt: skip
+
+
+def _scores_json(scores):
+    metrics = scores["metrics"]
+    return {key: float(metrics[key]) for key in ("disk_recall", "bulge_recall", "accuracy", "indeterminate_fraction")}
+
+
+def _summary(config, evaluation, comparison, timings):
+    """``demo_summary.json``: every number the demo reports."""
+    networks = {"main": evaluation} | ({} if comparison is None else {"comparison": comparison})
+    summary = {
+        "config": {key: (value if isinstance(value, (str, int, float, bool, type(None), tuple)) else str(value))
+                   for key, value in dataclasses.asdict(config).items()},
+        "temperature": evaluation["temperature"], "ece_before": evaluation["ece_before"],
+        "ece_after": evaluation["ece_after"],
+        "thresholds": {"disk": evaluation["rule"].disk, "bulge": evaluation["rule"].bulge},
+        "validation_choice": None if evaluation["choice"] is None else evaluation["choice"].as_dict(),
+        "test_thresholded": {key: float(evaluation["thresholded_metrics"][key]) for key in
+                             ("disk_purity", "bulge_purity", "disk_recall", "bulge_recall", "indeterminate_fraction")},
+        "uncertainty": {key: evaluation["uncertainty"][key] for key in ("auroc_std", "auroc_mutual_information",
+                                                                       "error_rate")},
+        "timings_s": timings,
+    }  # fmt: skip
+    for name, scores in networks.items():
+        summary[name] = {"test": _scores_json(scores["test"]), "shifted": _scores_json(scores["shifted"]),
+                         "out_of_domain": {key: check.share for key, check in scores["domain"].items()}}  # fmt: skip
+    summary["main"]["preprocessing"] = config.preprocessing
+    if comparison is not None:
+        summary["comparison"]["preprocessing"] = comparison["settings"]
+    return summary
+
+
+def _report_stage(config, evaluation, comparison, sets, paths, plot, log):
+    """Stage 5: ``predictions.csv``, ``demo.png`` and the printed tables; returns the printed text."""
     from gamornet._demo_figure import plot_demo, read_history
 
-    test_images, test_table = sets["test"]
-    paths["predictions"] = os.path.join(os.path.dirname(paths["model"]), "predictions.csv")
-    _write_predictions(paths["predictions"], test_table, evaluation["probabilities"], evaluation["predicted"])
-    metrics = evaluation["metrics"]
+    folder = os.path.dirname(paths["model"])
+    paths["predictions"] = os.path.join(folder, "predictions.csv")
+    _write_predictions(paths["predictions"], sets["test"][1], evaluation)
+    metrics = evaluation["test"]["metrics"]
     if plot:
-        paths["figure"] = os.path.join(os.path.dirname(paths["model"]), "demo.png")
+        paths["figure"] = os.path.join(folder, "demo.png")
         plot_demo(
-            paths["figure"], read_history(paths["metrics"]), evaluation["counts"], test_images, test_table,
-            evaluation["predicted"], evaluation["probabilities"],
+            paths["figure"], read_history(paths["metrics"]), sets, evaluation, comparison,
             f"GaMorNet trained from scratch on {config.n_train} simulated {config.survey.name}-like galaxies "
             f"({config.epochs} epochs): disk recall {metrics['disk_recall']:.2f}, "
             f"bulge recall {metrics['bulge_recall']:.2f}",
         )  # fmt: skip
-    table = format_handbook_table(evaluation["counts"])
-    log("", stamp=False)
-    log(table, stamp=False)
-    log("", stamp=False)
-    return table
+    table = format_handbook_table(evaluation["test"]["counts"])
+    text = _report_text(config, evaluation, comparison)
+    for block in ("", table, "", text, ""):
+        log(block, stamp=False)
+    return table, text
 
 
 # --------------------------------------------------------------------------- the demo
@@ -449,29 +645,37 @@ def run_demo(output_dir="demo_output", config=None, *, n_workers=None, progress=
     output_dir = _checks.check_folder(output_dir, "output_dir")
     os.makedirs(output_dir, exist_ok=True)
     log = _Log(stream)
-    survey = config.survey
+    survey, seeds = config.survey, _derived_seeds(config.seed)
     log(f"GaMorNet demo: {config.n_train} training, {config.n_validation} validation and {config.n_test} test "
         f"galaxies, {survey.name}-like ({survey.band}, {survey.pixel_scale} arcsec/pixel, {survey.magnitude_range[0]}"
         f"-{survey.magnitude_range[1]} mag), {config.size}x{config.size} pixels", stamp=False)  # fmt: skip
     log(f"Outputs go to {os.path.abspath(output_dir)}", stamp=False)
     timings = {}
     # Simulate before TensorFlow starts: the simulation's worker processes then start quickly.
-    sets = _simulate_stage(config, n_workers, progress, log)
+    sets = _simulate_stage(config, seeds, n_workers, progress, log)
     timings["simulation"] = log.elapsed()
-    inputs, labels = _split_stage(config, sets, log)
-    paths = {"preprocessing": _write_settings(config, output_dir)}
+    labels, learn = _split_stage(config, sets, log)
+    inputs = _preprocess(sets, config.preprocessing, log)
     started = log.elapsed()
-    paths["model"] = _train_stage(config, inputs, labels, output_dir, progress, log)
-    paths["metrics"] = os.path.join(output_dir, "metrics.csv")
+    network = _train_stage(config, config.preprocessing, inputs, labels, learn, output_dir, seeds, progress, log)
     timings["training"] = log.elapsed() - started
-    evaluation = _evaluate_stage(config, paths["model"], inputs, sets, log)
-    table = _report_stage(config, evaluation, sets, paths, plot, log)
+    evaluation = evaluate_network(config, network, sets, inputs, network["card"], log)
+    evaluation["label"] = _preprocessing_label(config.preprocessing)
+    started = log.elapsed()
+    comparison = _compare_stage(config, sets, labels, learn, output_dir, seeds, progress, log)
+    timings["comparison"] = log.elapsed() - started
+    paths = dict(network["paths"])
+    table, report = _report_stage(config, evaluation, comparison, sets, paths, plot, log)
     timings["total"] = log.elapsed()
+    paths["summary"] = os.path.join(output_dir, "demo_summary.json")
+    with atomic_write(paths["summary"], "w") as stream_:
+        json.dump(_summary(config, evaluation, comparison, timings), stream_, indent=2)
     log(f"Classes: {config.class_rule}. Timings: simulation {timings['simulation']:.0f} s, training "
-        f"{timings['training']:.0f} s, total {timings['total']:.0f} s", stamp=False)  # fmt: skip
+        f"{timings['training']:.0f} s, comparison {timings['comparison']:.0f} s, total {timings['total']:.0f} s",
+        stamp=False)  # fmt: skip
     log("Files: " + ", ".join(os.path.basename(path) for path in paths.values()), stamp=False)
-    return dict(evaluation["metrics"], counts=evaluation["counts"], table=table, config=config, paths=paths,
-                timings=timings)  # fmt: skip
+    return dict(evaluation["test"]["metrics"], counts=evaluation["test"]["counts"], table=table, report=report,
+                config=config, evaluation=evaluation, comparison=comparison, paths=paths, timings=timings)  # fmt: skip
 
 
 def _signature_with_settings(function):

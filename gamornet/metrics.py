@@ -27,7 +27,7 @@ import numpy as np
 
 from gamornet.presets import CLASS_NAMES
 
-__all__ = ["confusion_counts", "summary_metrics", "format_handbook_table", "classes_from_names", "error_auroc"]
+__all__ = ["confusion_counts", "summary_metrics", "format_handbook_table", "format_purity_table", "classes_from_names"]
 
 
 def classes_from_names(names):
@@ -152,6 +152,16 @@ def summary_metrics(counts):
     }
 
 
+def _purity_rows(metrics, title):
+    handbook = metrics["handbook"]
+    return [
+        f"| {title:26} | Predicted Disks | Predicted Bulges |",
+        "|----------------------------|-----------------|------------------|",
+        f"| Actual Disks               | {handbook[0, 0]:14.2f}% | {handbook[0, 2]:15.2f}% |",
+        f"| Actual Bulges              | {handbook[2, 0]:14.2f}% | {handbook[2, 2]:15.2f}% |",
+    ]
+
+
 def format_handbook_table(counts, title="Demo on simulated galaxies"):
     """The handbook's table of actual against predicted disks and bulges, and the recall lines.
 
@@ -179,12 +189,7 @@ def format_handbook_table(counts, title="Demo on simulated galaxies"):
     """
     counts = _check_counts(counts)
     metrics = summary_metrics(counts)
-    handbook = metrics["handbook"]
-    lines = [
-        f"| {title:26} | Predicted Disks | Predicted Bulges |",
-        "|----------------------------|-----------------|------------------|",
-        f"| Actual Disks               | {handbook[0, 0]:14.2f}% | {handbook[0, 2]:15.2f}% |",
-        f"| Actual Bulges              | {handbook[2, 0]:14.2f}% | {handbook[2, 2]:15.2f}% |",
+    lines = _purity_rows(metrics, title) + [
         "",
         f"Counts (actual x predicted; {metrics['n_test']} test galaxies):",
         f"{'':16}{'disk':>8}{'indet.':>8}{'bulge':>8}{'recall':>9}",
@@ -201,49 +206,35 @@ def format_handbook_table(counts, title="Demo on simulated galaxies"):
     return "\n".join(lines)
 
 
-def error_auroc(scores, is_error):
-    """Area under the ROC curve of ``scores`` as a detector of ``is_error``.
+def format_purity_table(counts, title="With thresholds"):
+    """The handbook's table with the completeness and the indeterminate fraction, for thresholded classes.
 
-    The probability that a randomly chosen error has a higher score than a
-    randomly chosen correct prediction, ties counting one half (the
-    Mann-Whitney U statistic divided by the number of pairs). 0.5 is a score
-    that knows nothing of the errors, 1 one that ranks every error above every
-    correct prediction. Used to judge an uncertainty (the standard deviation
-    of MC-dropout probabilities, or the mutual information) as a flag of
-    misclassified galaxies.
+    The table's entries are the purities of the predicted disks and bulges
+    (as in :func:`format_handbook_table`); below it the completeness of each
+    class (the fraction of the actual disks, or bulges, so classified) and the
+    fraction of all galaxies classified indeterminate, the three numbers by
+    which the handbook and Ghosh et al. (2020, Sec. 4.1) judge a threshold.
 
     Parameters
     ----------
-    scores : array_like of float, shape (n,)
-        Larger means "more likely wrong".
-    is_error : array_like of bool, shape (n,)
-        Whether each prediction is wrong.
+    counts : numpy.ndarray of shape (3, 3)
+        From :func:`confusion_counts`.
+    title : str
+        The table's corner cell.
 
     Returns
     -------
-    float
-        NaN when there are no errors or no correct predictions.
+    str
 
     Raises
     ------
     ValueError
-        Arrays that are not 1-D of one length, or non-finite scores.
+        ``counts`` is not a 3 x 3 array of non-negative integers.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    is_error = np.asarray(is_error)
-    if scores.ndim != 1 or scores.shape != is_error.shape:
-        raise ValueError(
-            f"scores and is_error must be 1-D and of the same length. Received shapes {scores.shape} and "
-            f"{is_error.shape}"
-        )
-    if not np.isfinite(scores).all():
-        raise ValueError("scores must be finite numbers")
-    is_error = is_error.astype(bool)
-    n_errors, n_correct = int(is_error.sum()), int((~is_error).sum())
-    if not n_errors or not n_correct:
-        return float("nan")
-    # Average ranks (1-based) handle ties: the rank-sum form of the Mann-Whitney U statistic.
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
-    u_statistic = ranks[is_error].sum() - n_errors * (n_errors + 1) / 2.0
-    return float(u_statistic / (n_errors * n_correct))
+    metrics = summary_metrics(_check_counts(counts))
+    return "\n".join(_purity_rows(metrics, title) + [
+        f"Purity:       disk {metrics['disk_purity']:.3f}   bulge {metrics['bulge_purity']:.3f}",
+        f"Completeness: disk {metrics['disk_recall']:.3f}   bulge {metrics['bulge_recall']:.3f}   "
+        f"({metrics['n_test']} galaxies)",
+        f"Indeterminate fraction (predicted): {metrics['indeterminate_fraction']:.1%}",
+    ])  # fmt: skip

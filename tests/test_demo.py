@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -251,3 +252,66 @@ def test_demo_takes_numpy_integer_seeds_as_simulate_does(tmp_path):
         run_demo(str(file_path), seed=np.uint32(3))
     with pytest.raises(TypeError, match="output_dir must be the path of a folder"):
         run_demo(3)
+
+
+def test_shifted_survey_changes_the_psf_and_scales_the_noise():
+    from gamornet.demo import DemoConfig, shifted_survey
+
+    survey = DemoConfig().survey
+    shifted = shifted_survey(survey, psf_fwhm=0.5, noise=3.0)
+    assert shifted.noise_per_pixel() == pytest.approx(3.0 * survey.noise_per_pixel(), rel=1e-12)
+    assert (shifted.psf, shifted.psf_fwhm) == ("kolmogorov", 0.5)
+    # Everything that sets the true classes stays: the galaxies' ranges and the cutout.
+    for name in ("magnitude_range", "bulge_to_total_range", "disk_radius_range", "bulge_radius_range", "shape",
+                 "pixel_scale", "sky_level"):
+        assert getattr(shifted, name) == getattr(survey, name), name
+    # The sky's Poisson noise alone is 0.66 of CANDELS' noise (sky 311 e-, read noise 20 e- per pixel).
+    lowest = math.sqrt(survey.sky_level * survey.gain) / (survey.noise_per_pixel() * survey.gain)
+    assert shifted_survey(survey, 0.5, lowest * 1.0001).read_noise == pytest.approx(0.0, abs=0.5)
+    with pytest.raises(ValueError, match=r"shifted_noise must be at least 0\.66"):
+        shifted_survey(survey, 0.5, 0.5)
+    with pytest.raises(ValueError, match="shifted_psf_fwhm must be a positive number"):
+        DemoConfig(shifted_psf_fwhm=0)
+
+
+def test_demo_config_phase_settings():
+    from gamornet.demo import DemoConfig
+
+    config = DemoConfig()
+    assert config.comparison_preprocessing["stretch"] == "none" and config.comparison_preprocessing["scaling"] == "peak"
+    assert DemoConfig(compare_stretch="off").comparison_preprocessing is None
+    assert DemoConfig(compare_stretch="asinh").comparison_preprocessing is None  # the same as the main network's
+    assert "validation set" in config.class_rule and "keras_SDSS" in DemoConfig(thresholds="keras_SDSS").class_rule
+    with pytest.raises(ValueError, match=r"disk_purity must be a fraction in \(0, 1\]"):
+        DemoConfig(disk_purity=1.5)
+    with pytest.raises(ValueError, match="bulge_purity must be a positive number"):
+        DemoConfig(bulge_purity=0)
+    with pytest.raises(ValueError, match="compare_stretch must be one of 'none', 'asinh', 'log' or 'off'"):
+        DemoConfig(compare_stretch="sqrt")
+    with pytest.raises(ValueError, match="n_shifted must be a positive integer"):
+        DemoConfig(n_shifted=0)
+    with pytest.raises(ValueError, match="mc_samples must be a positive integer"):
+        DemoConfig(mc_samples=0)
+
+
+def test_evaluation_falls_back_when_the_validation_set_cannot_give_a_temperature_or_a_purity():
+    from gamornet._demo_evaluate import fitted_temperature, threshold_rule
+    from gamornet.demo import DemoConfig
+
+    messages = []
+
+    def log(message, stamp=True):
+        messages.append(message)
+
+    # Every most probable class right: the likelihood grows as T goes to 0, so T = 1 is kept and said.
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.7, 0.2, 0.1]])
+    assert fitted_temperature(probabilities, [0, 2, 0], log) == 1.0
+    assert "no temperature fitted, T = 1 kept" in messages[-1]
+    # The best disk purity reachable is 2/3 (a bulge has the highest p_disk but one): the demo settles for it.
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]])
+    rule, choice = threshold_rule(DemoConfig(), probabilities, np.array([2, 0, 0, 2, 2]), log)
+    assert "a disk purity of 0.95 is out of reach on the validation set; using 0.666" in messages[-1]
+    assert rule.disk == pytest.approx(0.7) and choice.disk_purity == pytest.approx(2 / 3)
+    assert rule.bulge == pytest.approx(0.7) and choice.bulge_purity == 1.0
+    handbook, none = threshold_rule(DemoConfig(thresholds="keras_CANDELS"), probabilities, [2, 0, 0, 2, 2], log)
+    assert none is None and handbook.bulge == 0.6

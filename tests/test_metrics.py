@@ -3,29 +3,7 @@
 import numpy as np
 import pytest
 
-from gamornet.metrics import classes_from_names, confusion_counts, error_auroc, format_handbook_table, summary_metrics
-
-
-def _pairwise_auroc(scores, is_error):
-    """The definition itself: the share of (error, correct) pairs ranked right, ties counting one half."""
-    errors, correct = scores[is_error], scores[~is_error]
-    wins = (errors[:, None] > correct[None, :]).sum() + 0.5 * (errors[:, None] == correct[None, :]).sum()
-    return wins / (len(errors) * len(correct))
-
-
-def test_error_auroc_is_the_share_of_pairs_ranked_right():
-    rng = np.random.default_rng(5)
-    is_error = rng.random(300) < 0.2
-    scores = np.round(rng.normal(size=300) + is_error, 1)  # rounded: many ties
-    assert error_auroc(scores, is_error) == pytest.approx(_pairwise_auroc(scores, is_error), abs=1e-12)
-    assert error_auroc([0.1, 0.2, 0.9], [False, False, True]) == 1.0
-    assert error_auroc([0.9, 0.2, 0.1], [False, False, True]) == 0.0
-    assert error_auroc([0.5, 0.5], [True, False]) == 0.5
-    assert np.isnan(error_auroc([0.1, 0.2], [False, False]))
-    with pytest.raises(ValueError, match="same length"):
-        error_auroc([0.1, 0.2], [True])
-    with pytest.raises(ValueError, match="scores must be finite"):
-        error_auroc([np.nan, 0.2], [True, False])
+from gamornet.metrics import classes_from_names, confusion_counts, format_handbook_table, summary_metrics
 
 
 def test_purity_and_class_names():

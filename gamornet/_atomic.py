@@ -6,8 +6,61 @@ half-written file behind. Backend-neutral.
 """
 
 import contextlib
+import errno
 import os
+import socket
 import tempfile
+
+
+def _temporary_prefix(path):
+    return ".tmp-" + os.path.basename(path) + "-"
+
+
+def _owner():
+    """``<host>.<pid>``: which process writes a temporary file, so that another can tell it is stale."""
+    return f"{socket.gethostname().replace('-', '_').replace('.', '_')}.{os.getpid()}"
+
+
+def _is_running(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as error:
+        return error.errno == errno.EPERM
+    return True
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files of ``path`` left by processes of this host that no longer run.
+
+    A process killed outright (SIGKILL, a node's crash) cannot remove its
+    temporary file; the next run that writes the same file does. Files of
+    running processes, and of other hosts sharing the folder, are left alone.
+
+    Returns
+    -------
+    list of str
+        The files removed.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = _temporary_prefix(path)
+    host = _owner().split(".")[0]
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(folder):
+            if not name.startswith(prefix):
+                continue
+            owner = name[len(prefix):].split("-", 1)[0]
+            owner_host, _, pid = owner.rpartition(".")
+            if owner_host == host and pid.isdigit() and not _is_running(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, name))
+                    removed.append(os.path.join(folder, name))
+    return removed
+
+
+def is_temporary_name(name):
+    """Whether a file name is that of a temporary file of :func:`atomic_path`."""
+    return name.startswith(".tmp-")
 
 
 @contextlib.contextmanager
@@ -25,7 +78,7 @@ def atomic_path(path, suffix=""):
     On an exception the temporary file is removed and ``path`` is untouched.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=suffix, dir=folder)
+    handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path) + _owner() + "-", suffix=suffix, dir=folder)
     os.close(handle)
     try:
         yield temporary

@@ -60,6 +60,18 @@ def check_input_shape(input_shape):
     return tuple(int(size) for size in shape)
 
 
+def _missing_axis_hint(shape, input_shape, name):
+    """How to add the axis an array lacks, when one is all it lacks."""
+    x, y, ndim = input_shape
+    if tuple(shape) == (x, y, ndim):
+        return f" A single image needs a leading axis of length 1: {name}[np.newaxis]"
+    if len(shape) == 3 and ndim == 1 and tuple(shape[1:]) == (x, y):
+        return f" A stack of single-band images of shape (n, x, y) needs a trailing axis: {name}[..., np.newaxis]"
+    if tuple(shape) == (x, y) and ndim == 1:
+        return f" A single single-band image needs two axes more: {name}[np.newaxis, ..., np.newaxis]"
+    return ""
+
+
 def check_images(images, input_shape, name="img_array"):
     """Check an image array against the network's input shape.
 
@@ -95,8 +107,7 @@ def check_images(images, input_shape, name="img_array"):
     if images.ndim != 4:
         raise ValueError(
             f"{name} must be 4-D, of shape (n, x, y, ndim) = (n, {', '.join(map(str, input_shape))}). "
-            f"Received an array of shape {images.shape}. "
-            "A single-band image stack of shape (n, x, y) needs a trailing axis: img_array[..., np.newaxis]"
+            f"Received an array of shape {images.shape}.{_missing_axis_hint(images.shape, input_shape, name)}"
         )
     if images.shape[0] == 0:
         raise ValueError(f"{name} holds no images. Received an array of shape {images.shape}")
@@ -193,6 +204,13 @@ def check_bools(bools, name, presets):
     if not all(isinstance(value, (bool, np.bool_)) for value in values):
         raise TypeError(f"{name} must hold booleans (True or False). Received: {values!r}")
     return [bool(value) for value in values]
+
+
+def check_flag(value, name):
+    """Check a True/False parameter (numpy booleans accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False. Received: {name}={value!r}")
+    return bool(value)
 
 
 def check_positive_int(value, name, allow_zero=False):
@@ -294,6 +312,21 @@ def check_folder(path, name, expected="the path of a folder"):
     return path
 
 
+def check_save_folder(files_save_path):
+    """Check ``files_save_path`` without creating anything; return the folder, or None for '/dev/null'.
+
+    Raises
+    ------
+    TypeError
+        Not a string or path-like.
+    NotADirectoryError
+        The path names an existing file.
+    """
+    if isinstance(files_save_path, (str, os.PathLike)) and os.path.normpath(os.fspath(files_save_path)) == os.devnull:
+        return None
+    return check_folder(files_save_path, "files_save_path", "the path of a folder (or '/dev/null' to save nothing)")
+
+
 def resolve_save_folder(files_save_path):
     """Resolve ``files_save_path`` to a folder, created if missing, or None for '/dev/null'.
 
@@ -306,8 +339,7 @@ def resolve_save_folder(files_save_path):
     OSError
         The folder cannot be created.
     """
-    if isinstance(files_save_path, (str, os.PathLike)) and os.path.normpath(os.fspath(files_save_path)) == os.devnull:
-        return None
-    path = check_folder(files_save_path, "files_save_path", "the path of a folder (or '/dev/null' to save nothing)")
-    os.makedirs(path, exist_ok=True)
+    path = check_save_folder(files_save_path)
+    if path is not None:
+        os.makedirs(path, exist_ok=True)
     return path

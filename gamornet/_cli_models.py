@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from gamornet import _download, _registry
+from gamornet.formats import tflearn_checkpoint
 
 _STATE_WORDS = {
     "cached": "yes",
@@ -122,7 +123,7 @@ def _model_rows(entry, status):
     rows = [[entry.name, entry.backend, _shape(entry.input_shape), state, _size(total), "-" if total is None else ""]]
     if status.state == "missing":
         return rows
-    for item, suffix in zip(status.files, _registry.TFLEARN_CHECKPOINT_SUFFIXES):
+    for item, suffix in zip(status.files, tflearn_checkpoint.SUFFIXES):
         rows.append([f"  {suffix}", "", "", "", _size(item.size), _digest(item)])
     return rows
 
@@ -190,9 +191,15 @@ def _entries(names, backend):
 def run_download(args):
     """Fetch each named model or data file into the cache and print where it is."""
     entries = _entries(args.names, args.backend)
-    for entry in entries:
+    for done, entry in enumerate(entries):
         before = _download.cached_status(entry).state
-        _download.fetch(entry, force=args.force, progress=not args.quiet)
+        try:
+            _download.fetch(entry, force=args.force, progress=not args.quiet)
+        except KeyboardInterrupt as stop:
+            finished = ", ".join(item.describe() for item in entries[:done])
+            stop.kept = (f"{entry.describe()} was not downloaded (nothing of it is in the cache)"
+                         + (f"; {finished} {'is' if done == 1 else 'are'} in the cache" if done else ""))
+            raise
         after = _download.cached_status(entry)
         if args.force or before in ("missing", "partial"):
             what = "downloaded"
@@ -200,7 +207,7 @@ def run_download(args):
             what = "checked and recorded"
         else:
             what = "already cached"
-        label = f"{entry.name} ({entry.backend})" if isinstance(entry, _registry.PublishedModel) else entry.name
+        label = f"{entry.name} ({entry.backend})" if hasattr(entry, "backend") else entry.name
         print(f"{label}: {what}")
         for item in after.files:
             print(f"  {item.local_path}  {_size(item.size)}  sha256 {item.recorded_sha256}")

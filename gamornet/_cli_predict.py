@@ -18,18 +18,20 @@ When a run stops early, the rows computed so far are kept, in
 """
 
 import argparse
-import csv
 import os
 import sys
 
 import numpy as np
 
 from gamornet import _checks, _registry
-from gamornet._atomic import atomic_path
-from gamornet.presets import INPUT_SHAPES
+from gamornet._atomic import atomic_path, remove_stale_temporaries
+from gamornet._tables import BASE_COLUMNS, CsvTable, FitsTable
+from gamornet.errors import BadInputError
 from gamornet.classify import HANDBOOK_THRESHOLDS, classify, default_threshold_set, resolve_thresholds
+from gamornet.predictor import load_predictor
+from gamornet.presets import INPUT_SHAPES
 
-COLUMNS = ("source", "p_disk", "p_indet", "p_bulge", "class")
+COLUMNS = BASE_COLUMNS
 _CSV_ENDINGS = (".csv",)
 _FITS_ENDINGS = (".fits", ".fit", ".fits.gz", ".fit.gz")
 
@@ -49,7 +51,7 @@ tflearn_CANDELS, from the published model name (SDSS_tl ...) or from
 """
 
 _EPILOG = """\
-threshold sets (SPEC §5; "else indeterminate"):
+threshold sets (the Public Data Release Handbook; "else indeterminate"):
   keras_SDSS       disk if p_disk >= 0.70; bulge if p_bulge >= 0.70
   keras_CANDELS    disk if p_disk > p_bulge and p_disk > p_indet; bulge if p_bulge >= 0.60
   tflearn_SDSS     disk if p_disk >= 0.80; bulge if p_bulge >= 0.80
@@ -60,7 +62,14 @@ threshold sets (SPEC §5; "else indeterminate"):
 bad inputs (unreadable files, images of the wrong shape, NaN or infinite pixels):
   by default the run stops with an error naming the input; the rows computed
   before it are kept in OUTPUT.partial.csv (or .partial.fits). With --skip-bad
-  the run goes on and lists the bad inputs at the end.
+  the run goes on and lists the bad inputs at the end. Images with one value in
+  every pixel (blank or saturated) are classified but named at the end: their
+  probabilities say nothing about a galaxy.
+
+stopping a run (Ctrl-C, or SIGTERM as sent by Slurm and `timeout`):
+  the rows computed so far are kept in OUTPUT.partial.csv (or .partial.fits);
+  the exit status is 130 (Ctrl-C) or 143 (SIGTERM). A later successful run
+  removes the partial file and any temporary file a killed run left behind.
 
 examples:
   gamornet predict cutouts/ --model SDSS_tl --output sdss.csv
@@ -203,81 +212,7 @@ def partial_path(output):
     return output + ".partial"
 
 
-# --------------------------------------------------------------------------- backends
-
-
-def _keras_predictor(model_path, input_shape):
-    from gamornet import keras_module
-
-    model = keras_module.gamornet_build_model_keras(input_shape)
-    keras_module.gamornet_load_model_keras(model, model_path)
-    forward = keras_module._compiled_forward(model)
-    return lambda images: forward(images).numpy(), lambda: None
-
-
-def _tflearn_predictor(model_path, input_shape):
-    from gamornet import tflearn_module
-
-    model = tflearn_module.gamornet_build_model_tflearn(input_shape)
-    tflearn_module.gamornet_load_model_tflearn(model, model_path)
-    return lambda images: np.asarray(model.predict(images), dtype=np.float32), model.session.close
-
-
-# --------------------------------------------------------------------------- tables
-
-
-class _CsvTable:
-    """Rows streamed into an open text file."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.writer = csv.writer(stream, lineterminator="\n")
-        self.writer.writerow(COLUMNS)
-        self.stream.flush()
-        self.rows = 0
-
-    def add(self, sources, probabilities, classes):
-        self.writer.writerows(
-            (source, str(p_disk), str(p_indet), str(p_bulge), label)
-            for source, (p_disk, p_indet, p_bulge), label in zip(sources, probabilities, classes)
-        )
-        self.stream.flush()
-        self.rows += len(sources)
-
-
-class _FitsTable:
-    """Rows kept in memory (a few dozen bytes each), written as a FITS table at the end."""
-
-    def __init__(self, meta):
-        self.meta = meta
-        self.sources, self.probabilities, self.classes = [], [], []
-        self.rows = 0
-
-    def add(self, sources, probabilities, classes):
-        self.sources.extend(sources)
-        self.probabilities.append(np.asarray(probabilities, dtype=np.float32))
-        self.classes.extend(classes)
-        self.rows += len(sources)
-
-    def write(self, path):
-        from astropy.table import Table
-
-        probabilities = np.concatenate(self.probabilities) if self.probabilities else np.empty((0, 3), np.float32)
-        table = Table(
-            [np.asarray(self.sources, dtype=str), probabilities[:, 0], probabilities[:, 1], probabilities[:, 2],
-             np.asarray(self.classes, dtype=str)],
-            names=COLUMNS,
-            meta=self.meta,
-        )
-        with atomic_path(path, suffix=".fits") as temporary:
-            table.write(temporary, format="fits", overwrite=True)
-
-
 # --------------------------------------------------------------------------- the run
-
-
-class _BadInputStop(ValueError):
-    pass
 
 
 def _stop_message(bad, rows, kept):
@@ -301,26 +236,32 @@ def _describe_thresholds(thresholds):
     )
 
 
-def _classify_stream(reader, predict, thresholds, table, progress):
-    """Predict and classify every batch of ``reader`` into ``table``; return the bad inputs met."""
-    from gamornet._progress import progress_bar
-    from gamornet.io import prefetch
+class _Outcome:
+    """What a run met besides its rows: bad inputs, and images with one value in every pixel."""
 
-    bad_inputs = []
+    def __init__(self):
+        self.bad_inputs = []
+        self.blank_sources = []
+
+
+def _classify_stream(reader, predictor, thresholds, table, progress, outcome):
+    """Predict and classify every batch of ``reader`` into ``table`` through the predictor's batch loop."""
+    from gamornet._progress import progress_bar
+
     done = 0
     with progress_bar(reader.total, "Classifying", enabled=progress) as bar:
-        for batch in prefetch(reader, depth=2):
+        for batch, result in predictor.stream(reader):
             if len(batch.sources):
-                probabilities = predict(batch.images)
-                table.add(batch.sources, probabilities, classify(probabilities, thresholds))
-            bad_inputs.extend(batch.bad)
+                columns = {name: result.columns[name] for name in predictor.columns}
+                table.add(batch.sources, result.probabilities, classify(result.probabilities, thresholds), columns)
+                outcome.blank_sources += [source for source, blank in zip(batch.sources, result.blank) if blank]
+            outcome.bad_inputs.extend(batch.bad)
             done += len(batch.sources) + len(batch.bad)
             if progress:
                 bar.max_value = max(reader.total, done)
             bar.update(done)
             if batch.bad and not reader.skip_bad:
-                raise _BadInputStop(batch.bad[0])
-    return bad_inputs
+                raise BadInputError(batch.bad[0])
 
 
 def _keep_partial(table, kind, output, temporary):
@@ -336,70 +277,122 @@ def _keep_partial(table, kind, output, temporary):
     return kept
 
 
-def run(args):
-    """Run ``gamornet predict``; return the exit status."""
-    from gamornet.io import ImageReader
-
-    input_shape, data_set = _resolve_model(args)
-    thresholds = _parse_thresholds(args.thresholds)
-    if thresholds is None:
-        if data_set is None:
-            raise ValueError(
-                f"no handbook threshold set fits the input shape {input_shape}: they exist for SDSS "
-                "(167, 167, 1) and CANDELS (83, 83, 1). Give --thresholds P_DISK,P_BULGE (such as 0.7,0.7) "
-                "or a set name (" + ", ".join(HANDBOOK_THRESHOLDS) + ")"
-            )
-        thresholds = default_threshold_set(args.backend, data_set)
-    batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
-    kind = _output_format(args.output)
-    if args.hdu is not None:
-        _checks.check_positive_int(args.hdu, "--hdu", allow_zero=True)
-    reader = ImageReader(args.inputs, input_shape, batch_size=batch_size, hdu=args.hdu, skip_bad=args.skip_bad)
-    if not _registry.is_published_name(args.model) and args.backend == "keras":
-        _checks.check_model_file(args.model, "--model")
-    load = _keras_predictor if args.backend == "keras" else _tflearn_predictor
-    predict, close = load(args.model, input_shape)
-    meta = {"MODEL": str(args.model)[-68:], "BACKEND": args.backend, "THRESH": _describe_thresholds(thresholds)[:68]}
+def _run_into(reader, predictor, thresholds, table, kind, output, temporary, progress, outcome):
     try:
-        if args.output is None:
-            table = _CsvTable(sys.stdout)
-            bad_inputs = _run_into(reader, predict, thresholds, table, kind, None, None, not args.no_progress)
-        elif kind == "csv":
-            with atomic_path(args.output, suffix=".csv") as temporary:
-                with open(temporary, "w", newline="", encoding="utf-8") as stream:
-                    table = _CsvTable(stream)
-                    bad_inputs = _run_into(reader, predict, thresholds, table, kind, args.output, temporary,
-                                           not args.no_progress)
-        else:
-            table = _FitsTable(meta)
-            bad_inputs = _run_into(reader, predict, thresholds, table, kind, args.output, None, not args.no_progress)
-            table.write(args.output)
-    finally:
-        close()
-    _report(table, bad_inputs, args.output, thresholds)
-    return 0
-
-
-def _run_into(reader, predict, thresholds, table, kind, output, temporary, progress):
-    try:
-        return _classify_stream(reader, predict, thresholds, table, progress)
-    except _BadInputStop as stop:
+        _classify_stream(reader, predictor, thresholds, table, progress, outcome)
+    except BadInputError as stop:
         kept = _keep_partial(table, kind, output, temporary)
-        raise _BadInputStop(_stop_message(stop.args[0], table.rows, kept)) from None
-    except BaseException:
+        raise BadInputError(_stop_message(stop.args[0], table.rows, kept)) from None
+    except BaseException as error:
         kept = _keep_partial(table, kind, output, temporary)
         if kept is not None:
-            print(f"gamornet predict: the {table.rows} images classified before the stop are saved in {kept!r}",
-                  file=sys.stderr)
+            error.kept = f"the {table.rows} images classified before the stop are saved in {kept!r}"
+        elif output is not None:
+            error.kept = f"no image had been classified; nothing was written to {output!r}"
         raise
 
 
-def _report(table, bad_inputs, output, thresholds):
+def _own_files(output):
+    """The files a run writes, which it must never read as inputs."""
+    return () if output is None else (output, partial_path(output))
+
+
+def _refuse_overwriting_inputs(reader, output):
+    if output is None:
+        return
+    target = os.path.realpath(output)
+    for _, path in reader.entries:
+        if os.path.realpath(path) == target:
+            raise ValueError(
+                f"--output {output!r} is one of the inputs: writing the table there would destroy it. Give another "
+                "file name for the table"
+            )
+
+
+def _open_reader(args, input_shape, batch_size):
+    from gamornet.io import ImageReader
+
+    if args.hdu is not None:
+        _checks.check_positive_int(args.hdu, "--hdu", allow_zero=True)
+    reader = ImageReader(args.inputs, input_shape, batch_size=batch_size, hdu=args.hdu, skip_bad=args.skip_bad,
+                         exclude=_own_files(args.output))
+    _refuse_overwriting_inputs(reader, args.output)
+    if reader.total == 0:
+        names = ", ".join(repr(path) for _, path in reader.entries)
+        raise ValueError(f"the inputs hold no images: {names} hold 0 images")
+    return reader
+
+
+def _resolve_thresholds(args, input_shape, data_set):
+    thresholds = _parse_thresholds(args.thresholds)
+    if thresholds is not None:
+        return thresholds
+    if data_set is None:
+        raise ValueError(
+            f"no handbook threshold set fits the input shape {input_shape}: they exist for SDSS "
+            "(167, 167, 1) and CANDELS (83, 83, 1). Give --thresholds P_DISK,P_BULGE (such as 0.7,0.7) "
+            "or a set name (" + ", ".join(HANDBOOK_THRESHOLDS) + ")"
+        )
+    return default_threshold_set(args.backend, data_set)
+
+
+def _fits_meta(predictor, thresholds):
+    return {"MODEL": str(predictor.model)[-68:], "MODELSHA": predictor.model_sha256, "BACKEND": predictor.backend,
+            "THRESH": _describe_thresholds(thresholds)[:68]}
+
+
+def run(args):
+    """Run ``gamornet predict``; return the exit status."""
+    input_shape, data_set = _resolve_model(args)
+    thresholds = _resolve_thresholds(args, input_shape, data_set)
+    batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
+    kind = _output_format(args.output)
+    reader = _open_reader(args, input_shape, batch_size)
+    if not _registry.is_published_name(args.model) and args.backend == "keras":
+        _checks.check_model_file(args.model, "--model")
+    if args.output is not None:
+        for path in _own_files(args.output):
+            remove_stale_temporaries(path)
+    outcome = _Outcome()
+    with load_predictor(args.model, input_shape, args.backend) as predictor:
+        progress = not args.no_progress
+        if args.output is None:
+            table = CsvTable(sys.stdout, predictor.columns)
+            _run_into(reader, predictor, thresholds, table, kind, None, None, progress, outcome)
+        elif kind == "csv":
+            with atomic_path(args.output, suffix=".csv") as temporary:
+                with open(temporary, "w", newline="", encoding="utf-8") as stream:
+                    table = CsvTable(stream, predictor.columns)
+                    _run_into(reader, predictor, thresholds, table, kind, args.output, temporary, progress, outcome)
+        else:
+            table = FitsTable(_fits_meta(predictor, thresholds), predictor.columns)
+            _run_into(reader, predictor, thresholds, table, kind, args.output, None, progress, outcome)
+            table.write(args.output)
+    if args.output is not None and os.path.exists(partial_path(args.output)):
+        # The partial rows of an earlier, stopped run are superseded by this complete table.
+        os.remove(partial_path(args.output))
+    _report(table, outcome, args.output, thresholds)
+    return 0
+
+
+def _listing(items, limit=20):
+    lines = [f"  {item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"  ... and {len(items) - limit} more")
+    return lines
+
+
+def _report(table, outcome, output, thresholds):
     where = "standard output" if output is None else repr(output)
-    print(f"gamornet predict: classified {table.rows} images with the thresholds {_describe_thresholds(thresholds)}; "
-          f"the table is in {where}", file=sys.stderr)
-    if bad_inputs:
-        plural = "s" if len(bad_inputs) > 1 else ""
-        print(f"gamornet predict: skipped {len(bad_inputs)} bad input{plural}:", file=sys.stderr)
-        for bad in bad_inputs:
-            print(f"  {bad}", file=sys.stderr)
+    lines = [f"gamornet predict: classified {table.rows} images with the thresholds "
+             f"{_describe_thresholds(thresholds)}; the table is in {where}"]
+    if outcome.blank_sources:
+        count = len(outcome.blank_sources)
+        lines.append(f"gamornet predict: warning: {count} image{'s' if count > 1 else ''} had the same value in every "
+                     "pixel (blank, or saturated everywhere): their probabilities say nothing about a galaxy:")
+        lines += _listing(outcome.blank_sources)
+    if outcome.bad_inputs:
+        plural = "s" if len(outcome.bad_inputs) > 1 else ""
+        lines.append(f"gamornet predict: skipped {len(outcome.bad_inputs)} bad input{plural}:")
+        lines += _listing([str(bad) for bad in outcome.bad_inputs], limit=len(outcome.bad_inputs))
+    print("\n".join(lines), file=sys.stderr)

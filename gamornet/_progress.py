@@ -57,5 +57,7 @@ def progress_bar(total, label, unit="images", enabled=True):
     bar.start()
     try:
         yield bar
+        # progressbar2 redraws at most every few tenths of a second: show where the work ended.
+        bar.update(bar.value, force=True)
     finally:
         bar.finish(dirty=True)

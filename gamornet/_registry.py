@@ -1,12 +1,18 @@
 """The published GaMorNet models and data files, kept as data.
 
 Backend-neutral: imports neither TensorFlow nor tflearn. Builders never hold
-URLs; the downloader (``gamornet._download``) and the CLI read this table.
-Paths are relative to the public data release's base URL, ``DEFAULT_BASE_URL``.
+URLs; the downloader (``gamornet._download``), :mod:`gamornet.models` and the
+CLI read this table. Paths are relative to the public data release's base URL,
+``DEFAULT_BASE_URL``. Each entry knows its files and how to check them once
+downloaded, so the downloader never asks what kind of entry it holds.
 """
 
+import os
+import tarfile
+import zlib
 from dataclasses import dataclass, field
 
+from gamornet.formats.tflearn_checkpoint import SUFFIXES as TFLEARN_CHECKPOINT_SUFFIXES
 from gamornet.presets import INPUT_SHAPES
 
 #: The public data release of Ghosh et al. (2020): anonymous FTP at Yale.
@@ -16,19 +22,7 @@ CITATION = (
     "Ghosh, A., Urry, C. M., Wang, Z., et al. 2020, ApJ, 895, 112, doi:10.3847/1538-4357/ab8a47"
 )
 
-#: Files of one TFLearn checkpoint, appended to its prefix.
-TFLEARN_CHECKPOINT_SUFFIXES = (".data-00000-of-00001", ".index", ".meta")
-
 BACKENDS = ("keras", "tflearn")
-
-#: The (weight, bias) variables of the 8 weighted layers in the published
-#: TFLearn checkpoints, in network order (TFLearn's default scope names). Their
-#: shapes are those of ``gamornet.presets.weight_shapes``.
-TFLEARN_WEIGHT_VARIABLES = tuple(
-    (f"{scope}/W", f"{scope}/b")
-    for scope in ("Conv2D", "Conv2D_1", "Conv2D_2", "Conv2D_3", "Conv2D_4",
-                  "FullyConnected", "FullyConnected_1", "FullyConnected_2")
-)
 
 
 @dataclass(frozen=True)
@@ -61,6 +55,34 @@ class PublishedModel:
     description: str = ""
     citation: str = CITATION
 
+    def file_hashes(self):
+        """(relative path, published sha256 or None) of each file."""
+        return [(path, self.sha256.get(path)) for path in self.files]
+
+    def describe(self):
+        """How messages name this entry: ``"the Keras model 'SDSS_tl'"``."""
+        flavour = "Keras" if self.backend == "keras" else "TFLearn"
+        return f"the {flavour} model {self.name!r}"
+
+    def download_command(self, force=False):
+        """The ``gamornet download`` command that fetches this entry."""
+        return f"gamornet download {self.name} --backend {self.backend}" + (" --force" if force else "")
+
+    @property
+    def lock_name(self):
+        """The name of this entry's lock file in the cache."""
+        return f"{self.backend}-{self.name}.lock"
+
+    def validate(self, local_load_path):
+        """Raise ``OSError`` / ``ValueError`` unless the files at ``local_load_path`` hold this model.
+
+        The format module of the backend (:mod:`gamornet.formats`) does the
+        checking; TensorFlow is imported for a TFLearn checkpoint.
+        """
+        from gamornet import formats
+
+        formats.check(local_load_path, self.input_shape, self.backend)
+
 
 @dataclass(frozen=True)
 class PublishedFile:
@@ -71,6 +93,42 @@ class PublishedFile:
     sha256: str = None
     description: str = ""
     citation: str = CITATION
+
+    @property
+    def load_path(self):
+        """The path, relative to the cache folder, of the file."""
+        return self.path
+
+    def file_hashes(self):
+        """(relative path, published sha256 or None) of the file."""
+        return [(self.path, self.sha256)]
+
+    def describe(self):
+        """How messages name this entry: ``"the data file 'predict_images'"``."""
+        return f"the data file {self.name!r}"
+
+    def download_command(self, force=False):
+        """The ``gamornet download`` command that fetches this entry."""
+        return f"gamornet download {self.name}" + (" --force" if force else "")
+
+    @property
+    def lock_name(self):
+        """The name of this entry's lock file in the cache."""
+        return f"file-{self.name}.lock"
+
+    def validate(self, local_path):
+        """Raise ``ValueError`` unless the file is non-empty and, for a ``.tar.gz``, a complete archive."""
+        if os.path.getsize(local_path) == 0:
+            raise ValueError(f"the file {local_path!r} is empty")
+        if local_path.endswith((".tar.gz", ".tgz")):
+            try:
+                with tarfile.open(local_path, "r:gz") as archive:
+                    # Walking the members decompresses the whole stream, so a truncated archive is caught.
+                    members = sum(1 for _ in archive)
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+                raise ValueError(f"the archive {local_path!r} is damaged or incomplete: {error}") from None
+            if members == 0:
+                raise ValueError(f"the archive {local_path!r} holds no files")
 
 
 def _keras(name, path, input_shape, description):

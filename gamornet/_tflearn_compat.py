@@ -47,16 +47,13 @@ import os
 import sys
 import threading
 
+from gamornet.errors import _TensorFlow2BehaviourOff
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __all__ = ["import_tflearn", "installed_versions", "silenced_deprecations"]
 
 _lock = threading.Lock()
-
-
-class _TensorFlow2BehaviourOff(ImportError):
-    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
-
 _tflearn = None
 
 

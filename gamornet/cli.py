@@ -8,10 +8,14 @@ TensorFlow only inside their handlers, so ``gamornet --help`` stays fast.
 """
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 
 import gamornet
+from gamornet.errors import Terminated
 
 #: Subcommand modules, in the order ``--help`` lists them.
 _SUBCOMMAND_MODULES = (
@@ -38,6 +42,22 @@ def build_parser():
     return parser
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None):
     """Run the ``gamornet`` command with ``argv`` (default: ``sys.argv[1:]``).
 
@@ -45,7 +65,8 @@ def main(argv=None):
     -------
     int
         The exit status: 0 on success, 1 when the work failed on bad input or
-        files, 2 for a wrong command line.
+        files, 2 for a wrong command line, 130 when stopped by Ctrl-C and 143
+        when stopped by SIGTERM (what was kept is said in one line).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,10 +75,17 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
-        return int(handler(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(handler(args) or 0)
     except (ValueError, TypeError, OSError) as error:
         print(f"gamornet {args.command_name}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        kept = getattr(stop, "kept", None) or "nothing was kept"
+        print(f"gamornet {args.command_name}: {'stopped by SIGTERM' if terminated else 'interrupted'}; {kept}",
+              file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":  # pragma: no cover

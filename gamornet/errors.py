@@ -9,11 +9,23 @@ filtered together::
     from gamornet.errors import GamornetWarning
     warnings.simplefilter("ignore", GamornetWarning)
 
+The few exception classes used only inside gamornet, to carry a failure to
+where it is reported, live here too, with a leading underscore.
+
 Backend-neutral: imports neither TensorFlow nor tflearn.
 """
 
-__all__ = ["CacheIntegrityError", "CalibrationMismatchError", "DownloadError", "GamornetWarning",
-           "UnreachablePurityError"]
+__all__ = [
+    "BadInputError",
+    "BlankImageWarning",
+    "CacheIntegrityError",
+    "CalibrationMismatchError",
+    "DownloadError",
+    "GamornetWarning",
+    "ModelFileError",
+    "Terminated",
+    "UnreachablePurityError",
+]
 
 
 class DownloadError(OSError):
@@ -53,3 +65,39 @@ class UnreachablePurityError(ValueError):
         self.target = target
         self.best_purity = best_purity
         self.best_threshold = best_threshold
+
+
+class ModelFileError(OSError, ValueError):
+    """A model file that cannot be read, is incomplete or corrupt, or holds no GaMorNet model of the input shape.
+
+    It is both an ``OSError`` (the file is unusable) and a ``ValueError`` (its
+    content is not what was asked for), so either ``except`` clause catches it.
+    """
+
+
+class BadInputError(ValueError):
+    """An input image that cannot be classified (unreadable, of the wrong shape, or with NaN pixels) stopped a run."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by Slurm at a time limit, by ``timeout`` and by ``kill``), raised where the work is.
+
+    The ``gamornet`` command raises it in place of the signal. It is a
+    ``KeyboardInterrupt``, so every clean-up that Ctrl-C runs (keeping partial
+    results, removing temporary files) runs for SIGTERM too.
+    """
+
+
+class BlankImageWarning(GamornetWarning):
+    """Images whose pixels all have one value (blank, or saturated everywhere): their probabilities say nothing."""
+
+
+class _MirrorFailed(Exception):
+    """One mirror could not deliver a valid copy of a published entry; the downloader tries the next one."""
+
+    def __init__(self, url, reason):
+        super().__init__(f"{url}: {reason}")
+
+
+class _TensorFlow2BehaviourOff(ImportError):
+    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""

@@ -28,15 +28,14 @@ when a FITS file is first read).
 
 import glob
 import os
-import queue
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gamornet import _checks
+from gamornet._atomic import is_temporary_name
 
-__all__ = ["BadInput", "Batch", "ImageReader", "expand_inputs", "prefetch", "FITS_EXTENSIONS"]
+__all__ = ["BadInput", "Batch", "ImageReader", "expand_inputs", "FITS_EXTENSIONS"]
 
 #: File name endings read as FITS when a folder is given.
 FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
@@ -91,7 +90,7 @@ def _kind(path):
     return "npy" if path.lower().endswith(".npy") else "fits"
 
 
-def expand_inputs(inputs):
+def expand_inputs(inputs, exclude=()):
     """Expand files, folders and glob patterns into a list of (kind, path).
 
     Parameters
@@ -100,6 +99,11 @@ def expand_inputs(inputs):
         Paths of FITS files or ``.npy`` files, folders (their FITS files, in
         name order, not recursive) or glob patterns (``**`` recurses). A file
         ending in ``.npy`` is an array; any other file is read as FITS.
+        Temporary files that gamornet writes while it works (``.tmp-*``) are
+        never taken from folders and patterns.
+    exclude : iterable of str
+        Files that folders and patterns must not yield (such as the table
+        being written, and its partial file); named explicitly, they are kept.
 
     Returns
     -------
@@ -118,6 +122,7 @@ def expand_inputs(inputs):
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    excluded = {os.path.realpath(path) for path in exclude}
     entries = []
     for item in inputs:
         if not isinstance(item, (str, os.PathLike)):
@@ -126,8 +131,9 @@ def expand_inputs(inputs):
             )
         path = os.fspath(item)
         if os.path.isdir(path):
-            names = sorted(name for name in os.listdir(path) if _is_fits_name(name))
+            names = sorted(name for name in os.listdir(path) if _is_fits_name(name) and not is_temporary_name(name))
             files = [os.path.join(path, name) for name in names if os.path.isfile(os.path.join(path, name))]
+            files = [file for file in files if os.path.realpath(file) not in excluded]
             if not files:
                 raise ValueError(
                     f"the folder {path!r} holds no FITS files (names ending in {', '.join(FITS_EXTENSIONS)})"
@@ -136,7 +142,11 @@ def expand_inputs(inputs):
         elif os.path.exists(path):
             entries.append((_kind(path), path))
         elif _GLOB_CHARACTERS & set(path):
-            files = sorted(match for match in glob.glob(path, recursive=True) if os.path.isfile(match))
+            files = sorted(
+                match for match in glob.glob(path, recursive=True)
+                if os.path.isfile(match) and not is_temporary_name(os.path.basename(match))
+                and os.path.realpath(match) not in excluded
+            )
             if not files:
                 raise FileNotFoundError(f"the pattern {path!r} matches no files")
             entries.extend((_kind(file), file) for file in files)
@@ -218,7 +228,7 @@ def _describe(error):
     return text.splitlines()[0]
 
 
-def _image_hdu(hdulist, hdu, path):
+def _image_hdu(hdulist, hdu):
     """Return (hdu object, None) or (None, reason)."""
     from astropy.io import fits
 
@@ -252,7 +262,7 @@ def _read_fits(path, input_shape, hdu, chunk_size, on_cube):
         return
     with hdulist:
         try:
-            image_hdu, reason = _image_hdu(hdulist, hdu, path)
+            image_hdu, reason = _image_hdu(hdulist, hdu)
             if image_hdu is None:
                 yield BadInput(path, reason)
                 return
@@ -304,7 +314,7 @@ def _read_npy(path, input_shape, chunk_size, header=None):
         yield BadInput(path, f"holds {dtype} values, not real pixel values")
         return
     layout = _layout(shape[1:], input_shape) if len(shape) >= 3 else None
-    if layout is None or layout[0] or len(shape) < 3:
+    if layout is None or layout[0]:
         yield BadInput(
             path,
             f"holds an array of shape {tuple(shape)}, but the network takes a stack of images of shape "
@@ -314,7 +324,7 @@ def _read_npy(path, input_shape, chunk_size, header=None):
     _, to_images = layout
     n_images = shape[0]
     image_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-    complete = (os.path.getsize(path) - offset) // image_bytes if image_bytes else n_images
+    complete = (os.path.getsize(path) - offset) // image_bytes
     whole = None
     if fortran_order and complete >= n_images:
         # The images are not contiguous: read them through one map of the whole file.
@@ -361,6 +371,8 @@ class ImageReader:
         last batch holds the good images before it and names it in
         ``Batch.bad``. If True, bad inputs are listed in ``Batch.bad`` and
         reading goes on.
+    exclude : iterable of str
+        Files that folders and patterns must not yield (see :func:`expand_inputs`).
 
     Attributes
     ----------
@@ -377,14 +389,14 @@ class ImageReader:
     ...     probabilities = predict(batch.images)
     """
 
-    def __init__(self, inputs, input_shape, batch_size=64, hdu=None, skip_bad=False):
+    def __init__(self, inputs, input_shape, batch_size=64, hdu=None, skip_bad=False, exclude=()):
         self.input_shape = _checks.check_input_shape(input_shape)
         self.batch_size = _checks.check_positive_int(batch_size, "batch_size")
         if hdu is not None:
             hdu = _checks.check_positive_int(hdu, "hdu", allow_zero=True)
         self.hdu = hdu
         self.skip_bad = bool(skip_bad)
-        self.entries = expand_inputs(inputs)
+        self.entries = expand_inputs(inputs, exclude)
         self._npy_headers = {}
         self.total = 0
         for kind, path in self.entries:
@@ -439,75 +451,3 @@ class ImageReader:
 
 def _empty(input_shape):
     return np.empty((0,) + tuple(input_shape), dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- overlap
-
-
-class _Failure:
-    def __init__(self, error):
-        self.error = error
-
-
-_DONE = object()
-
-
-def prefetch(iterable, depth=2):
-    """Iterate ``iterable`` in a background thread, ``depth`` items ahead.
-
-    Reading and converting the next batches then overlaps the computation on
-    the current one (TensorFlow and file reads release the GIL). An exception
-    in the background is raised in the caller, at the item where it occurred.
-    Leaving the loop early stops the background thread after at most one more
-    item.
-
-    Parameters
-    ----------
-    iterable : iterable
-    depth : int
-        How many items may wait, ready, in memory.
-
-    Yields
-    ------
-    The items of ``iterable``, in order.
-    """
-    depth = _checks.check_positive_int(depth, "depth")
-    ready = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item):
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work():
-        iterator = iter(iterable)
-        try:
-            for item in iterator:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
-            put(_Failure(error))
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    worker = threading.Thread(target=work, name="gamornet-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        worker.join()

@@ -16,21 +16,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-if keras.config.backend() != "tensorflow":
-    raise ImportError(
-        "gamornet.keras_module needs Keras with the TensorFlow backend, which the published models and "
-        f"the TFLearn module share. Keras is set to the {keras.config.backend()!r} backend: set the "
-        "environment variable KERAS_BACKEND=tensorflow (or edit ~/.keras/keras.json) before importing Keras"
-    )
-
-import tensorflow as tf  # noqa: E402
-
-from gamornet import _checks, _registry  # noqa: E402
+from gamornet import _checks, formats, models  # noqa: E402
 from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
-from gamornet._hdf5 import read_legacy_hdf5_weights as _read_legacy_hdf5_weights  # noqa: E402
-from gamornet.presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
+from gamornet._network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: E402
+from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 from gamornet.model_card import write_model_card  # noqa: E402
-from gamornet._progress import progress_bar  # noqa: E402
 
 __all__ = [
     "LocalResponseNormalization",
@@ -41,74 +31,7 @@ __all__ = [
     "gamornet_tl_keras",
 ]
 
-_ALL_TRUE = [True] * 8
-
-
-@keras.saving.register_keras_serializable(package="gamornet")
-class LocalResponseNormalization(keras.layers.Layer):
-    """Local response normalisation of GaMorNet's Keras models.
-
-    This is the normalisation the published Keras models were trained with,
-    which differs from ``tf.nn.local_response_normalization``. For an input
-    ``x`` of shape (n, rows, columns, channels)::
-
-        s = mean of x**2 over an n x n spatial window (stride 1, 'same' padding,
-            averaged over the in-image pixels only)
-        S = sum of s over all channels (one value per pixel)
-        y = x / (k + alpha * S) ** beta
-
-    Parameters
-    ----------
-    n : int
-        Side of the spatial window, in pixels.
-    alpha, beta, k : float
-        The scale, exponent and bias of the normalisation.
-    """
-
-    def __init__(self, n=5, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.n = int(n)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.k = float(k)
-
-    def call(self, inputs):
-        squared = tf.square(inputs)
-        # TensorFlow's 'SAME' average pooling divides by the number of in-image pixels.
-        local_mean = tf.nn.avg_pool2d(squared, ksize=self.n, strides=1, padding="SAME")
-        summed = tf.reduce_sum(local_mean, axis=-1, keepdims=True)
-        return inputs / tf.pow(self.k + self.alpha * summed, self.beta)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"n": self.n, "alpha": self.alpha, "beta": self.beta, "k": self.k})
-        return config
-
-
-def _conv(filters, size, strides, name):
-    return keras.layers.Conv2D(
-        filters,
-        size,
-        strides=strides,
-        padding="same",
-        activation="relu",
-        kernel_initializer=keras.initializers.VarianceScaling(scale=1.0, mode="fan_in", distribution="uniform"),
-        bias_initializer="zeros",
-        name=name,
-    )
-
-
-def _dense(units, activation, name):
-    return keras.layers.Dense(
-        units,
-        activation=activation,
-        kernel_initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=0.05),
-        bias_initializer="zeros",
-        name=name,
-    )
+_ALL_TRUE = [True] * N_WEIGHTED_LAYERS
 
 
 def gamornet_build_model_keras(input_shape):
@@ -132,59 +55,13 @@ def gamornet_build_model_keras(input_shape):
     ValueError, TypeError
         An invalid ``input_shape``.
     """
-    shape = _checks.check_input_shape(input_shape)
-    inputs = keras.Input(shape=shape, name="input_1")
-    x = _conv(96, 11, 4, "conv2d_1")(inputs)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="max_pooling2d_1")(x)
-    x = LocalResponseNormalization(name="local_response_normalization_1")(x)
-    x = _conv(256, 5, 1, "conv2d_2")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="max_pooling2d_2")(x)
-    x = LocalResponseNormalization(name="local_response_normalization_2")(x)
-    x = _conv(384, 3, 1, "conv2d_3")(x)
-    x = _conv(384, 3, 1, "conv2d_4")(x)
-    x = _conv(256, 3, 1, "conv2d_5")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="max_pooling2d_3")(x)
-    x = LocalResponseNormalization(name="local_response_normalization_3")(x)
-    x = keras.layers.Flatten(name="flatten_1")(x)
-    x = _dense(4096, "tanh", "dense_1")(x)
-    x = keras.layers.Dropout(0.5, name="dropout_1")(x)
-    x = _dense(4096, "tanh", "dense_2")(x)
-    x = keras.layers.Dropout(0.5, name="dropout_2")(x)
-    outputs = _dense(3, "softmax", "dense_3")(x)
-    return keras.Model(inputs, outputs, name="gamornet")
-
-
-def _weighted_layers(model):
-    layers = [layer for layer in model.layers if layer.weights]
-    if len(layers) != 8:
-        raise ValueError(f"expected a GaMorNet model with 8 weighted layers. Received a model with {len(layers)}")
-    return layers
-
-
-def _resolve_load_path(model_load_path):
-    """A published model name becomes a cached local file; a path stays a path."""
-    if _registry.is_published_name(model_load_path):
-        from gamornet._download import fetch_model
-
-        return fetch_model(model_load_path, backend="keras")
-    return _checks.check_model_file(model_load_path)
+    return build_network(_checks.check_input_shape(input_shape), lrn="keras")
 
 
 def _load_weights_into(model, model_load_path, load_bools=_ALL_TRUE):
-    path = _resolve_load_path(model_load_path)
-    stored = _read_legacy_hdf5_weights(path)
-    targets = _weighted_layers(model)
-    for number, (layer, (stored_name, arrays), load) in enumerate(zip(targets, stored, load_bools), start=1):
-        expected = [tuple(weight.shape) for weight in layer.weights]
-        received = [tuple(array.shape) for array in arrays]
-        if expected != received:
-            raise ValueError(
-                f"the Keras model file {path!r} does not fit this network: weighted layer {number} "
-                f"({stored_name!r}) holds weights of shapes {received}, but the network built for input_shape "
-                f"{tuple(model.input_shape[1:])} needs {expected}. Check input_shape"
-            )
-        if load:
-            layer.set_weights(arrays)
+    """Load the checked weights of a Keras model file (or published name) into the layers ``load_bools`` selects."""
+    path = models.resolve(model_load_path, "keras")
+    set_weights(model, formats.read_weights(path, tuple(model.input_shape[1:]), "keras"), load_bools)
     return model
 
 
@@ -192,7 +69,8 @@ def gamornet_load_model_keras(model, model_load_path):
     """Load the weights of a saved GaMorNet model into ``model``.
 
     Only weights are read (with h5py, by layer order); no code or
-    configuration stored in the file is executed.
+    configuration stored in the file is executed. The file is checked first:
+    8 weighted layers of the shapes of ``model``'s input, with finite weights.
 
     Parameters
     ----------
@@ -213,59 +91,20 @@ def gamornet_load_model_keras(model, model_load_path):
     OSError
         The file is missing or is not HDF5.
     ValueError
-        The file does not hold a GaMorNet model of this input shape.
+        The file does not hold a GaMorNet model of this input shape, or holds
+        weights that are not finite.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model. Received an object of type {type(model).__name__}")
+    weighted_layers(model)
     return _load_weights_into(model, model_load_path)
-
-
-def _compiled_forward(model):
-    """A compiled inference step for ``model``, traced once per model.
-
-    The input signature has an unknown batch size, so the last, partial batch
-    runs the same graph as the others (no retracing).
-    """
-    forward = getattr(model, "_gamornet_forward", None)
-    if forward is None:
-        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
-
-        @tf.function(input_signature=[spec])
-        def forward(batch):
-            return model(batch, training=False)
-
-        model._gamornet_forward = forward
-    return forward
-
-
-def _predict_batches(model, img_array, batch_size, progress=True):
-    """Probabilities of ``img_array``, ``batch_size`` images at a time, through the compiled step.
-
-    The next batches are sliced, converted to float32 and handed to TensorFlow
-    in a background thread while the network works on the current one, so the
-    reading of a memory-mapped array and the conversions overlap the compute.
-    """
-    from gamornet.io import prefetch
-
-    forward = _compiled_forward(model)
-    n_images = img_array.shape[0]
-    predictions = np.empty((n_images, 3), dtype=np.float32)
-
-    def batches():
-        for start in range(0, n_images, batch_size):
-            batch = np.ascontiguousarray(img_array[start : start + batch_size], dtype=np.float32)
-            yield start, tf.convert_to_tensor(batch)
-
-    with progress_bar(n_images, "Predicting", enabled=progress) as bar:
-        for start, batch in prefetch(batches(), depth=2):
-            stop = start + int(batch.shape[0])
-            predictions[start:stop] = forward(batch).numpy()
-            bar.update(stop)
-    return predictions
 
 
 def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False):
     """Use a Keras GaMorNet model to predict the classes of galaxy images.
+
+    The model is built once per model file: a second call with the same,
+    unchanged file reuses it (see :func:`gamornet.load_predictor`).
 
     Parameters
     ----------
@@ -296,15 +135,9 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     OSError
         A missing or unreadable model file.
     """
-    shape = _checks.check_input_shape(input_shape)
-    _checks.check_images(img_array, shape)
-    batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    model = gamornet_build_model_keras(shape)
-    gamornet_load_model_keras(model, model_load_path)
-    predictions = _predict_batches(model, img_array, batch_size)
-    if individual_arrays:
-        return predictions[:, 0], predictions[:, 1], predictions[:, 2]
-    return predictions
+    from gamornet.predictor import predict_04x
+
+    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "keras")
 
 
 # --------------------------------------------------------------------------- training
@@ -361,9 +194,21 @@ def _learning_rate(lr, decay):
     return float(lr)
 
 
-def _compile(model, lr, momentum, decay, nesterov, loss):
+def _check_compile_options(lr, momentum, decay, nesterov, loss):
+    """The optimiser and loss, checked before anything is built or written."""
     momentum = _checks.check_non_negative_float(momentum, "momentum")
     optimizer = keras.optimizers.SGD(learning_rate=_learning_rate(lr, decay), momentum=momentum, nesterov=nesterov)
+    try:
+        loss = keras.losses.get(loss)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"loss must be the name of a loss of keras.losses (such as 'categorical_crossentropy') or a function "
+            f"loss(y_true, y_pred). Received: loss={loss!r}"
+        ) from None
+    return optimizer, loss
+
+
+def _compile(model, optimizer, loss):
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
@@ -466,11 +311,14 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     _checks.check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
     epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
     nesterov = _checks.resolve_nesterov(nestorov, nesterov)
-    folder = _checks.resolve_save_folder(files_save_path)
+    optimizer, loss = _check_compile_options(lr, momentum, decay, nesterov, loss)
+    _checks.check_save_folder(files_save_path)
     model = gamornet_build_model_keras(shape)
     if load_model:
         gamornet_load_model_keras(model, model_load_path)
-    _compile(model, lr, momentum, decay, nesterov, loss)
+    _compile(model, optimizer, loss)
+    # Created only now: a bad argument or model file leaves nothing behind.
+    folder = _checks.resolve_save_folder(files_save_path)
     return _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, folder, epochs,
                 checkpoint_freq, batch_size, save_model, verbose)
 
@@ -514,11 +362,14 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
     train_bools = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
     epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
     nesterov = _checks.resolve_nesterov(nesterov, nestorov)
-    folder = _checks.resolve_save_folder(files_save_path)
+    optimizer, loss = _check_compile_options(lr, momentum, decay, nesterov, loss)
+    _checks.check_save_folder(files_save_path)
     model = gamornet_build_model_keras(shape)
     _load_weights_into(model, model_load_path, load_bools)
-    for layer, trainable in zip(_weighted_layers(model), train_bools):
+    for layer, trainable in zip(weighted_layers(model), train_bools):
         layer.trainable = trainable
-    _compile(model, lr, momentum, decay, nesterov, loss)
+    _compile(model, optimizer, loss)
+    # Created only now: a bad argument or model file leaves nothing behind.
+    folder = _checks.resolve_save_folder(files_save_path)
     return _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, folder, epochs,
                 checkpoint_freq, batch_size, save_model, verbose)

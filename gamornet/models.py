@@ -46,8 +46,11 @@ __all__ = [
     "is_published_name",
     "list_files",
     "list_models",
+    "model_files",
+    "model_sha256",
     "published_file",
     "published_model",
+    "resolve",
 ]
 
 
@@ -159,3 +162,82 @@ def cached_status(name, backend="keras", verify=False):
     from gamornet import _download
 
     return _download.cached_status(published_model(name, backend), verify=verify)
+
+
+def resolve(model, backend="keras"):
+    """The local path of a model: a published name is fetched into the cache; a path is checked.
+
+    Parameters
+    ----------
+    model : str or os.PathLike
+        A published name (``'SDSS_tl'`` ...) or a path: a Keras ``.hdf5``
+        file, or a TFLearn checkpoint (its prefix, one of its three files, or a
+        folder of checkpoints, whose newest is taken).
+    backend : {'keras', 'tflearn'}
+
+    Returns
+    -------
+    str
+        The Keras file, or the TFLearn checkpoint prefix.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is neither a name nor a path.
+    FileNotFoundError
+        No such file or checkpoint.
+    ValueError
+        An unknown backend.
+    gamornet.errors.DownloadError, gamornet.errors.CacheIntegrityError
+        As :func:`fetch`.
+    """
+    import os
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}. Received: backend={backend!r}")
+    if is_published_name(model):
+        from gamornet._download import fetch_model
+
+        return fetch_model(model, backend)
+    if backend == "tflearn":
+        from gamornet.formats.tflearn_checkpoint import resolve_prefix
+
+        return resolve_prefix(model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            "model_load_path must be a path to a Keras model file or one of "
+            f"{', '.join(map(repr, PUBLISHED_MODEL_NAMES))}. Received an object of type {type(model).__name__}"
+        )
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model_load_path: no model file found at {path!r}")
+    return path
+
+
+def model_files(local_path, backend="keras"):
+    """The files that hold a model's weights: the Keras file, or a TFLearn checkpoint's index and data files."""
+    if backend == "tflearn":
+        from gamornet.formats.tflearn_checkpoint import SUFFIXES
+
+        return [local_path + suffix for suffix in SUFFIXES[:2]]
+    return [local_path]
+
+
+def model_sha256(local_path, backend="keras"):
+    """The sha256 that identifies a model: of the Keras file, or of a TFLearn checkpoint's data file.
+
+    Parameters
+    ----------
+    local_path : str
+        As returned by :func:`resolve`.
+    backend : {'keras', 'tflearn'}
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    from gamornet._download.cache import sha256_of
+
+    # The first file holds the weights: the Keras file, or a checkpoint's data file (its index only points into it).
+    return sha256_of(model_files(local_path, backend)[0])

@@ -67,7 +67,7 @@ def weight_shapes(input_shape):
 
 #: Named ``trainable_bools`` presets.
 TRAINABLE_BOOLS_PRESETS = {
-    "train_bools_SDSS": (True,) * 8,
+    "train_bools_SDSS": (True,) * N_WEIGHTED_LAYERS,
     "train_bools_CANDELS": (False, False, False, True, True, True, True, True),
 }
 

@@ -17,7 +17,7 @@ set ``clear_session=True`` in notebooks is no longer needed.
 import atexit
 import functools
 import os
-import re
+
 import shutil
 import tempfile
 import threading
@@ -30,9 +30,12 @@ tflearn = import_tflearn()
 
 import tensorflow as tf  # noqa: E402
 
-from gamornet import _checks, _registry  # noqa: E402
-from gamornet.presets import LOAD_BOOLS_PRESETS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
-from gamornet._progress import progress_bar  # noqa: E402
+from gamornet import _checks, formats, models  # noqa: E402
+from gamornet.errors import ModelFileError  # noqa: E402
+from gamornet.formats import tflearn_checkpoint  # noqa: E402
+from gamornet.formats.tflearn_checkpoint import TRAINING_CHECKPOINT_NAME, first_line  # noqa: E402
+from gamornet.predictor import predict_04x  # noqa: E402
+from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 
 __all__ = [
     "gamornet_build_model_tflearn",
@@ -42,22 +45,7 @@ __all__ = [
     "gamornet_tl_tflearn",
 ]
 
-_v1 = tf.compat.v1
-_ALL_TRUE = [True] * 8
-
-#: tflearn's default names of the 8 weighted layers in a fresh graph, in the
-#: order of layers [2, 5, 8, 9, 10, 13, 15, 17]: the names of the published checkpoints.
-LAYER_SCOPES = (
-    "Conv2D", "Conv2D_1", "Conv2D_2", "Conv2D_3", "Conv2D_4",
-    "FullyConnected", "FullyConnected_1", "FullyConnected_2",
-)
-_WEIGHT_NAMES = tuple(f"{scope}/{part}" for scope in LAYER_SCOPES for part in ("W", "b"))
-
-#: Endings of the files of one checkpoint; a path given with one of them is taken as its prefix.
-_CHECKPOINT_ENDINGS = (".data-00000-of-00001", ".index", ".meta")
-
-#: Checkpoint file names inside ``files_save_path``: check-<step>.*
-_CHECKPOINT_NAME = "check"
+_ALL_TRUE = [True] * N_WEIGHTED_LAYERS
 
 #: tflearn's lr_decay applies every this many steps (tflearn's default decay_step).
 _DECAY_STEPS = 100
@@ -206,96 +194,22 @@ def gamornet_build_model_tflearn(input_shape, trainable_bools=_ALL_TRUE, load_la
 # --------------------------------------------------------------------------- loading
 
 
-def _newest_checkpoint(folder):
-    """The newest checkpoint of ``folder``: as its ``checkpoint`` file says, else the highest step number.
-
-    tflearn records absolute paths in the ``checkpoint`` file, which go stale
-    when a folder of checkpoints is moved or copied; the step numbers in the
-    file names (``check-<step>.index``) do not.
-    """
-    newest = tf.train.latest_checkpoint(folder)
-    if newest is not None:
-        return newest
-    steps = {}
-    for name in os.listdir(folder):
-        match = re.fullmatch(r"(.+-(\d+))\.index", name)
-        if match and os.path.isfile(os.path.join(folder, match.group(1) + _CHECKPOINT_ENDINGS[0])):
-            steps[int(match.group(2))] = os.path.join(folder, match.group(1))
-    return steps[max(steps)] if steps else None
-
-
-def _checkpoint_prefix(model_load_path):
-    """Resolve ``model_load_path`` to the prefix of an existing checkpoint.
-
-    A published model name is fetched (and cached); a path may be the prefix,
-    one of the checkpoint's three files, or a folder whose ``checkpoint`` file
-    names its newest checkpoint (as tflearn training leaves it).
-    """
-    if _registry.is_published_name(model_load_path):
-        from gamornet._download import fetch_model
-
-        return fetch_model(model_load_path, backend="tflearn")
-    if not isinstance(model_load_path, (str, os.PathLike)):
-        raise TypeError(
-            "model_load_path must be the prefix of a TFLearn checkpoint (such as 'models/check-1546293') or "
-            f"one of 'SDSS_sim', 'SDSS_tl', 'CANDELS_sim', 'CANDELS_tl'. Received an object of type "
-            f"{type(model_load_path).__name__}"
-        )
-    prefix = os.fspath(model_load_path)
-    for ending in _CHECKPOINT_ENDINGS:
-        if prefix.endswith(ending):
-            prefix = prefix[: -len(ending)]
-            break
-    if os.path.isdir(prefix):
-        newest = _newest_checkpoint(prefix)
-        if newest is None:
-            raise FileNotFoundError(
-                f"model_load_path {prefix!r} is a folder without a TFLearn checkpoint: give the checkpoint "
-                "prefix, such as 'folder/check-1546293' for the files check-1546293.index, "
-                "check-1546293.data-00000-of-00001 and check-1546293.meta"
-            )
-        prefix = newest
-    missing = [prefix + ending for ending in _CHECKPOINT_ENDINGS[:2] if not os.path.isfile(prefix + ending)]
-    if missing:
-        raise FileNotFoundError(
-            f"model_load_path: no TFLearn checkpoint found at prefix {prefix!r}: missing "
-            f"{', '.join(repr(path) for path in missing)}. A checkpoint is three files, <prefix>.index, "
-            "<prefix>.data-00000-of-00001 and <prefix>.meta; give the prefix"
-        )
-    return prefix
-
-
-def _checkpoint_shapes(prefix):
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        return reader.get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError) as error:
-        message = getattr(error, "message", None) or str(error)
-        raise OSError(f"could not read the TFLearn checkpoint {prefix!r}: {message.splitlines()[0]}") from None
-
-
 def _restore(model, prefix):
     """Restore into ``model`` the variables of checkpoint ``prefix`` that it restores.
 
-    tflearn's ``restore=False`` layers are skipped. The 16 weights of the other
-    layers must be in the checkpoint with the network's shapes. Training state
-    (step counters, momentum slots, metric averages) is restored where the
-    checkpoint holds it and left freshly initialised where it does not (for
-    example Nesterov slots after a Momentum run).
+    The checkpoint is checked first by its format module: the 16 weights of
+    GaMorNet, of the network's shapes, finite. tflearn's ``restore=False``
+    layers are then skipped. Training state (step counters, momentum slots,
+    metric averages) is restored where the checkpoint holds it and left freshly
+    initialised where it does not (for example Nesterov slots after a Momentum run).
     """
-    stored = _checkpoint_shapes(prefix)
     network_shape = tuple(model.inputs[0].shape[1:])
+    formats.read_weights(prefix, network_shape, "tflearn")
+    stored = tflearn_checkpoint.variable_shapes(prefix)
     wanted = {variable.op.name: variable for variable in model.trainer.to_restore}
-    absent = [name for name in _WEIGHT_NAMES if name in wanted and name not in stored]
-    if absent:
-        raise ValueError(
-            f"the TFLearn checkpoint {prefix!r} does not hold a GaMorNet network: it lacks the variables "
-            f"{absent}. GaMorNet checkpoints hold Conv2D/W, Conv2D/b ... Conv2D_4/b and FullyConnected/W ... "
-            "FullyConnected_2/b"
-        )
     for name, variable in wanted.items():
         if name in stored and tuple(stored[name]) != tuple(variable.shape):
-            raise ValueError(
+            raise ModelFileError(
                 f"the TFLearn checkpoint {prefix!r} does not fit this network: variable {name!r} has shape "
                 f"{tuple(stored[name])} in the checkpoint, but the network built for input_shape {network_shape} "
                 f"needs {tuple(variable.shape)}. Check input_shape"
@@ -306,7 +220,7 @@ def _restore(model, prefix):
     try:
         model.load(prefix, variable_name_map=lambda name: name if name in present else None)
     except tf.errors.OpError as error:
-        raise OSError(f"could not read the TFLearn checkpoint {prefix!r}: {error.message.splitlines()[0]}") from None
+        raise ModelFileError(f"could not read the TFLearn checkpoint {prefix!r}: {first_line(error)}") from None
     return model
 
 
@@ -347,7 +261,7 @@ def gamornet_load_model_tflearn(model, model_load_path):
             "model must be a tflearn.DNN built by gamornet_build_model_tflearn. "
             f"Received an object of type {type(model).__name__}"
         )
-    return _restore_in_graph(model, _checkpoint_prefix(model_load_path))
+    return _restore_in_graph(model, models.resolve(model_load_path, "tflearn"))
 
 
 def _restore_in_graph(model, prefix):
@@ -356,23 +270,6 @@ def _restore_in_graph(model, prefix):
 
 
 # --------------------------------------------------------------------------- predictions
-
-
-def _check_flag(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False. Received: {name}={value!r}")
-    return bool(value)
-
-
-def _predict_batches(model, img_array, batch_size):
-    n_images = img_array.shape[0]
-    predictions = np.empty((n_images, 3), dtype=np.float32)
-    with progress_bar(n_images, "Predicting") as bar:
-        for start in range(0, n_images, batch_size):
-            batch = np.asarray(img_array[start : start + batch_size], dtype=np.float32)
-            predictions[start : start + len(batch)] = model.predict(batch)
-            bar.update(start + len(batch))
-    return predictions
 
 
 def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False,
@@ -416,22 +313,9 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
     OSError
         A missing or unreadable checkpoint.
     """
-    shape = _checks.check_input_shape(input_shape)
-    _checks.check_images(img_array, shape)
-    batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    individual_arrays = _check_flag(individual_arrays, "individual_arrays")
-    trainable = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
-    _check_flag(clear_session, "clear_session")
-    prefix = _checkpoint_prefix(model_load_path)
-    model = _new_model(shape, trainable)
-    try:
-        _restore_in_graph(model, prefix)
-        predictions = _predict_batches(model, img_array, batch_size)
-    finally:
-        model.session.close()
-    if individual_arrays:
-        return predictions[:, 0], predictions[:, 1], predictions[:, 2]
-    return predictions
+    _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
+    _checks.check_flag(clear_session, "clear_session")
+    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "tflearn")
 
 
 # --------------------------------------------------------------------------- training
@@ -484,10 +368,10 @@ def _training_settings(training_imgs, training_labels, validation_imgs, validati
     options = {
         "epochs": _checks.check_positive_int(epochs, "epochs"),
         "batch_size": _checks.check_positive_int(batch_size, "batch_size"),
-        "show_metric": _check_flag(show_metric, "show_metric"),
-        "save_model": _check_flag(save_model, "save_model"),
+        "show_metric": _checks.check_flag(show_metric, "show_metric"),
+        "save_model": _checks.check_flag(save_model, "save_model"),
     }
-    _check_flag(clear_session, "clear_session")
+    _checks.check_flag(clear_session, "clear_session")
     training = {
         "lr": _check_lr(lr),
         "momentum": _checks.check_non_negative_float(momentum, "momentum"),
@@ -500,14 +384,19 @@ def _training_settings(training_imgs, training_labels, validation_imgs, validati
 
 
 def _checkpoint_path(files_save_path, save_model):
-    """tflearn's checkpoint_path, <folder>/check (tflearn appends -<step>), or None when saving nothing."""
-    folder = _checks.resolve_save_folder(files_save_path)
+    """tflearn's checkpoint_path, <folder>/check (tflearn appends -<step>), or None when saving nothing.
+
+    The folder is not created here (see :func:`_fit`), so bad arguments leave nothing behind.
+    """
+    folder = _checks.check_save_folder(files_save_path)
     if not save_model or folder is None:
         return None
-    return os.path.join(os.path.abspath(folder), _CHECKPOINT_NAME)
+    return os.path.join(os.path.abspath(folder), TRAINING_CHECKPOINT_NAME)
 
 
 def _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, options):
+    # Created only now, once every argument and the model file are known to be good.
+    _checks.resolve_save_folder(options["files_save_path"])
     # The validation set is evaluated, and a checkpoint written when saving,
     # at the end of every epoch (tflearn's snapshot_epoch).
     model.fit(
@@ -597,8 +486,9 @@ def gamornet_train_tflearn(training_imgs, training_labels, validation_imgs, vali
         training_imgs, training_labels, validation_imgs, validation_labels, input_shape, epochs, max_checkpoints,
         batch_size, lr, momentum, decay, nesterov, nestorov, loss, save_model, show_metric, clear_session,
     )
-    prefix = _checkpoint_prefix(model_load_path) if _check_flag(load_model, "load_model") else None
+    prefix = models.resolve(model_load_path, "tflearn") if _checks.check_flag(load_model, "load_model") else None
     training["checkpoint_path"] = _checkpoint_path(files_save_path, options["save_model"])
+    options["files_save_path"] = files_save_path
     model = _new_model(shape, training=training)
     if prefix is not None:
         _restore_in_graph(model, prefix)
@@ -652,8 +542,9 @@ def gamornet_tl_tflearn(training_imgs, training_labels, validation_imgs, validat
     )
     load = _checks.check_bools(load_layers_bools, "load_layers_bools", LOAD_BOOLS_PRESETS)
     trainable = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
-    prefix = _checkpoint_prefix(model_load_path)
+    prefix = models.resolve(model_load_path, "tflearn")
     training["checkpoint_path"] = _checkpoint_path(files_save_path, options["save_model"])
+    options["files_save_path"] = files_save_path
     model = _new_model(shape, trainable, load, training=training)
     _restore_in_graph(model, prefix)
     return _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, options)

@@ -11,6 +11,7 @@ from legacy_files import write_keras2_file
 from published_fixtures import write_saver_checkpoint
 
 from gamornet import _registry, cli
+from gamornet.formats import tflearn_checkpoint
 
 KERAS_SIM = _registry.published_model("CANDELS_sim", "keras")
 TFLEARN_SIM = _registry.published_model("CANDELS_sim", "tflearn")
@@ -26,7 +27,7 @@ def server_root(tmp_path_factory, keras_case):
     keras_file = write_keras2_file(str(folder / "model.hdf5"), weights, layout="weights")
     prefix = write_saver_checkpoint(str(folder / "check-562800"), weights)
     files = {KERAS_SIM.files[0]: keras_file, TABLE.path: TABLE_TEXT}
-    for relative_path, suffix in zip(TFLEARN_SIM.files, _registry.TFLEARN_CHECKPOINT_SUFFIXES):
+    for relative_path, suffix in zip(TFLEARN_SIM.files, tflearn_checkpoint.SUFFIXES):
         files[relative_path] = prefix + suffix
     root = tmp_path_factory.mktemp("ftp-root")
     servers.published_layout(root, files)
@@ -154,3 +155,24 @@ def test_bad_settings_are_reported(capsys, monkeypatch):
     monkeypatch.setenv("GAMORNET_MIRROR", "gopher://example.org/")
     assert cli.main(["models"]) == 1
     assert "gamornet models: error: GAMORNET_MIRROR must list base URLs" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_download_says_what_is_kept(ftp, environment, monkeypatch, capsys):
+    from gamornet._download import transfer
+
+    original = transfer._transfer
+
+    def interrupted_on_the_checkpoint(url, target, progress, timeout):
+        if "check-562800" in url:
+            raise KeyboardInterrupt
+        return original(url, target, progress, timeout)
+
+    monkeypatch.setattr(transfer, "_transfer", interrupted_on_the_checkpoint)
+    assert cli.main(["download", "CANDELS_sim", "--backend", "both", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "gamornet download: interrupted; the TFLearn model 'CANDELS_sim' was not downloaded (nothing of it is in the "
+        "cache); the Keras model 'CANDELS_sim' is in the cache"
+    ]
+    assert os.path.isfile(environment / KERAS_SIM.files[0])
+    assert not any(os.path.exists(environment / path) for path in TFLEARN_SIM.files)

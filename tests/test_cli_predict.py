@@ -4,8 +4,10 @@ import csv
 import glob
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -226,28 +228,37 @@ def test_a_bad_first_input_leaves_no_file(tmp_path, case, capsys):
     assert os.listdir(out) == []
 
 
+def _wrapped_predictor(monkeypatch, wrap):
+    """Make ``gamornet predict`` use predictors whose batch step is ``wrap(step)`` (the test's spy)."""
+    original = _cli_predict.load_predictor
+
+    def load(*args, **kwargs):
+        predictor = original(*args, **kwargs)
+        predictor._result = wrap(predictor._result)
+        return predictor
+
+    monkeypatch.setattr(_cli_predict, "load_predictor", load)
+
+
 def test_an_interrupted_run_keeps_its_rows(tmp_path, case, monkeypatch, capsys):
     images, model, expected = case
     np.save(tmp_path / "stack.npy", images)
-    original = _cli_predict._keras_predictor
 
-    def interrupted_after_two_batches(model_path, input_shape):
-        predict, close = original(model_path, input_shape)
+    def interrupted_after_two_batches(step):
         calls = []
 
-        def predict_then_stop(batch):
+        def step_then_stop(tensor, batch):
             calls.append(len(batch))
             if len(calls) == 3:
                 raise KeyboardInterrupt
-            return predict(batch)
+            return step(tensor, batch)
 
-        return predict_then_stop, close
+        return step_then_stop
 
-    monkeypatch.setattr(_cli_predict, "_keras_predictor", interrupted_after_two_batches)
+    _wrapped_predictor(monkeypatch, interrupted_after_two_batches)
     output = str(tmp_path / "p.csv")
-    with pytest.raises(KeyboardInterrupt):
-        main(["predict", str(tmp_path / "stack.npy"), "--model", model, "--input-shape", "CANDELS",
-              "--batch-size", "2", "--output", output, "--no-progress"])
+    assert main(["predict", str(tmp_path / "stack.npy"), "--model", model, "--input-shape", "CANDELS",
+                 "--batch-size", "2", "--output", output, "--no-progress"]) == 130
     partial = str(tmp_path / "p.partial.csv")
     assert f"the 4 images classified before the stop are saved in {partial!r}" in capsys.readouterr().err
     assert not os.path.exists(output)
@@ -262,21 +273,18 @@ def test_rows_are_written_as_they_are_computed(tmp_path, case, monkeypatch):
     """The CSV grows batch by batch while the run goes on: rows are not collected in memory."""
     images, model, expected = case
     np.save(tmp_path / "stack.npy", images)
-    original = _cli_predict._keras_predictor
     rows_on_disk = []
 
-    def watching(model_path, input_shape):
-        predict, close = original(model_path, input_shape)
-
-        def predict_and_look(batch):
+    def watching(step):
+        def step_and_look(tensor, batch):
             (temporary,) = glob.glob(str(tmp_path / ".tmp-p.csv-*"))
             with open(temporary) as stream:
                 rows_on_disk.append(len(stream.readlines()) - 1)
-            return predict(batch)
+            return step(tensor, batch)
 
-        return predict_and_look, close
+        return step_and_look
 
-    monkeypatch.setattr(_cli_predict, "_keras_predictor", watching)
+    _wrapped_predictor(monkeypatch, watching)
     mapped = []
     memmap_new = np.memmap.__new__
 
@@ -345,7 +353,7 @@ def test_errors_are_reported_before_any_work(tmp_path, case, capsys, options, me
 
 def test_missing_inputs_are_reported_before_the_model_is_loaded(tmp_path, case, capsys, monkeypatch):
     images, model, expected = case
-    monkeypatch.setattr(_cli_predict, "_keras_predictor", lambda *args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(_cli_predict, "load_predictor", lambda *args: pytest.fail("the model was loaded"))
     assert main(["predict", str(tmp_path / "nothing*.fits"), "--model", model, "--input-shape", "CANDELS"]) == 1
     assert "the pattern '" in capsys.readouterr().err
 
@@ -371,3 +379,116 @@ def test_the_throughput_benchmark_runs_at_tiny_sizes():
     assert "fixed costs: Keras model build + weight loading" in out
     assert re.search(r"\s+40 images: +\d+\.\d MB peak RSS", out) and re.search(r"\s+160 images: +\d+\.\d MB", out)
     assert "growth from 40 to 160 images" in out
+
+
+# --------------------------------------------------------------------------- outputs are safe (issue 10)
+
+
+def test_a_gzipped_fits_table_is_compressed(tmp_path, case):
+    images, model, expected = case
+    np.save(tmp_path / "stack.npy", images)
+    output = tmp_path / "p.fits.gz"
+    assert main(["predict", str(tmp_path / "stack.npy"), "--model", model, "--input-shape", "CANDELS",
+                 "--output", str(output), "--no-progress"]) == 0
+    assert output.read_bytes()[:2] == b"\x1f\x8b"  # the gzip magic number
+    table = Table.read(output)
+    np.testing.assert_allclose(np.stack([table["p_disk"], table["p_indet"], table["p_bulge"]], axis=1), expected,
+                               atol=TOLERANCE)
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path, case, capsys):
+    images, model, expected = case
+    (path,) = write_fits_files(tmp_path / "cutouts", images[:1])
+    before = open(path, "rb").read()
+    assert main(["predict", path, "--model", model, "--input-shape", "CANDELS", "--output", path,
+                 "--no-progress"]) == 1
+    assert f"--output {path!r} is one of the inputs" in capsys.readouterr().err
+    assert open(path, "rb").read() == before
+
+
+def test_a_second_run_does_not_read_its_own_table_as_an_image(tmp_path, case, capsys):
+    images, model, expected = case
+    paths = write_fits_files(tmp_path / "cutouts", images)
+    output = tmp_path / "cutouts" / "pred.fits"
+    for _ in range(2):
+        assert main(["predict", str(tmp_path / "cutouts"), "--model", model, "--input-shape", "CANDELS",
+                     "--output", str(output), "--no-progress"]) == 0
+    assert list(Table.read(output)["source"]) == paths
+
+
+def test_a_successful_run_removes_stale_partial_and_temporary_files(tmp_path, case):
+    from gamornet._atomic import _owner
+
+    images, model, expected = case
+    np.save(tmp_path / "stack.npy", images)
+    output = tmp_path / "p.csv"
+    partial = tmp_path / "p.partial.csv"
+    partial.write_text("source,p_disk,p_indet,p_bulge,class\n")
+    host = _owner().split(".")[0]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".tmp-p.csv-{host}.{int(dead.stdout)}-abcd.csv"
+    stale.write_text("half a table")
+    mine = tmp_path / f".tmp-p.csv-{host}.{os.getpid()}-efgh.csv"  # a running process's: kept
+    mine.write_text("being written")
+    assert main(["predict", str(tmp_path / "stack.npy"), "--model", model, "--input-shape", "CANDELS",
+                 "--output", str(output), "--no-progress"]) == 0
+    assert sorted(os.listdir(tmp_path)) == sorted(["stack.npy", "p.csv", mine.name])
+
+
+def test_sigterm_keeps_the_rows_and_leaves_no_temporary_file(tmp_path, case):
+    """What Slurm or `timeout` does at a time limit: the same as Ctrl-C, with exit status 143."""
+    images, model, expected = case
+    np.save(tmp_path / "stack.npy", np.concatenate([images] * 400))  # 2,000 images: long enough to stop mid-run
+    output = tmp_path / "p.csv"
+    command = [sys.executable, "-m", "gamornet.cli", "predict", str(tmp_path / "stack.npy"), "--model", model,
+               "--input-shape", "CANDELS", "--batch-size", "8", "--output", str(output), "--no-progress"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        temporaries = glob.glob(str(tmp_path / ".tmp-p.csv-*"))
+        if temporaries and os.path.getsize(temporaries[0]) > 2000:  # rows are being written
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    partial = tmp_path / "p.partial.csv"
+    rows = read_csv(partial)
+    assert 0 < len(rows) < 2000
+    assert f"gamornet predict: stopped by SIGTERM; the {len(rows)} images classified before the stop are saved in " \
+           f"{str(partial)!r}" in err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["p.partial.csv", "stack.npy"]
+
+
+def test_blank_images_are_named_at_the_end(tmp_path, case, capsys):
+    images, model, expected = case
+    stack = images.copy()
+    stack[2] = 0.0
+    np.save(tmp_path / "stack.npy", stack)
+    assert main(["predict", str(tmp_path / "stack.npy"), "--model", model, "--input-shape", "CANDELS",
+                 "--output", str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 image had the same value in every pixel (blank, or saturated everywhere)" in err
+    assert f"  {tmp_path / 'stack.npy'}[2]\n" in err
+    assert len(read_csv(tmp_path / "p.csv")) == 5
+
+
+def test_an_empty_stack_is_an_error_as_in_the_api(tmp_path, case, capsys):
+    images, model, expected = case
+    np.save(tmp_path / "empty.npy", np.empty((0, 83, 83, 1), np.float32))
+    assert main(["predict", str(tmp_path / "empty.npy"), "--model", model, "--input-shape", "CANDELS",
+                 "--output", str(tmp_path / "p.csv"), "--no-progress"]) == 1
+    assert "the inputs hold no images: " in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+    from gamornet.keras_module import gamornet_predict_keras
+
+    with pytest.raises(ValueError, match="holds no images"):
+        gamornet_predict_keras(np.empty((0, 83, 83, 1), np.float32), model, "CANDELS")
+
+
+def test_the_help_cites_the_handbook(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert "SPEC" not in out and "the Public Data Release Handbook" in out

@@ -14,8 +14,11 @@ def test_core_imports_neither_tensorflow_nor_tflearn():
     script = (
         "import sys\n"
         "import gamornet, gamornet.presets, gamornet._checks, gamornet._registry, gamornet._atomic, "
-        "gamornet._progress, gamornet.cli\n"
+        "gamornet._progress, gamornet.cli, gamornet.models, gamornet.errors, gamornet.formats, "
+        "gamornet.formats.keras_hdf5, gamornet.formats.tflearn_checkpoint, gamornet._download, gamornet.io, "
+        "gamornet._tables, gamornet._prefetch\n"
         "gamornet.cli.build_parser()\n"
+        "assert callable(gamornet.load_predictor) and gamornet.models.list_models()\n"
         "heavy = [m for m in ('tensorflow', 'tflearn', 'keras') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

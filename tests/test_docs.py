@@ -18,11 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
 #: The pages the issue asks for, by source name.
-PAGES = ("index", "getting_started", "tutorials", "handbook", "uncertainty", "api", "cli", "faq", "attribution")
-API_PAGES = ("api/keras_module", "api/tflearn_module", "api/classify", "api/metrics", "api/model_card",
-             "api/simulate", "api/preprocess", "api/demo",
-             "api/io", "api/published",
-             "api/presets", "api/calibration", "api/uncertainty")
+PAGES = ("index", "getting_started", "tutorials", "handbook", "uncertainty", "api", "cli", "architecture", "faq",
+         "attribution")
+API_PAGES = ("api/keras_module", "api/tflearn_module", "api/predictor", "api/classify", "api/metrics",
+             "api/model_card", "api/simulate", "api/preprocess", "api/demo", "api/io", "api/published", "api/formats",
+             "api/presets", "api/errors", "api/calibration", "api/uncertainty")
 
 def _sphinx(builder, source, output, doctrees, strict=True):
     command = [sys.executable, "-m", "sphinx", "-b", builder, "-d", str(doctrees), "-q"]
@@ -69,7 +69,8 @@ def test_api_pages_document_the_public_functions(built):
     for name in ("gamornet_predict_tflearn", "gamornet_train_tflearn", "gamornet_tl_tflearn"):
         assert f'id="gamornet.tflearn_module.{name}"' in tflearn_page, name
     assert 'id="gamornet.classify.classify"' in _read(html, "api/classify")
-    assert 'id="gamornet._download.fetch_model"' in _read(html, "api/published")
+    assert 'id="gamornet.models.fetch"' in _read(html, "api/published")
+    assert 'id="gamornet.predictor.load_predictor"' in _read(html, "api/predictor")
 
 
 def test_cli_page_holds_the_help_of_every_subcommand(built):

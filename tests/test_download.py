@@ -28,7 +28,8 @@ from legacy_files import write_keras2_file
 from published_fixtures import write_saver_checkpoint
 
 from gamornet import _download, _registry
-from gamornet._hdf5 import check_keras_model_file
+from gamornet.formats import tflearn_checkpoint
+from gamornet.formats.keras_hdf5 import check as check_keras_model_file
 from gamornet.presets import weight_shapes
 
 CANDELS = (83, 83, 1)
@@ -109,7 +110,7 @@ def server_root(tmp_path_factory, keras_file, tflearn_prefix):
     """A folder laid out like ftp.astro.yale.edu, holding the stand-ins."""
     root = tmp_path_factory.mktemp("ftp-root")
     files = {KERAS_PATH: keras_file, TABLE.path: TABLE_TEXT, TARBALL.path: tarball_bytes()}
-    for relative_path, suffix in zip(TFLEARN_SIM.files, _registry.TFLEARN_CHECKPOINT_SUFFIXES):
+    for relative_path, suffix in zip(TFLEARN_SIM.files, tflearn_checkpoint.SUFFIXES):
         files[relative_path] = tflearn_prefix + suffix
     servers.published_layout(root, files)
     return root
@@ -226,9 +227,9 @@ def test_first_use_downloads_tflearn_checkpoint(monkeypatch, environment, ftp, t
     assert sorted(ftp.sent) == sorted(TFLEARN_SIM.files)
     assert cached_files(environment) == sorted(list(TFLEARN_SIM.files) + ["manifest.json"])
     records = manifest(environment)
-    for relative_path, suffix in zip(TFLEARN_SIM.files, _registry.TFLEARN_CHECKPOINT_SUFFIXES):
+    for relative_path, suffix in zip(TFLEARN_SIM.files, tflearn_checkpoint.SUFFIXES):
         assert records[relative_path]["sha256"] == sha256(tflearn_prefix + suffix) == sha256(prefix + suffix)
-    _download.check_tflearn_checkpoint(prefix, CANDELS)
+    tflearn_checkpoint.check(prefix, CANDELS)
 
     ftp.stop()
     monkeypatch.setenv("GAMORNET_OFFLINE", "1")
@@ -245,7 +246,7 @@ def test_tflearn_first_use_predicts(monkeypatch, environment, tmp_path):
     prefix = tflearn_files.write_tflearn_checkpoint(str(tmp_path / "written" / "check-562800"), weights, CANDELS)
     root = tmp_path / "server"
     servers.published_layout(root, {relative_path: prefix + suffix for relative_path, suffix
-                                    in zip(TFLEARN_SIM.files, _registry.TFLEARN_CHECKPOINT_SUFFIXES)})
+                                    in zip(TFLEARN_SIM.files, tflearn_checkpoint.SUFFIXES)})
     with servers.FTPServer(root) as ftp:
         go_online(monkeypatch, ftp.base_url)
         predictions = tflearn_module.gamornet_predict_tflearn(images, "CANDELS_sim", "CANDELS")
@@ -563,9 +564,9 @@ def test_two_processes_download_once(monkeypatch, environment, tmp_path, server_
 
 def test_lock_wait_is_bounded(monkeypatch, environment):
     go_online(monkeypatch, f"ftp://127.0.0.1:{servers.closed_port()}/pub/aghosh/")
-    monkeypatch.setattr(_download, "LOCK_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(_download.cache, "LOCK_TIMEOUT_S", 0.3)
     lock = environment / ".locks" / "keras-CANDELS_sim.lock"
-    with _download._file_lock(str(lock), 1.0, "a test"):
+    with _download.cache.file_lock(str(lock), 1.0, "a test"):
         start = time.monotonic()
         with pytest.raises(TimeoutError, match=(
             "waited 0.3 s for another gamornet process to finish with the Keras model 'CANDELS_sim': it holds "
@@ -609,15 +610,16 @@ def test_check_keras_model_file(tmp_path, keras_file):
 
 
 def test_check_tflearn_checkpoint(tmp_path, tflearn_prefix):
-    _download.check_tflearn_checkpoint(tflearn_prefix, CANDELS)
-    with pytest.raises(ValueError, match=r"for input shape \(167, 167, 1\): variable 'FullyConnected/W' has shape "
-                                         r"\(2304, 4096\), expected \(9216, 4096\)"):
-        _download.check_tflearn_checkpoint(tflearn_prefix, (167, 167, 1))
+    tflearn_checkpoint.check(tflearn_prefix, CANDELS)
+    with pytest.raises(ValueError, match=r"for input shape \(167, 167, 1\): weighted layer 6 \('FullyConnected'\) "
+                                         r"holds weights of shapes \[\(2304, 4096\), \(4096,\)\], expected "
+                                         r"\[\(9216, 4096\), \(4096,\)\]"):
+        tflearn_checkpoint.check(tflearn_prefix, (167, 167, 1))
 
     def damaged_copy(name, suffix, content):
         prefix = str(tmp_path / name / "check-1")
         os.makedirs(os.path.dirname(prefix))
-        for ending in _registry.TFLEARN_CHECKPOINT_SUFFIXES:
+        for ending in tflearn_checkpoint.SUFFIXES:
             if ending == suffix:
                 with open(prefix + ending, "wb") as stream:
                     stream.write(content(open(tflearn_prefix + ending, "rb").read()))
@@ -626,20 +628,53 @@ def test_check_tflearn_checkpoint(tmp_path, tflearn_prefix):
         return prefix
 
     short_index = damaged_copy("index", ".index", lambda content: content[: len(content) // 2])
-    with pytest.raises(ValueError, match="the TFLearn checkpoint .* cannot be read"):
-        _download.check_tflearn_checkpoint(short_index, CANDELS)
+    with pytest.raises(ValueError, match="could not read the TFLearn checkpoint .*check-1'"):
+        tflearn_checkpoint.check(short_index, CANDELS)
     short_data = damaged_copy("data", ".data-00000-of-00001", lambda content: content[: len(content) // 2])
     with pytest.raises(ValueError, match="the TFLearn checkpoint .* is corrupt: reading '.*' failed: Read less bytes"):
-        _download.check_tflearn_checkpoint(short_data, CANDELS)
+        tflearn_checkpoint.check(short_data, CANDELS)
     short_meta = damaged_copy("meta", ".meta", lambda content: content[: len(content) // 2 + 1])
     with pytest.raises(ValueError, match=r"the TFLearn graph file .*check-1\.meta' is corrupt"):
-        _download.check_tflearn_checkpoint(short_meta, CANDELS)
+        tflearn_checkpoint.check(short_meta, CANDELS)
     os.remove(short_meta + ".meta")
     with pytest.raises(FileNotFoundError, match=r"the TFLearn checkpoint .* is incomplete: .*check-1\.meta' is missing"):
-        _download.check_tflearn_checkpoint(short_meta, CANDELS)
+        tflearn_checkpoint.check(short_meta, CANDELS)
     # Other variable names (not a GaMorNet checkpoint).
     other = write_saver_checkpoint(str(tmp_path / "other" / "check-2"),
                                    [(np.ones((2, 2), np.float32), np.ones(2, np.float32))], names=[("a/W", "a/b")])
-    with pytest.raises(ValueError, match="does not hold a GaMorNet model: it lacks the variable 'Conv2D/W' of weighted "
-                                         "layer 1"):
-        _download.check_tflearn_checkpoint(other, CANDELS)
+    with pytest.raises(ValueError, match=r"does not hold a GaMorNet network: it lacks the variables \['Conv2D/W', "
+                                         r"'Conv2D/b'"):
+        tflearn_checkpoint.check(other, CANDELS)
+
+
+# --------------------------------------------------------------------------- a failed or impossible download leaves nothing
+
+
+def test_a_failed_download_leaves_no_empty_folders(monkeypatch, environment):
+    go_online(monkeypatch, f"ftp://127.0.0.1:{servers.closed_port()}/pub/aghosh/")
+    with pytest.raises(_download.DownloadError, match="Nothing was written to the cache"):
+        _download.fetch_model("CANDELS_sim", "keras", progress=False)
+    # Only the lock folder remains: not gamornet_keras/trained_models/CANDELS/sim_trained/.
+    assert cached_folders(environment) == [".locks"]
+    assert cached_files(environment) == []
+
+
+def test_a_read_only_cache_names_the_setting_to_change(tmp_path, server_root):
+    """An empty cache on a read-only file system (a tmpfs mounted read-only in a private mount namespace)."""
+    if shutil.which("unshare") is None:
+        pytest.fail("this test needs util-linux's unshare to mount a read-only file system")
+    cache = tmp_path / "readonly-cache"
+    cache.mkdir()
+    script = ("from gamornet import models\n"
+              "try:\n    models.fetch('CANDELS_sim', progress=False)\n"
+              "except OSError as error:\n    print('ERROR', type(error).__name__, error)\n")
+    environment = dict(os.environ, GAMORNET_CACHE_DIR=str(cache), GAMORNET_OFFLINE="0",
+                       GAMORNET_MIRROR=aghosh(server_root))
+    command = f"mount -t tmpfs -o ro tmpfs {cache} && exec {sys.executable} -c \"$SCRIPT\""
+    result = subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", command],
+                            env=dict(environment, SCRIPT=script), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"ERROR OSError the gamornet cache folder '{cache}' cannot be written" in result.stdout
+    assert "Read-only file system" in result.stdout
+    assert "Set GAMORNET_CACHE_DIR to a folder you can write" in result.stdout
+    assert "[Errno" not in result.stdout  # not the raw message

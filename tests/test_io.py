@@ -12,6 +12,7 @@ import pytest
 from astropy.io import fits
 
 from gamornet import io
+from gamornet._prefetch import prefetch
 
 SHAPE = (12, 10, 1)  # non-square, so that a transposed image would not fit
 
@@ -379,7 +380,7 @@ def test_prefetch_keeps_order_and_overlaps_work():
 
     start = time.perf_counter()
     seen = []
-    for item in io.prefetch(slow(10), depth=2):
+    for item in prefetch(slow(10), depth=2):
         time.sleep(0.02)  # the consumer's work overlaps the producer's
         seen.append(item)
     assert seen == list(range(10))
@@ -393,7 +394,7 @@ def test_prefetch_raises_the_producers_error_at_its_place():
 
     seen = []
     with pytest.raises(OSError, match="disk gone"):
-        for item in io.prefetch(failing()):
+        for item in prefetch(failing()):
             seen.append(item)
     assert seen == [1]
 
@@ -411,7 +412,7 @@ def test_prefetch_stops_the_producer_when_the_consumer_leaves():
             closed.set()
 
     before = threading.active_count()
-    for item in io.prefetch(endless(), depth=1):
+    for item in prefetch(endless(), depth=1):
         if item == 3:
             break
     assert closed.wait(2)

@@ -460,3 +460,83 @@ def test_transfer_learning_error_paths(training_set, kwargs, error, match):
     options.update(kwargs)
     with pytest.raises(error, match=match):
         km.gamornet_tl_keras(*training_set, TRAIN_SHAPE, **options)
+
+
+# --------------------------------------------------------------------------- model files are checked; models are reused
+
+
+def test_non_finite_weights_in_a_local_file_are_refused(tmp_path, keras_case):
+    images, weights = keras_case("CANDELS")
+    for layer, part in ((0, 0), (7, 1)):  # a conv2d_1 kernel value; the dense_3 bias
+        broken = [list(pair) for pair in weights]
+        broken[layer][part] = broken[layer][part].copy()
+        broken[layer][part].flat[0] = np.nan
+        path = write_keras2_file(str(tmp_path / f"nan-{layer}.hdf5"), broken)
+        with pytest.raises(ValueError, match=rf"nan-{layer}.hdf5' is corrupt: weighted layer {layer + 1} .* not finite"):
+            km.gamornet_predict_keras(images, path, "CANDELS")
+        with pytest.raises(ValueError, match="not finite"):
+            km.gamornet_load_model_keras(km.gamornet_build_model_keras("CANDELS"), path)
+
+
+def test_a_keras_3_archive_is_named_as_such(tmp_path, keras_case):
+    images, _ = keras_case("CANDELS")
+    path = str(tmp_path / "model.keras")
+    km.gamornet_build_model_keras((16, 16, 1)).save(path)
+    with pytest.raises(OSError, match=r"model.keras' is a Keras 3 '.keras' archive, a format gamornet does not read"):
+        km.gamornet_predict_keras(images, path, "CANDELS")
+
+
+def test_individual_arrays_must_be_a_bool(keras_case):
+    images, _ = keras_case("CANDELS")
+    with pytest.raises(TypeError, match="individual_arrays must be True or False. Received: individual_arrays='yes'"):
+        km.gamornet_predict_keras(images, "/no/such/model.hdf5", "CANDELS", individual_arrays="yes")
+
+
+def test_a_single_image_is_told_to_take_a_leading_axis(keras_case):
+    images, _ = keras_case("CANDELS")
+    with pytest.raises(ValueError, match=r"A single image needs a leading axis of length 1: img_array\[np.newaxis\]"):
+        km.gamornet_predict_keras(images[0], "/no/such/model.hdf5", "CANDELS")
+
+
+def test_blank_and_saturated_images_are_named(tmp_path, keras_case):
+    images, weights = keras_case("CANDELS")
+    path = write_keras2_file(str(tmp_path / "m.hdf5"), weights)
+    stack = images.copy()
+    stack[1] = 0.0
+    stack[3] = 1e30
+    with pytest.warns(UserWarning, match=r"2 of 5 images have the same value in every pixel .* Images: 1, 3"):
+        got = km.gamornet_predict_keras(stack, path, "CANDELS")
+    assert np.abs(got[[0, 2, 4]] - reference.forward(images[[0, 2, 4]], weights)).max() < TOLERANCE
+
+
+def test_a_second_call_reuses_the_model_until_the_file_changes(tmp_path, keras_case):
+    from gamornet import _engine
+
+    images, weights = keras_case("CANDELS")
+    path = write_keras2_file(str(tmp_path / "m.hdf5"), weights)
+    _engine.clear_cache()
+    first = km.gamornet_predict_keras(images, path, "CANDELS")
+    (key,) = _engine.cached_models()
+    second = km.gamornet_predict_keras(images, path, "CANDELS")
+    assert _engine.cached_models() == [key]
+    np.testing.assert_array_equal(first, second)
+    # A new file at the same path (other weights) is read anew.
+    other = [(kernel * 0.5, bias) for kernel, bias in weights]
+    os.remove(path)
+    write_keras2_file(path, other)
+    third = km.gamornet_predict_keras(images, path, "CANDELS")
+    assert np.abs(third - reference.forward(images, other)).max() < TOLERANCE
+    assert len(_engine.cached_models()) == 2 and key in _engine.cached_models()
+    _engine.clear_cache()
+    assert _engine.cached_models() == []
+
+
+@pytest.mark.parametrize("bad", [{"lr": float("nan")}, {"momentum": -1.0}, {"loss": "no_such_loss"},
+                                 {"load_model": True, "model_load_path": "/no/such/model.hdf5"}])
+def test_bad_training_arguments_leave_no_folder(tmp_path, training_set, bad):
+    images, labels, validation_images, validation_labels = training_set
+    folder = tmp_path / "out"
+    with pytest.raises((ValueError, OSError)):
+        km.gamornet_train_keras(images, labels, validation_images, validation_labels, TRAIN_SHAPE,
+                                files_save_path=str(folder), epochs=1, verbose=0, **bad)
+    assert not folder.exists()

@@ -255,15 +255,16 @@ def test_moved_folder_of_checkpoints_and_truncated_data(checkpoints, folder):
     os.link(prefix + ".index", truncated + ".index")
     with open(prefix + ".data-00000-of-00001", "rb") as source, open(truncated + ".data-00000-of-00001", "wb") as out:
         out.write(source.read(1 << 20))
-    with pytest.raises(OSError, match=f"could not read the TFLearn checkpoint '{truncated}'"):
+    with pytest.raises(OSError, match=f"the TFLearn checkpoint '{truncated}' is corrupt: reading"):
         tm.gamornet_predict_tflearn(images[:1], truncated, SMALL)
 
 
 def test_checkpoint_of_another_input_shape(checkpoints):
     prefix, _, _ = checkpoints(SMALL)
-    with pytest.raises(ValueError, match=r"does not fit this network: variable 'FullyConnected/W' has shape "
-                                         r"\(1024, 4096\) in the checkpoint, .* input_shape \(80, 80, 1\) needs "
-                                         r"\(2304, 4096\)"):
+    with pytest.raises(ValueError, match=r"does not fit this network: it does not hold a GaMorNet model for input "
+                                         r"shape \(80, 80, 1\): weighted layer 6 "
+                                         r"\('FullyConnected'\) holds weights of shapes \[\(1024, 4096\), \(4096,\)\], "
+                                         r"expected \[\(2304, 4096\), \(4096,\)\]"):
         tm.gamornet_predict_tflearn(np.zeros((1, 80, 80, 1)), prefix, (80, 80, 1))
 
 
@@ -523,3 +524,47 @@ def test_either_import_order_in_a_fresh_process(side_by_side, first):
     assert np.abs(keras_first - case["keras_expected"]).max() < TOLERANCE
     assert np.abs(tflearn_result - case["tflearn_expected"]).max() < TOLERANCE
     assert np.abs(keras_again - case["keras_expected"]).max() < TOLERANCE
+
+
+# --------------------------------------------------------------------------- one engine for both backends; checked files
+
+
+def test_the_predictor_agrees_with_tflearns_own_dnn(checkpoints):
+    """gamornet_predict_tflearn runs on the Keras engine with TFLearn's LRN: it matches tflearn's DNN.predict."""
+    prefix, images, weights = checkpoints(SMALL)
+    model = tm.gamornet_load_model_tflearn(tm.gamornet_build_model_tflearn(SMALL), prefix)
+    try:
+        tflearn_own = np.asarray(model.predict(images), dtype=np.float32)
+    finally:
+        model.session.close()
+    ours = tm.gamornet_predict_tflearn(images, prefix, SMALL)
+    assert np.abs(ours - tflearn_own).max() < 1e-5
+    assert np.abs(ours - reference.forward(images, weights, reference.lrn_tflearn)).max() < TOLERANCE
+
+
+def test_non_finite_weights_in_a_checkpoint_are_refused(folder):
+    images, weights = calibrated_case(SMALL, n_images=2)
+    broken = [list(pair) for pair in weights]
+    broken[7][1] = np.full_like(broken[7][1], np.inf)
+    prefix = write_tflearn_checkpoint(str(folder / "check-3"), broken, SMALL)
+    with pytest.raises(ValueError, match=r"check-3' is corrupt: weighted layer 8 \('FullyConnected_2'\) .* not finite"):
+        tm.gamornet_predict_tflearn(images, prefix, SMALL)
+    with pytest.raises(ValueError, match="not finite"):
+        tm.gamornet_load_model_tflearn(tm.gamornet_build_model_tflearn(SMALL), prefix)
+
+
+def test_tensorflow_errors_without_a_message_are_reported():
+    from gamornet.formats.tflearn_checkpoint import first_line
+
+    assert first_line(tf.errors.DataLossError(None, None, "")) == "DataLossError"
+    assert first_line(ValueError("first\nsecond")) == "first"
+
+
+def test_bad_training_arguments_leave_no_folder(folder, training_set):
+    images, labels, validation_images, validation_labels = training_set
+    for bad in ({"lr": float("nan")}, {"load_model": True, "model_load_path": str(folder / "none" / "check-1")}):
+        target = folder / "out"
+        with pytest.raises((ValueError, OSError)):
+            tm.gamornet_train_tflearn(images, labels, validation_images, validation_labels, SMALL,
+                                      files_save_path=str(target), epochs=1, **bad)
+        assert not target.exists()

@@ -6,7 +6,7 @@
     the page lists exactly the subcommands that are installed.
 
 ``.. gamornet-published-models::``
-    A table of the published models, read from ``gamornet._registry``.
+    A table of the published models, read from :mod:`gamornet.models`.
 
 ``.. gamornet-published-files::``
     A table of the published data files (tutorial data, prediction tables).
@@ -100,10 +100,10 @@ class PublishedModels(_RstDirective):
     """The registry's published models: name, backend, input shape, files, description."""
 
     def rst_lines(self):
-        from gamornet import _registry
+        from gamornet import models
 
         rows = []
-        for entry in _registry.PUBLISHED_MODELS:
+        for entry in models.PUBLISHED_MODELS:
             files = " ".join(f"``{path}``" for path in entry.files)
             shape = "(" + ", ".join(map(str, entry.input_shape)) + ")"
             rows.append([f"``{entry.name}``", entry.backend, shape, entry.description, files])
@@ -115,10 +115,10 @@ class PublishedFiles(_RstDirective):
     """The registry's published data files: name, path, description."""
 
     def rst_lines(self):
-        from gamornet import _registry
+        from gamornet import models
 
         rows = [[f"``{entry.name}``", f"``{entry.path}``", entry.description]
-                for entry in _registry.PUBLISHED_FILES]
+                for entry in models.PUBLISHED_FILES]
         return _table(["name", "file (under the base URL)", "what it is"], rows, [20, 50, 30])
 
 

@@ -1,0 +1,332 @@
+"""The predictor: one object, and one batch loop, between a model and its probabilities.
+
+Every prediction in gamornet goes through a :class:`Predictor`: the 0.4.x
+functions ``gamornet_predict_keras`` and ``gamornet_predict_tflearn``, the
+``gamornet predict`` command, the benchmarks. It turns a model (a published
+name or a file of either backend) into an engine (:mod:`gamornet._engine`),
+and feeds it batches from a background thread (:func:`Predictor.stream`).
+
+Examples
+--------
+>>> import gamornet
+>>> with gamornet.load_predictor("SDSS_tl") as predictor:      # doctest: +SKIP
+...     probabilities = predictor.predict(images)             # (n, 3): p_disk, p_indet, p_bulge
+"""
+
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gamornet import _checks, models
+from gamornet._prefetch import prefetch
+from gamornet._progress import progress_bar
+from gamornet.errors import BlankImageWarning
+
+__all__ = ["BatchResult", "BlankImageWarning", "Predictor", "clear_model_cache", "load_predictor"]
+
+
+@dataclass
+class BatchResult:
+    """What the predictor computed for one batch of images.
+
+    Attributes
+    ----------
+    probabilities : numpy.ndarray of float32, shape (n, 3)
+        [p_disk, p_indet, p_bulge] per image.
+    blank : numpy.ndarray of bool, shape (n,)
+        Images whose pixels all have one value (blank or saturated): their
+        probabilities carry no information about the galaxy.
+    columns : dict of str to numpy.ndarray
+        Further per-image columns, in :attr:`Predictor.columns` order.
+    """
+
+    probabilities: np.ndarray
+    blank: np.ndarray
+    columns: dict = field(default_factory=dict)
+
+
+@dataclass
+class _ArrayBatch:
+    images: np.ndarray
+    start: int
+
+
+def _array_batches(images, batch_size):
+    for start in range(0, images.shape[0], batch_size):
+        yield _ArrayBatch(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32), start)
+
+
+def _blank(images):
+    flat = images.reshape(len(images), -1)
+    return flat.min(axis=1) == flat.max(axis=1)
+
+
+class Predictor:
+    """A loaded GaMorNet model that predicts probabilities for batches of images.
+
+    Made by :func:`load_predictor`; see there for the parameters.
+
+    Attributes
+    ----------
+    model : str
+        The model as given: a published name or a path.
+    model_path : str
+        Its local file (Keras) or checkpoint prefix (TFLearn).
+    backend : {'keras', 'tflearn'}
+    input_shape : tuple of int
+        (x, y, ndim) of the images it takes.
+    columns : tuple of str
+        The names of the per-image columns it adds beside the probabilities.
+    """
+
+    def __init__(self, engine, model, model_path, backend, input_shape):
+        self._engine = engine
+        self.model = model
+        self.model_path = model_path
+        self.backend = backend
+        self.input_shape = tuple(input_shape)
+        self.columns = ()
+        self._sha256 = None
+
+    @property
+    def engine(self):
+        """The engine (:class:`gamornet._engine.Engine`); ``ValueError`` once the predictor is closed."""
+        if self._engine is None:
+            raise ValueError("this predictor is closed: load a new one with gamornet.load_predictor")
+        return self._engine
+
+    @property
+    def model_sha256(self):
+        """The sha256 of the model's weights file (see :func:`gamornet.models.model_sha256`); computed once."""
+        if self._sha256 is None:
+            self._sha256 = models.model_sha256(self.model_path, self.backend)
+        return self._sha256
+
+    def provenance(self):
+        """What a table of predictions must record about how it was made.
+
+        Returns
+        -------
+        dict
+            gamornet version, model (as given), its local path and sha256,
+            backend, input shape.
+        """
+        import gamornet
+
+        return {
+            "gamornet_version": gamornet.__version__,
+            "model": os.fspath(self.model),
+            "model_path": self.model_path,
+            "model_sha256": self.model_sha256,
+            "backend": self.backend,
+            "input_shape": list(self.input_shape),
+        }
+
+    def predict_batch(self, images):
+        """Predict one batch of images already in memory.
+
+        Parameters
+        ----------
+        images : numpy.ndarray of shape (n, x, y, ndim)
+            Images with finite pixels (not checked here: :meth:`predict` and
+            the readers of :mod:`gamornet.io` check them).
+
+        Returns
+        -------
+        BatchResult
+        """
+        array = np.asarray(images, dtype=np.float32)
+        return self._result(array, array)
+
+    def _result(self, tensor, images):
+        """The results of a batch given as a tensor (or array) for the network and as an array."""
+        if len(images) == 0:
+            return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool), {})
+        return BatchResult(self.engine.forward(tensor), _blank(images), {})
+
+    def stream(self, batches):
+        """The batch loop: predict every batch of an iterable, preparing the next ones in the background.
+
+        While the network works on one batch, a background thread reads the
+        next ones (from files, memory maps ...) and converts them into
+        TensorFlow tensors.
+
+        Parameters
+        ----------
+        batches : iterable
+            Objects with an ``images`` attribute, a float32 array of shape
+            (n, x, y, ndim) (n may be 0), such as the batches of
+            :class:`gamornet.io.ImageReader`.
+
+        Yields
+        ------
+        (batch, BatchResult)
+            Each batch with its results, in order.
+        """
+        import tensorflow as tf
+
+        def prepared():
+            for batch in batches:
+                images = np.asarray(batch.images, dtype=np.float32)
+                yield batch, (tf.convert_to_tensor(images) if len(images) else images), images
+
+        for batch, tensor, images in prefetch(prepared(), depth=2):
+            yield batch, self._result(tensor, images)
+
+    def predict(self, images, batch_size=64, progress=False):
+        """Probabilities of a stack of images.
+
+        Parameters
+        ----------
+        images : numpy.ndarray of shape (n, x, y, ndim)
+            The images, with finite pixel values, in the units the model was
+            trained on. Memory-mapped arrays are read one batch at a time.
+        batch_size : int
+            Images per batch; it does not change the results.
+        progress : bool
+            Show a progress bar on standard error.
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape (n, 3)
+            [p_disk, p_indet, p_bulge] per image, in input order.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Images that are not a 4-D array of finite numbers of the predictor's input shape.
+
+        Warns
+        -----
+        BlankImageWarning
+            Some images have a single pixel value (blank or saturated): their
+            probabilities (about 1/3 each) say nothing about a galaxy.
+        """
+        _checks.check_images(images, self.input_shape, "images")
+        batch_size = _checks.check_positive_int(batch_size, "batch_size")
+        return self._predict_checked(images, batch_size, progress)
+
+    def _predict_checked(self, images, batch_size, progress, stacklevel=3):
+        n_images = images.shape[0]
+        probabilities = np.empty((n_images, 3), dtype=np.float32)
+        blank = np.zeros(n_images, dtype=bool)
+        with progress_bar(n_images, "Predicting", enabled=progress) as bar:
+            for batch, result in self.stream(_array_batches(images, batch_size)):
+                stop = batch.start + len(batch.images)
+                probabilities[batch.start : stop] = result.probabilities
+                blank[batch.start : stop] = result.blank
+                bar.update(stop)
+        if blank.any():
+            indices = np.flatnonzero(blank)
+            shown = ", ".join(map(str, indices[:10])) + (" ..." if len(indices) > 10 else "")
+            warnings.warn(
+                f"{len(indices)} of {n_images} images have the same value in every pixel (blank, or saturated "
+                f"everywhere): their probabilities say nothing about a galaxy. Images: {shown}",
+                BlankImageWarning,
+                stacklevel=stacklevel,
+            )
+        return probabilities
+
+    def close(self):
+        """Release the model; the predictor cannot be used afterwards. Closing twice is harmless."""
+        self._engine = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._engine is None else "open"
+        return (
+            f"<gamornet Predictor {os.fspath(self.model)!r} backend={self.backend!r} "
+            f"input_shape={self.input_shape} ({state})>"
+        )
+
+
+def _resolve_shape(model, input_shape, backend):
+    """The input shape: as given, else the published model's.
+
+    A given shape that does not fit the model file is refused when the file
+    is read (:mod:`gamornet.formats` names the layer that does not fit).
+    """
+    if input_shape is not None:
+        return _checks.check_input_shape(input_shape)
+    if models.is_published_name(model):
+        return tuple(models.published_model(model, backend).input_shape)
+    raise ValueError(
+        f"input_shape is needed with a model file ({os.fspath(model)!r}): 'SDSS', 'CANDELS' or a tuple "
+        "(x, y, ndim). (Published models, such as 'SDSS_tl', know their input shape.)"
+    )
+
+
+def load_predictor(model, input_shape=None, backend="keras"):
+    """Load a GaMorNet model for prediction.
+
+    Parameters
+    ----------
+    model : str or os.PathLike
+        A published model (``'SDSS_sim'``, ``'SDSS_tl'``, ``'CANDELS_sim'``,
+        ``'CANDELS_tl'``), fetched once into the cache (see
+        :mod:`gamornet.models`), or a model file: a Keras ``.hdf5`` file, or a
+        TFLearn checkpoint (its prefix, one of its three files, or a folder of
+        checkpoints).
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int, optional
+        The images' (x, y, ndim). Published models know theirs; a model file
+        needs it.
+    backend : {'keras', 'tflearn'}
+        The flavour of the model file. Both run on the same Keras engine with
+        the backend's own local response normalisation, so the TFLearn models
+        give the same probabilities as with tflearn itself.
+
+    Returns
+    -------
+    Predictor
+
+    Raises
+    ------
+    ValueError, TypeError
+        An unknown backend, a missing or invalid input shape.
+    FileNotFoundError
+        No such model file.
+    gamornet.errors.ModelFileError
+        The file is unreadable, corrupt, holds non-finite weights, or holds no
+        GaMorNet model of this input shape.
+    gamornet.errors.DownloadError, gamornet.errors.CacheIntegrityError
+        A published model could not be fetched, or its cached copy changed.
+    """
+    from gamornet import _engine
+
+    if backend not in models.BACKENDS:
+        raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
+    shape = _resolve_shape(model, input_shape, backend)
+    local_path = models.resolve(model, backend)
+    engine = _engine.engine_for(local_path, shape, backend)
+    return Predictor(engine, model, local_path, backend, shape)
+
+
+def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend):
+    """The body of the 0.4.x ``gamornet_predict_keras`` and ``gamornet_predict_tflearn``.
+
+    Every argument is checked before the model is loaded; the model is then
+    reused from the engine cache when the same file was used before.
+    """
+    shape = _checks.check_input_shape(input_shape)
+    _checks.check_images(img_array, shape)
+    batch_size = _checks.check_positive_int(batch_size, "batch_size")
+    individual_arrays = _checks.check_flag(individual_arrays, "individual_arrays")
+    with load_predictor(model_load_path, shape, backend) as predictor:
+        predictions = predictor._predict_checked(img_array, batch_size, progress=True, stacklevel=5)
+    if individual_arrays:
+        return predictions[:, 0], predictions[:, 1], predictions[:, 2]
+    return predictions
+
+
+def clear_model_cache():
+    """Forget the models kept for reuse between calls (``GAMORNET_MODEL_CACHE`` sets how many are kept)."""
+    from gamornet import _engine
+
+    _engine.clear_cache()

@@ -48,6 +48,12 @@ Classes use the handbook's probability thresholds. By default the set is the
 one of the backend and data set: keras_SDSS, keras_CANDELS, tflearn_SDSS or
 tflearn_CANDELS, from the published model name (SDSS_tl ...) or from
 --input-shape SDSS / CANDELS. For any other input shape, give --thresholds.
+
+A model trained by gamornet has a model card (model_card.json) beside it: then
+each image is also checked against the card's central 99% range of its
+training images (background level, border noise, peak S/N, size and
+concentration), the column out_of_domain names the statistics that fall
+outside it, and the share of such images is printed at the end.
 """
 
 _EPILOG = """\
@@ -237,11 +243,21 @@ def _describe_thresholds(thresholds):
 
 
 class _Outcome:
-    """What a run met besides its rows: bad inputs, and images with one value in every pixel."""
+    """What a run met besides its rows: bad inputs, images with one value in every pixel, out-of-domain images."""
 
     def __init__(self):
         self.bad_inputs = []
         self.blank_sources = []
+        self.out_of_domain = None  # with a model card to check against: {statistic: images}, and "any"
+
+    def count_out_of_domain(self, failed):
+        counts = self.out_of_domain if self.out_of_domain is not None else {"any": 0}
+        for entry in failed:
+            if entry:
+                counts["any"] += 1
+                for name in entry.split(";"):
+                    counts[name] = counts.get(name, 0) + 1
+        self.out_of_domain = counts
 
 
 def _classify_stream(reader, predictor, thresholds, table, progress, outcome):
@@ -255,6 +271,8 @@ def _classify_stream(reader, predictor, thresholds, table, progress, outcome):
                 columns = {name: result.columns[name] for name in predictor.columns}
                 table.add(batch.sources, result.probabilities, classify(result.probabilities, thresholds), columns)
                 outcome.blank_sources += [source for source, blank in zip(batch.sources, result.blank) if blank]
+                if "out_of_domain" in columns:
+                    outcome.count_out_of_domain(columns["out_of_domain"])
             outcome.bad_inputs.extend(batch.bad)
             done += len(batch.sources) + len(batch.bad)
             if progress:
@@ -354,7 +372,7 @@ def run(args):
         for path in _own_files(args.output):
             remove_stale_temporaries(path)
     outcome = _Outcome()
-    with load_predictor(args.model, input_shape, args.backend) as predictor:
+    with load_predictor(args.model, input_shape, args.backend, model_card="auto") as predictor:
         progress = not args.no_progress
         if args.output is None:
             table = CsvTable(sys.stdout, predictor.columns)
@@ -391,6 +409,12 @@ def _report(table, outcome, output, thresholds):
         lines.append(f"gamornet predict: warning: {count} image{'s' if count > 1 else ''} had the same value in every "
                      "pixel (blank, or saturated everywhere): their probabilities say nothing about a galaxy:")
         lines += _listing(outcome.blank_sources)
+    if outcome.out_of_domain is not None and table.rows:
+        counts = dict(outcome.out_of_domain)
+        share = counts.pop("any") / table.rows
+        by_name = "".join(f", {name} {count / table.rows:.1%}" for name, count in counts.items())
+        lines.append(f"gamornet predict: {share:.1%} of the images lie outside the model card's central 99% range of "
+                     f"the training images (the column out_of_domain names the statistics{by_name})")  # fmt: skip
     if outcome.bad_inputs:
         plural = "s" if len(outcome.bad_inputs) > 1 else ""
         lines.append(f"gamornet predict: skipped {len(outcome.bad_inputs)} bad input{plural}:")

@@ -94,6 +94,8 @@ __all__ = [
     "read_model_card",
     "published_model_card",
     "find_model_card",
+    "resolve_model_card",
+    "has_statistics",
     "check_domain",
 ]
 
@@ -435,6 +437,55 @@ def find_model_card(model, backend="keras"):
         return published_model_card(model, backend)
     path = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model))), CARD_FILE_NAME)
     return read_model_card(path) if os.path.isfile(path) else None
+
+
+def resolve_model_card(card, model, backend="keras", input_shape=None):
+    """The card a predictor checks images against, from what the user asked for.
+
+    Parameters
+    ----------
+    card : None, 'auto', dict or str
+        None: no card. ``'auto'``: the model's own card (:func:`find_model_card`),
+        or none if it has none. A dict: that card. A string or path: the
+        card's file (or the folder that holds ``model_card.json``).
+    model : str
+        The model, as given to :func:`gamornet.load_predictor`.
+    backend : {'keras', 'tflearn'}
+    input_shape : tuple of int, optional
+        The predictor's input shape, which the card's must match.
+
+    Returns
+    -------
+    dict or None
+
+    Raises
+    ------
+    ValueError
+        An invalid card, or a card for another input shape.
+    OSError
+        A card file that cannot be read.
+    """
+    if card is None:
+        return None
+    if isinstance(card, str) and card == "auto":
+        card = find_model_card(model, backend)
+    elif isinstance(card, (str, os.PathLike)):
+        card = read_model_card(card)
+    elif isinstance(card, dict):
+        card = _check_card(card, "model_card")
+    else:
+        raise TypeError(f"model_card must be None, 'auto', a card (dict) or the path of one. Received an object of "
+                        f"type {type(card).__name__}")  # fmt: skip
+    if card is not None and input_shape is not None and card.get("input_shape") \
+            and tuple(card["input_shape"]) != tuple(input_shape):  # fmt: skip
+        raise ValueError(f"the model card is for images of shape {tuple(card['input_shape'])}, but the model takes "
+                         f"{tuple(input_shape)}")  # fmt: skip
+    return card
+
+
+def has_statistics(card):
+    """Whether a card holds the training images' statistics, so that images can be checked against it."""
+    return bool(card) and any(entry.get("quantiles") is not None for entry in (card.get("statistics") or {}).values())
 
 
 # --------------------------------------------------------------------------- the published models

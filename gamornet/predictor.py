@@ -78,16 +78,24 @@ class Predictor:
     input_shape : tuple of int
         (x, y, ndim) of the images it takes.
     columns : tuple of str
-        The names of the per-image columns it adds beside the probabilities.
+        The names of the per-image columns it adds beside the probabilities:
+        ``out_of_domain`` with a model card that holds training statistics
+        (:func:`gamornet.model_card.check_domain`: the statistics outside the
+        card's central 99% range, ``''`` for an image within it).
+    model_card : dict or None
+        The model card images are checked against.
     """
 
-    def __init__(self, engine, model, model_path, backend, input_shape):
+    def __init__(self, engine, model, model_path, backend, input_shape, *, model_card=None):
+        from gamornet.model_card import has_statistics
+
         self._engine = engine
         self.model = model
         self.model_path = model_path
         self.backend = backend
         self.input_shape = tuple(input_shape)
-        self.columns = ()
+        self.model_card = model_card
+        self.columns = ("out_of_domain",) if has_statistics(model_card) else ()
         self._sha256 = None
 
     @property
@@ -122,6 +130,8 @@ class Predictor:
             "model_sha256": self.model_sha256,
             "backend": self.backend,
             "input_shape": list(self.input_shape),
+            "model_card": None if self.model_card is None else {
+                key: self.model_card.get(key) for key in ("trained_by", "n_training_images", "domain_levels")},
         }
 
     def predict_batch(self, images):
@@ -143,8 +153,14 @@ class Predictor:
     def _result(self, tensor, images):
         """The results of a batch given as a tensor (or array) for the network and as an array."""
         if len(images) == 0:
-            return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool), {})
-        return BatchResult(self.engine.forward(tensor), _blank(images), {})
+            return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool), {name: np.empty(0, str)
+                                                                                 for name in self.columns})
+        columns = {}
+        if "out_of_domain" in self.columns:
+            from gamornet.model_card import check_domain
+
+            columns["out_of_domain"] = check_domain(images, self.model_card).failed
+        return BatchResult(self.engine.forward(tensor), _blank(images), columns)
 
     def stream(self, batches):
         """The batch loop: predict every batch of an iterable, preparing the next ones in the background.
@@ -263,7 +279,7 @@ def _resolve_shape(model, input_shape, backend):
     )
 
 
-def load_predictor(model, input_shape=None, backend="keras"):
+def load_predictor(model, input_shape=None, backend="keras", *, model_card=None):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -281,6 +297,12 @@ def load_predictor(model, input_shape=None, backend="keras"):
         The flavour of the model file. Both run on the same Keras engine with
         the backend's own local response normalisation, so the TFLearn models
         give the same probabilities as with tflearn itself.
+    model_card : None, 'auto', dict or str
+        Check every image against a model card (:mod:`gamornet.model_card`)
+        and add the column ``out_of_domain``: ``'auto'`` takes the model's own
+        card (``model_card.json`` beside a model file; a published model's
+        card holds no training statistics, so nothing is checked), or give a
+        card or its path. None (the default) checks nothing.
 
     Returns
     -------
@@ -303,9 +325,12 @@ def load_predictor(model, input_shape=None, backend="keras"):
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
     shape = _resolve_shape(model, input_shape, backend)
+    from gamornet.model_card import resolve_model_card
+
     local_path = models.resolve(model, backend)
+    card = resolve_model_card(model_card, model if models.is_published_name(model) else local_path, backend, shape)
     engine = _engine.engine_for(local_path, shape, backend)
-    return Predictor(engine, model, local_path, backend, shape)
+    return Predictor(engine, model, local_path, backend, shape, model_card=card)
 
 
 def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend):

@@ -190,3 +190,50 @@ def test_published_cards_come_from_the_paper_and_the_handbook():
     assert check.summary().startswith("no domain check")
     with pytest.raises(ValueError, match="model name must be one of"):
         published_model_card("HST_tl")
+
+
+def test_the_predictor_and_gamornet_predict_check_images_against_the_card_beside_the_model(tmp_path, keras_case,
+                                                                                          capsys):
+    import csv
+
+    import reference
+    from legacy_files import write_keras2_file
+
+    from gamornet.cli import main
+    from gamornet.model_card import has_statistics, resolve_model_card
+    from gamornet.predictor import load_predictor
+
+    shape = (83, 83, 1)
+    _, weights = keras_case("CANDELS")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model = write_keras2_file(str(folder / "model.hdf5"), weights)
+    write_model_card(folder, reference.galaxy_images(300, shape, seed=3))
+    fresh = reference.galaxy_images(40, shape, seed=4)
+    shifted = reference.galaxy_images(40, shape, seed=5, sky=2500.0)  # 5x the noise, 25x the sky
+    images = np.concatenate([fresh, shifted])
+    with load_predictor(model, "CANDELS", model_card="auto") as predictor:
+        assert predictor.columns == ("out_of_domain",)
+        failed = predictor.predict_batch(images).columns["out_of_domain"]
+        assert predictor.provenance()["model_card"]["n_training_images"] == 300
+        probabilities = predictor.predict(images)
+    assert np.mean(failed[:40] != "") < 0.15 and (failed[40:] != "").all()
+    with load_predictor(model, "CANDELS") as predictor:  # no card asked for: no column, the same probabilities
+        assert predictor.columns == ()
+        np.testing.assert_array_equal(predictor.predict(images), probabilities)
+    np.save(tmp_path / "mixed.npy", images)
+    output = tmp_path / "out.csv"
+    assert main(["predict", str(tmp_path / "mixed.npy"), "--model", model, "--input-shape", "CANDELS",
+                 "--output", str(output), "--no-progress"]) == 0  # fmt: skip
+    with open(output, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["out_of_domain"] for row in rows] == failed.tolist()
+    share = np.mean(failed != "")
+    assert f"gamornet predict: {share:.1%} of the images lie outside the model card's central 99% range" in \
+        capsys.readouterr().err  # fmt: skip
+    # A published model's card has no statistics: nothing to check, no column.
+    assert not has_statistics(resolve_model_card("auto", "CANDELS_tl", "keras", shape))
+    with pytest.raises(ValueError, match=r"the model card is for images of shape \(32, 32, 1\), but the model takes"):
+        load_predictor(model, "CANDELS", model_card=model_card(_galaxies(20, np.random.default_rng(1))))
+    with pytest.raises(TypeError, match="model_card must be None, 'auto', a card"):
+        load_predictor(model, "CANDELS", model_card=3)

@@ -20,14 +20,9 @@ from gamornet.uncertainty import MCDropoutHead, error_detection_auroc, summarize
 PREDICTED_SETS = ("validation", "test", "shifted")
 
 
-def predict_sets(model_path, inputs, input_shape):
-    """Probabilities of every set of :data:`PREDICTED_SETS`, from one call of the saved model."""
-    from gamornet.keras_module import gamornet_predict_keras
-
-    stacked = np.concatenate([inputs[name] for name in PREDICTED_SETS])
-    probabilities = gamornet_predict_keras(stacked, model_path, input_shape, batch_size=256)
-    ends = np.cumsum([len(inputs[name]) for name in PREDICTED_SETS])
-    return dict(zip(PREDICTED_SETS, np.split(probabilities, ends[:-1])))
+def predict_sets(predictor, inputs):
+    """Probabilities of every set of :data:`PREDICTED_SETS`, through the predictor's batch loop."""
+    return {name: predictor.predict(inputs[name], batch_size=256) for name in PREDICTED_SETS}
 
 
 def fitted_temperature(probabilities, labels, log):
@@ -65,26 +60,27 @@ def threshold_rule(config, calibrated_validation, validation_classes, log):
     return choice.to_thresholds(), choice
 
 
-def mc_dropout(model, images, n_samples, seed):
-    """MC-dropout summary of ``images``: the convolutional features once, the dense head ``n_samples`` times."""
+def mc_dropout(engine, images, n_samples, seed):
+    """MC-dropout summary of ``images``: the convolutional features once, the dense head ``n_samples`` times.
+
+    ``engine`` is a predictor's (:attr:`gamornet.predictor.Predictor.engine`).
+    """
     import keras
 
-    features = keras.Model(model.inputs, model.get_layer("flatten_1").output).predict(images, batch_size=256,
-                                                                                       verbose=0)  # fmt: skip
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    dense = [layer for layer in engine.head_layers if isinstance(layer, keras.layers.Dense)]
+    rates = [layer.rate for layer in engine.head_layers if isinstance(layer, keras.layers.Dropout)]
     head = MCDropoutHead(dense, rates, n_samples=n_samples, seed=seed)
-    draws = np.concatenate([head(features[start : start + 256]) for start in range(0, len(features), 256)], axis=1)
-    return summarize_samples(draws)
+    draws = [head(engine.features(images[start : start + 256])) for start in range(0, len(images), 256)]
+    return summarize_samples(np.concatenate(draws, axis=1))
 
 
 def _auroc(scores, is_error):
     return error_detection_auroc(scores, is_error) if 0 < is_error.sum() < len(is_error) else float("nan")
 
 
-def uncertainty_scores(model, images, predicted, true_classes, n_samples, seed):
+def uncertainty_scores(engine, images, predicted, true_classes, n_samples, seed):
     """The AUROC of the MC-dropout std of the predicted class, and of the mutual information, as error detectors."""
-    summary = mc_dropout(model, images, n_samples, seed)
+    summary = mc_dropout(engine, images, n_samples, seed)
     top_std = summary.std[np.arange(len(predicted)), predicted]
     is_error = np.asarray(predicted != true_classes)
     return {
@@ -109,7 +105,7 @@ def evaluate_network(config, network, sets, inputs, card, log):
     Parameters
     ----------
     network : dict
-        ``model`` (keras.Model) and ``path`` (its saved file).
+        ``path`` (the saved model) and ``mc_seed`` (the seed of the dropout masks).
     sets : dict
         ``(images, parameters)`` per set name, as simulated.
     inputs : dict
@@ -121,19 +117,22 @@ def evaluate_network(config, network, sets, inputs, card, log):
     -------
     dict
     """
+    from gamornet.predictor import load_predictor
+
     truth = {name: sets[name][1]["label"] for name in PREDICTED_SETS}
     log(f"Predicting the validation, test and shifted sets with {network['path']}")
-    raw = predict_sets(network["path"], inputs, config.input_shape)
+    with load_predictor(network["path"], config.input_shape) as predictor:
+        raw = predict_sets(predictor, inputs)
+        test = argmax_scores(raw["test"], truth["test"])
+        log(f"MC dropout: {config.mc_samples} draws of the dense layers per test galaxy")
+        uncertainty = uncertainty_scores(predictor.engine, inputs["test"], test["predicted"], truth["test"],
+                                         config.mc_samples, network["mc_seed"])  # fmt: skip
     temperature = fitted_temperature(raw["validation"], truth["validation"], log)
     calibrated = {name: calibration.apply_temperature(raw[name], temperature) for name in PREDICTED_SETS}
     rule, choice = threshold_rule(config, calibrated["validation"], truth["validation"], log)
     source = raw if config.thresholds is not None else calibrated  # handbook sets are for raw probabilities
     thresholded = classes_from_names(classify.classify(source["test"], rule))
     counts = confusion_counts(truth["test"], thresholded)
-    test = argmax_scores(raw["test"], truth["test"])
-    log(f"MC dropout: {config.mc_samples} draws of the dense layers per test galaxy")
-    uncertainty = uncertainty_scores(network["model"], inputs["test"], test["predicted"], truth["test"],
-                                     config.mc_samples, network["mc_seed"])  # fmt: skip
     return {
         "probabilities": raw, "calibrated": calibrated, "temperature": temperature,
         "ece_before": calibration.expected_calibration_error(raw["test"], truth["test"]),
@@ -147,8 +146,11 @@ def evaluate_network(config, network, sets, inputs, card, log):
 
 def evaluate_comparison(config, network, sets, inputs, card):
     """The scores of a network trained with other preprocessing: argmax recall and domain share, test and shifted."""
+    from gamornet.predictor import load_predictor
+
     truth = {name: sets[name][1]["label"] for name in PREDICTED_SETS}
-    raw = predict_sets(network["path"], inputs, config.input_shape)
+    with load_predictor(network["path"], config.input_shape) as predictor:
+        raw = predict_sets(predictor, inputs)
     return {
         "test": argmax_scores(raw["test"], truth["test"]),
         "shifted": argmax_scores(raw["shifted"], truth["shifted"]),

@@ -419,7 +419,7 @@ def _describe_card(config, settings, folder):
 
 
 def _train_stage(config, settings, inputs, labels, learn, folder, seeds, progress, log):
-    """Stage 3: train GaMorNet from scratch on ``inputs``; the network, its file, its card and its seeds."""
+    """Stage 3: train GaMorNet from scratch on ``inputs``; its files, its card and the seed of its dropout masks."""
     if "keras" not in sys.modules:
         log("Loading TensorFlow")
     import keras
@@ -433,7 +433,7 @@ def _train_stage(config, settings, inputs, labels, learn, folder, seeds, progres
     log(f"Training GaMorNet from scratch ({_preprocessing_label(settings)}) into {folder}: {config.epochs} epochs, batch {config.batch_size}, SGD lr={config.lr} "
         f"({config.lr_schedule}), momentum={config.momentum}, nesterov={config.nesterov}")  # fmt: skip
     keras.utils.set_random_seed(seeds["network"])  # the same initial weights and batches for the same seed
-    model = gamornet_train_keras(
+    gamornet_train_keras(
         inputs["training"][training], labels["training"][training], inputs["validation"][validation],
         labels["validation"][validation], config.input_shape, files_save_path=folder, epochs=config.epochs,
         batch_size=config.batch_size, lr=learning_rate, momentum=config.momentum, nesterov=config.nesterov,
@@ -442,8 +442,7 @@ def _train_stage(config, settings, inputs, labels, learn, folder, seeds, progres
     paths.update(model=os.path.join(folder, "trained_model.hdf5"), metrics=os.path.join(folder, "metrics.csv"),
                  card=os.path.join(folder, CARD_FILE_NAME))  # fmt: skip
     card = _describe_card(config, settings, folder)
-    return {"model": model, "path": paths["model"], "paths": paths, "card": card, "mc_seed": seeds["dropout"],
-            "settings": settings}  # fmt: skip
+    return {"path": paths["model"], "paths": paths, "card": card, "mc_seed": seeds["dropout"], "settings": settings}
 
 
 def _compare_stage(config, sets, labels, learn, output_dir, seeds, progress, log):

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -85,6 +86,30 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     assert settings["input_shape"] == [32, 32, 1] and settings["preprocess_images"]["stretch"] == "asinh"
     assert settings["exclude_indeterminate_from_training"] is True
     assert (output / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The demo's other stages: calibration, thresholds, MC dropout, the model card and the shifted set.
+    for text in ("Calibration: temperature T =", "Classes from thresholds chosen on the validation set",
+                 "Indeterminate fraction (predicted)", "MC dropout (30 draws)", "Shifted test set",
+                 "no stretch, peak scaling", "lie outside the model card's central 99% range"):
+        assert text in printed, text
+    summary = json.loads((output / "demo_summary.json").read_text())
+    assert summary["main"]["out_of_domain"].keys() == {"test", "shifted"}
+    assert summary["comparison"]["preprocessing"]["stretch"] == "none"
+    card = json.loads((output / "model_card.json").read_text())
+    assert card["trained_by"] == "gamornet demo" and card["preprocessing"]["stretch"] == "asinh"
+    learned = re.search(r"left out of training: (\d+) training", printed)
+    assert card["n_training_images"] == int(learned.group(1))
+    assert json.loads((output / "compare_none" / "model_card.json").read_text())["preprocessing"]["stretch"] == "none"
+    # predictions.csv: the thresholded class follows the chosen rule on the calibrated probabilities.
+    calibrated = np.array([[float(row[f"p_{name}_calibrated"]) for name in ("disk", "indeterminate", "bulge")]
+                           for row in rows])  # fmt: skip
+    rule = (summary["thresholds"]["disk"], summary["thresholds"]["bulge"])
+    from gamornet.classify import classify
+
+    assert [row["thresholded_label"] for row in rows] == classify(calibrated, rule).tolist()
+    from gamornet.model_card import STATISTICS
+
+    assert all(set(row["out_of_domain"].split(";")) <= set(STATISTICS) for row in rows if row["out_of_domain"])
+    assert np.allclose(calibrated.sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_demo_refuses_bad_settings_before_any_work(tmp_path):

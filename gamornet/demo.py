@@ -1,4 +1,4 @@
-"""The demo: simulate galaxies, train GaMorNet from scratch, and evaluate it.
+"""The demo: simulate galaxies, train GaMorNet from scratch, and evaluate it the way the handbook does.
 
 :func:`run_demo` is what ``gamornet demo`` and ``make demo`` run. Offline and
 on a CPU it goes through five stages:
@@ -6,24 +6,36 @@ on a CPU it goes through five stages:
 1. **simulate** training, validation and test sets of bulge + disk galaxies
    (:mod:`gamornet.simulate`), labelled by the rule of Ghosh et al. (2020):
    disk-dominated if L_B/L_T < 0.45, bulge-dominated if L_B/L_T > 0.55,
-   indeterminate in between;
-2. **split**: preprocess every image the same way (:mod:`gamornet.preprocess`)
-   and set the labels of each set, leaving indeterminate galaxies out of
-   training when asked;
+   indeterminate in between; and a *shifted* test set, the same kind of
+   galaxies seen through another PSF and noise level (:func:`shifted_survey`);
+2. **split**: set the labels of each set, leaving indeterminate galaxies out
+   of training when asked, and preprocess every image the same way
+   (:mod:`gamornet.preprocess`);
 3. **train** GaMorNet from scratch with the Keras backend
-   (:func:`gamornet.keras_module.gamornet_train_keras`);
-4. **evaluate**: predict the test set with the saved model
-   (:func:`gamornet.keras_module.gamornet_predict_keras`) and score it
-   (:mod:`gamornet.metrics`);
-5. **report**: print the handbook-style table of actual against predicted
-   classes, the indeterminate fraction and the accuracy, and write
-   ``predictions.csv`` and ``demo.png``.
+   (:func:`gamornet.keras_module.gamornet_train_keras`), which writes the
+   model card (:mod:`gamornet.model_card`) beside the model;
+4. **evaluate** through the predictor (:func:`gamornet.load_predictor`):
 
-By default the predicted class is the most probable of the three (argmax of
-[p_disk, p_indeterminate, p_bulge]). The handbook's probability thresholds
-(:mod:`gamornet.classify`) were tuned for the published models on real SDSS
-and CANDELS galaxies, not for a model trained for minutes on simulations, so
-the demo uses them only when asked (``thresholds='keras_CANDELS'``, ...).
+   - the most probable class (argmax), scored as the handbook does
+     (:mod:`gamornet.metrics`);
+   - calibration: a temperature fitted on the validation set, and the
+     expected calibration error of the test set before and after
+     (:mod:`gamornet.calibration`);
+   - thresholds on the calibrated p_disk and p_bulge chosen on the validation
+     set for the purities asked (0.95), which leave the galaxies the network
+     is unsure of indeterminate; their purity, completeness and
+     indeterminate fraction on the test set;
+   - MC dropout (:mod:`gamornet.uncertainty`): how well the spread of the
+     predicted class's probability picks out misclassified galaxies (AUROC);
+   - the domain check: the share of test and shifted galaxies outside the
+     model card's central 99% range, and the recall on both sets;
+   - the same network trained on images preprocessed another way
+     (``compare_stretch``), scored on both sets, to compare the
+     preprocessing choices where it matters: on images unlike the training
+     set;
+
+5. **report**: print the tables and write ``predictions.csv``,
+   ``demo_summary.json`` and ``demo.png``.
 
 Every setting is a field of :class:`DemoConfig`, whose defaults are what
 ``make demo`` runs (``gamornet demo`` without options; the ``gamornet demo``
@@ -33,11 +45,8 @@ pixels, H band) of H = 19-22.5 mag in 64 x 64 cutouts (the largest cutout for
 which GaMorNet's last pooling layer is 2 x 2: half the training cost of
 83 x 83 per image), disks no larger than the cutout holds
 (:func:`demo_survey`), an asinh stretch scaled to a peak of 1, more galaxies
-seen fewer times (8,000 galaxies, 3 epochs) rather than the reverse,
-indeterminate galaxies left out of training, and SGD with Nesterov momentum and
-a warm-up plus cosine learning-rate schedule peaking at 0.003. On a 2-core CPU
-these reached a disk recall of about 0.90 and a bulge recall of about 0.92 on
-the held-out test set.
+seen fewer times rather than the reverse, and SGD with Nesterov momentum and
+a warm-up plus cosine learning-rate schedule.
 """
 
 import csv
@@ -102,12 +111,18 @@ class DemoConfig:
         + ", else the preset's", "pair", metavar=("BRIGHT", "FAINT"),
     )  # fmt: skip
     n_train: int = _setting(8000, "training galaxies", "positive_int")
-    n_validation: int = _setting(1000, "validation galaxies: they fit the temperature and choose the thresholds",
+    training_bulge_to_total: object = _setting(
+        (0.0, 1.0), "L_B/L_T range of the training galaxies (the validation, test and shifted sets span 0-1); a "
+        "narrower range leaves the easiest, most bulge-dominated galaxies out of training",
+        "pair", metavar=("LOW", "HIGH"),
+    )  # fmt: skip
+    n_validation: int = _setting(1500, "validation galaxies: they fit the temperature and choose the thresholds",
                                  "positive_int")  # fmt: skip
     n_test: int = _setting(2000, "test galaxies", "positive_int")
     exclude_indeterminate: bool = _setting(
-        True, "leave galaxies with 0.45 <= L_B/L_T <= 0.55 out of training and of the validation loss (the test set, "
-        "the temperature and the thresholds keep them)", "flag",
+        True, "leave galaxies with 0.45 <= L_B/L_T <= 0.55 out of training and of the validation loss (the test "
+        "set, the temperature and the thresholds keep them); without them the network cannot give a calibrated "
+        "probability of 'indeterminate'", "flag",
     )  # fmt: skip
     epochs: int = _setting(3, "training epochs", "positive_int")
     batch_size: int = _setting(32, "images per gradient step", "positive_int")
@@ -147,6 +162,8 @@ class DemoConfig:
             object.__setattr__(self, "n_shifted", _checks.check_positive_int(self.n_shifted, "n_shifted"))
         if self.magnitude_range is not None:
             object.__setattr__(self, "magnitude_range", tuple(self.magnitude_range))
+        object.__setattr__(self, "training_bulge_to_total", _check_fraction_range(self.training_bulge_to_total,
+                                                                                  "training_bulge_to_total"))
         shifted_survey(self.survey, self.shifted_psf_fwhm, self.shifted_noise)  # checks the survey and the shift
         _check_positive_number(self.lr, "lr")
         if self.lr_schedule not in ("cosine", "constant"):
@@ -170,6 +187,11 @@ class DemoConfig:
     def survey(self):
         """The :class:`gamornet.simulate.SurveyPreset` the galaxies are drawn from (:func:`demo_survey`)."""
         return demo_survey(self.preset, self.size, self.magnitude_range)
+
+    @property
+    def training_survey(self):
+        """The survey of the training set: :attr:`survey` with ``training_bulge_to_total`` as its L_B/L_T range."""
+        return dataclasses.replace(self.survey, bulge_to_total_range=self.training_bulge_to_total)
 
     @property
     def shifted(self):
@@ -200,6 +222,16 @@ class DemoConfig:
             return (f"thresholds on the calibrated p_disk and p_bulge chosen on the validation set for purities "
                     f"{self.disk_purity:g} and {self.bulge_purity:g}")  # fmt: skip
         return f"handbook thresholds {self.thresholds!r} (gamornet.classify)"
+
+
+def _check_fraction_range(value, name):
+    try:
+        low, high = (float(bound) for bound in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair of numbers (low, high). Received: {name}={value!r}") from None
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"{name} must be a pair (low, high) with 0 <= low < high <= 1. Received: {name}={value!r}")
+    return (low, high)
 
 
 def _check_positive_number(value, name):
@@ -325,6 +357,10 @@ class _Log:
         print(prefix + message, file=self.stream, flush=True)
 
 
+#: At most this many validation galaxies give the validation loss after every epoch; all of them fit the
+#: temperature and choose the thresholds.
+_MONITORED_VALIDATION = 500
+
 #: The independent master seeds derived from the demo's seed, in this order.
 _SEED_NAMES = ("training", "validation", "test", "shifted", "network", "dropout")
 
@@ -347,7 +383,7 @@ def _simulate_stage(config, seeds, n_workers, progress, log):
     shifted = config.shifted
     sets = {}
     for name, count in counts.items():
-        survey = shifted if name == "shifted" else config.survey
+        survey = {"shifted": shifted, "training": config.training_survey}.get(name, config.survey)
         seen = (f": PSF Kolmogorov {shifted.psf_fwhm} arcsec FWHM, noise x{config.shifted_noise}"
                 if name == "shifted" else "")  # fmt: skip
         log(f"Simulating the {name} set ({count} galaxies{seen})")
@@ -359,9 +395,11 @@ def _split_stage(config, sets, log):
     """Stage 2: one-hot labels of every set, and which training and validation galaxies the network learns from."""
     labels = {name: labels_from_bulge_to_total(table["bulge_to_total"]) for name, (_, table) in sets.items()}
     learn = {name: np.ones(len(labels[name]), dtype=bool) for name in ("training", "validation")}
+    # The validation loss printed after every epoch needs a few hundred galaxies, not all (they cost time).
+    learn["validation"][_MONITORED_VALIDATION:] = False
     if config.exclude_indeterminate:
         for name in learn:
-            learn[name] = labels[name][:, 1] == 0
+            learn[name] &= labels[name][:, 1] == 0
             if not learn[name].any():
                 raise ValueError(f"The {name} set holds only indeterminate galaxies; simulate more galaxies")
         log(f"indeterminate galaxies left out of training: {learn['training'].sum()} training and "
@@ -413,7 +451,8 @@ def _describe_card(config, settings, folder):
         folder, trained_by="gamornet demo", survey=survey.name, band=survey.band,
         pixel_scale_arcsec=survey.pixel_scale, preprocessing=settings,
         notes=[f"Simulated {survey.name}-like galaxies (gamornet.simulate) of {survey.magnitude_range[0]}-"
-               f"{survey.magnitude_range[1]} mag, bulge-to-total ratios 0-1"
+               f"{survey.magnitude_range[1]} mag, bulge-to-total ratios {config.training_bulge_to_total[0]}-"
+               f"{config.training_bulge_to_total[1]}"
                + (", indeterminate galaxies left out" if config.exclude_indeterminate else "")],
     )  # fmt: skip
 

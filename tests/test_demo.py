@@ -219,14 +219,17 @@ def test_demo_config_makes_the_command_line_options():
     args = parser.parse_args(["demo", "--preset", "SDSS", "--size", "40", "--magnitude-range", "15", "17",
                               "--no-exclude-indeterminate", "--lr", "0.01", "--momentum", "0.5", "--no-nesterov",
                               "--stretch", "log", "--scaling", "sum", "--softening", "2", "--seed", "9",
-                              "--thresholds", "keras_SDSS", "--lr-schedule", "constant"])  # fmt: skip
+                              "--thresholds", "keras_SDSS", "--lr-schedule", "constant",
+                              "--training-bulge-to-total", "0.1", "0.9"])  # fmt: skip
     from gamornet._cli_simulate import _demo_config
 
     config = _demo_config(args)
     assert config == DemoConfig(preset="SDSS", size=40, magnitude_range=(15.0, 17.0), exclude_indeterminate=False,
                                 lr=0.01, momentum=0.5, nesterov=False, stretch="log", scaling="sum", softening=2.0,
-                                seed=9, thresholds="keras_SDSS", lr_schedule="constant")  # fmt: skip
+                                seed=9, thresholds="keras_SDSS", lr_schedule="constant",
+                                training_bulge_to_total=(0.1, 0.9))  # fmt: skip
     assert config.survey.magnitude_range == (15.0, 17.0) and config.input_shape == (40, 40, 1)
+    assert config.training_survey.bulge_to_total_range == (0.1, 0.9) and config.survey.bulge_to_total_range == (0, 1)
 
 
 def test_demo_defaults_are_what_make_demo_runs():
@@ -317,6 +320,10 @@ def test_demo_config_phase_settings():
         DemoConfig(n_shifted=0)
     with pytest.raises(ValueError, match="mc_samples must be a positive integer"):
         DemoConfig(mc_samples=0)
+    with pytest.raises(ValueError, match="training_bulge_to_total must be a pair \\(low, high\\) with 0 <= low < high"):
+        DemoConfig(training_bulge_to_total=(0.5, 0.2))
+    with pytest.raises(TypeError, match="training_bulge_to_total must be a pair of numbers"):
+        DemoConfig(training_bulge_to_total=0.8)
 
 
 def test_evaluation_falls_back_when_the_validation_set_cannot_give_a_temperature_or_a_purity():

@@ -40,9 +40,19 @@ COMMON_REQUIREMENTS = [
 EXTRAS = {
     "sim": ["galsim>=2.8", "matplotlib>=3.8"],
     "test": ["pytest>=8.0", "pyftpdlib>=2.0", "matplotlib>=3.8"],
+    # Cutouts by RA/Dec from survey images (gamornet.cutouts): reproject resamples, SciPy indexes the footprints,
+    # pyarrow reads catalogues in Parquet (as do gamornet train's). reproject 0.14.1 is the newest for Python 3.10
+    # (0.21 on 3.11-3.13).
+    "survey": ["reproject>=0.14.1", "scipy>=1.10", "pyarrow>=17.0"],
     # Building the documentation and running the tutorials needs Python >= 3.11 (Sphinx 9).
+    # precision="int8": NNCF quantizes the network, OpenVINO runs it (wheels for Python 3.10-3.13).
+    "fast": ["openvino>=2026.4", "nncf>=3.4"],
     "docs": ['sphinx>=9.0; python_version >= "3.11"', "furo>=2025.12.19", "nbclient>=0.11", "nbformat>=5.11", "ipykernel>=7.4",
              "matplotlib>=3.8"],
+    # gamornet.distributed and `gamornet predict --workers / --scheduler`: Dask, and pyarrow for the Parquet
+    # output (dask[dataframe] brings pandas, to read it back as a data frame). tests/test_distributed.py passes
+    # with these lower bounds (dask and distributed 2024.8.2, pyarrow 17.0) as with dask 2026.8 and pyarrow 26.
+    "distributed": ["dask[dataframe]>=2024.8.2", "distributed>=2024.8.2", "pyarrow>=17.0"],
 }
 
 

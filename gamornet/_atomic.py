@@ -2,14 +2,24 @@
 
 A file is written under a temporary name in its destination folder and renamed
 into place only once complete, so an interrupted run never leaves a
-half-written file behind. Backend-neutral.
+half-written file behind. The file gets the permissions ``open()`` would give
+it: those of the file it replaces, else 0666 less the process's umask (0644
+under the usual umask 022), so colleagues who share a results folder or a
+cache can read it. Backend-neutral.
 """
 
 import contextlib
 import errno
 import os
 import socket
+import stat
 import tempfile
+import threading
+
+#: Where Linux (4.7 and later) shows the process's umask without changing it.
+_STATUS_FILE = "/proc/self/status"
+
+_umask_lock = threading.Lock()
 
 
 def _temporary_prefix(path):
@@ -82,6 +92,7 @@ def atomic_path(path, suffix=""):
     os.close(handle)
     try:
         yield temporary
+        _give_open_permissions(temporary, path)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -97,3 +108,38 @@ def atomic_write(path, mode="w", **open_kwargs):
     with atomic_path(path) as temporary:
         with open(temporary, mode, **open_kwargs) as stream:
             yield stream
+
+
+def _give_open_permissions(temporary, path):
+    """Give ``temporary`` (created 0600 by mkstemp) the permissions ``open(path, 'w')`` would give."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~current_umask()
+    # A file system that has no permissions (some network or FAT mounts) refuses chmod: the file stays usable.
+    with contextlib.suppress(OSError):
+        os.chmod(temporary, mode)
+
+
+def current_umask():
+    """The process's umask, without changing it where the system allows.
+
+    Returns
+    -------
+    int
+        The umask, such as ``0o022``. Read from ``/proc/self/status`` where
+        the system shows it, so no other thread ever sees it changed;
+        elsewhere it is set and restored at once, under a lock, to the
+        restrictive 0o077 meanwhile.
+    """
+    try:
+        with open(_STATUS_FILE, encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return umask

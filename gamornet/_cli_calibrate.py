@@ -1,7 +1,7 @@
 """``gamornet calibrate`` and ``gamornet thresholds``: learn from labelled galaxies.
 
-Both read a table written by ``gamornet predict`` (CSV: source, p_disk,
-p_indet, p_bulge, class) and a CSV of the true classes of some of those
+Both read a table written by ``gamornet predict`` (CSV or FITS: source,
+p_disk, p_indet, p_bulge, class) and a CSV of the true classes of some of those
 galaxies, matched by ``source``. ``calibrate`` fits the temperature that
 calibrates the probabilities and writes it, with the model's sha256, as JSON
 for ``gamornet predict --calibration``. ``thresholds`` chooses the lowest
@@ -20,6 +20,7 @@ from gamornet import calibration
 from gamornet.presets import CLASS_NAMES
 
 _PROBABILITY_COLUMNS = ("p_disk", "p_indet", "p_bulge")
+_FITS_ENDINGS = (".fits", ".fit", ".fits.gz", ".fit.gz")
 
 _LABELS_HELP = """\
 labels file (CSV, one row per labelled galaxy, matched to the predictions by source):
@@ -72,7 +73,7 @@ def add_parser(subparsers):
              "record its sha256",
     )
     calibrate.add_argument("--backend", choices=("keras", "tflearn"), default="keras",
-                           help="the backend of a published --model name (default: keras)")
+                           help="the backend of --model (default: keras)")
     calibrate.add_argument("--n-bins", type=int, default=15, metavar="N",
                            help="confidence bins of the ECE (default: 15)")
     calibrate.add_argument("--plot", metavar="FILE.png", help="also write a reliability diagram, before and after")
@@ -100,7 +101,8 @@ def add_parser(subparsers):
 
 
 def _add_common(parser):
-    parser.add_argument("predictions", metavar="PREDICTIONS.csv", help="a table written by gamornet predict")
+    parser.add_argument("predictions", metavar="PREDICTIONS.csv",
+                        help="a table written by gamornet predict (CSV, or FITS: .fits)")
     parser.add_argument("--labels", required=True, metavar="LABELS.csv", help="the true classes (see below)")
 
 
@@ -148,8 +150,30 @@ def _row_by_source(path, header, rows, what):
     return by_source
 
 
+def _read_fits_predictions(path):
+    """As _read_predictions, for a FITS table of gamornet predict (the model's sha256 in the header's MODELSHA)."""
+    from astropy.table import Table
+
+    table = Table.read(path)
+    missing = [name for name in ("source",) + _PROBABILITY_COLUMNS if name not in table.colnames]
+    if missing:
+        raise ValueError(f"{path!r} is not a gamornet predict table: it lacks the column(s) {', '.join(missing)}. "
+                         f"Its columns: {', '.join(table.colnames)}")
+    values = np.stack([np.asarray(table[name], dtype=np.float64) for name in _PROBABILITY_COLUMNS], axis=1)
+    probabilities = {}
+    for source, row in zip((str(value) for value in table["source"]), values):
+        if source in probabilities:
+            raise ValueError(f"{path!r}: the source {source!r} appears twice (predictions must name each galaxy once)")
+        probabilities[source] = row.tolist()
+    if not probabilities:
+        raise ValueError(f"the predictions file {path!r} has no rows")
+    return probabilities, table.meta.get("MODELSHA")
+
+
 def _read_predictions(path):
     """({source: [p_disk, p_indet, p_bulge]}, model sha256 recorded in the file or None)."""
+    if path.lower().endswith(_FITS_ENDINGS):
+        return _read_fits_predictions(path)
     comments, header, rows = _read_csv(path, "predictions")
     missing = [name for name in _PROBABILITY_COLUMNS if name not in header]
     if missing:

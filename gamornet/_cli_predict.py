@@ -10,6 +10,12 @@ with the number of images. CSV rows are written as they are computed, into a
 temporary file renamed into place at the end; FITS tables are written at the
 end (their rows, a few dozen bytes each, are kept in memory until then).
 
+With ``--catalog`` and ``--images`` the stamps are cut from survey images at
+the RA/Dec of each catalogue row instead (:mod:`gamornet.cutouts`), in the
+reader thread, and the table has one row per catalogue row: its id, RA and
+Dec, the probabilities and class (empty for a row off the images), and the
+quality flags of its stamp.
+
 A bad input (unreadable file, image of the wrong shape, NaN or infinite
 pixels) stops the run with an error that names it, unless ``--skip-bad`` is
 given, in which case the run goes on and lists the bad inputs at the end.
@@ -23,8 +29,9 @@ import sys
 
 import numpy as np
 
-from gamornet import _checks, _registry
+from gamornet import _checks, _cli_distributed, _registry
 from gamornet._atomic import atomic_path, remove_stale_temporaries
+from gamornet._cli_cutouts import add_survey_arguments, survey_reader
 from gamornet._tables import BASE_COLUMNS, CsvTable, FitsTable
 from gamornet.errors import BadInputError
 from gamornet.classify import HANDBOOK_THRESHOLDS, classify, default_threshold_set, resolve_thresholds
@@ -41,8 +48,17 @@ write one row per image: source, p_disk, p_indet, p_bulge, class.
 
 INPUT may be FITS files, folders of FITS files, glob patterns (quote them:
 'cutouts/*.fits'), FITS cubes (one image per plane) or .npy arrays of shape
-(n, x, y) or (n, x, y, ndim). Images are streamed in batches: memory does not
-grow with their number.
+(n, x, y) or (n, x, y, ndim), or a range of the images of a cube or an array
+('stack.npy[0:4096]'). Images are streamed in batches: memory does not grow
+with their number.
+
+Or, instead of INPUT, a catalogue and survey images: --catalog cat.fits
+--images 'tiles/*.fits'. A stamp of the network's input size is then cut at
+each row's RA/Dec (resampled to the network's pixel scale when the images'
+differs), and the table has one row per catalogue row: its id, RA and Dec, the
+probabilities and class (empty when the row is off the images), and the flags
+off_image, partial, fraction_present, nan_fraction and tile (see `gamornet
+cutouts --help`). Needs reproject: pip install 'gamornet[survey]'.
 
 Classes use the handbook's probability thresholds. By default the set is the
 one of the backend and data set: keras_SDSS, keras_CANDELS, tflearn_SDSS or
@@ -81,6 +97,7 @@ examples:
   gamornet predict cutouts/ --model SDSS_tl --output sdss.csv
   gamornet predict 'field*/*.fits' --model CANDELS_tl --backend tflearn --output candels.fits --skip-bad
   gamornet predict stack.npy --model my_model.hdf5 --input-shape 64,64,2 --thresholds 0.6,0.6
+  gamornet predict --catalog galaxies.fits --images 'tiles/*.fits' --model SDSS_tl --output sdss.csv
 """
 
 
@@ -92,7 +109,8 @@ def add_parser(subparsers):
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files, folders, glob patterns or .npy files")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="FITS files, folders, glob patterns or .npy files (or give --catalog and --images)")
     parser.add_argument(
         "--model", required=True, metavar="NAME_OR_PATH",
         help="a published model (SDSS_sim, SDSS_tl, CANDELS_sim, CANDELS_tl) or a model file: a Keras .hdf5 "
@@ -105,18 +123,45 @@ def add_parser(subparsers):
     )
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default: 64)")
     parser.add_argument(
-        "--thresholds", metavar="SET|P_DISK,P_BULGE[,lead]",
-        help="a handbook set (" + ", ".join(HANDBOOK_THRESHOLDS) + ") or your own thresholds; default: the "
-             "handbook set of the backend and data set",
+        "--thresholds", metavar="SET|P_DISK,P_BULGE[,lead]|FILE.json",
+        help="a handbook set (" + ", ".join(HANDBOOK_THRESHOLDS) + "), your own thresholds, or a file written "
+             "by `gamornet thresholds --output`; default: the handbook set of the backend and data set",
+    )
+    parser.add_argument(
+        "--calibration", metavar="FILE.json",
+        help="a temperature fitted for this model by `gamornet calibrate`, applied to every probability; a "
+             "calibration fitted for another model is refused",
     )
     parser.add_argument("--hdu", type=int, metavar="N",
                         help="FITS HDU holding the image (default: the first with data)")
     parser.add_argument(
-        "--output", metavar="FILE.csv|FILE.fits",
-        help="the table to write (CSV or FITS, by its ending); default: CSV on standard output",
+        "--output", metavar="FILE.csv|FILE.fits|DIR.parquet",
+        help="the table to write (CSV or FITS, by its ending; with --workers or --scheduler, also a Parquet "
+             "folder); default: CSV on standard output",
     )
+    parser.add_argument(
+        "--mc-samples", type=int, default=0, metavar="N",
+        help="MC dropout: predict each image N times with dropout on; the probabilities are the mean, and the "
+             "columns p_disk_std, p_indet_std, p_bulge_std, entropy, mutual_information are added (default: 0, off)",
+    )
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="seed of the MC-dropout masks (same seed and batches: same numbers)")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+        help="arithmetic of the network: fp32 (default, as trained); bf16 or int8, faster on CPUs with "
+             "AVX512-BF16 / VNNI at the price of a few changed classes (see the Speed page of the docs); "
+             'int8 needs pip install "gamornet[fast]"',
+    )  # fmt: skip
+    parser.add_argument(
+        "--calibration-images", metavar="INPUT",
+        help="with --precision int8: images to calibrate the quantization on (a .npy file, a FITS file or cube, "
+             "a folder or a quoted glob pattern; its first 300 images are used), like the inputs and "
+             "preprocessed the same way; default: the first 300 images of the inputs",
+    )  # fmt: skip
     parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    add_survey_arguments(parser, required=False)
+    _cli_distributed.add_options(parser)
     parser.set_defaults(command_name="predict", handler=run)
     return parser
 
@@ -146,6 +191,10 @@ def _parse_thresholds(text):
         return None
     if text in HANDBOOK_THRESHOLDS:
         return text
+    if text.lower().endswith(".json"):
+        from gamornet.calibration import load_thresholds
+
+        return load_thresholds(text)
     parts = [part.strip() for part in text.split(",")]
     lead = len(parts) == 3 and parts[2].lower() == "lead"
     try:
@@ -243,11 +292,13 @@ def _describe_thresholds(thresholds):
 
 
 class _Outcome:
-    """What a run met besides its rows: bad inputs, images with one value in every pixel, out-of-domain images."""
+    """What a run met besides its rows: bad inputs, images with one value in every pixel, rows without one, and
+    out-of-domain images."""
 
     def __init__(self):
         self.bad_inputs = []
         self.blank_sources = []
+        self.without_image = 0
         self.out_of_domain = None  # with a model card to check against: {statistic: images}, and "any"
 
     def count_out_of_domain(self, failed):
@@ -260,6 +311,35 @@ class _Outcome:
         self.out_of_domain = counts
 
 
+def _batch_rows(batch, result, classes, key_column, predictor_columns):
+    """(sources, probabilities, classes, columns) of the rows of a batch, in input order: its images, and the
+    rows without an image (catalogue rows off the survey images), with empty probabilities and class."""
+    columns = dict(batch.columns)
+    columns.update({name: result.columns[name] for name in predictor_columns})
+    sources = columns[key_column] if key_column in columns else batch.sources
+    if not batch.missing:
+        return sources, result.probabilities, classes, columns
+    order = list(batch.in_order())
+    rows = {"sources": [], "probabilities": [], "classes": []}
+    merged = {name: [] for name in columns}
+    empty = (np.nan, np.nan, np.nan)
+    for item in order:
+        if isinstance(item, int):
+            rows["sources"].append(sources[item])
+            rows["probabilities"].append(result.probabilities[item])
+            rows["classes"].append(classes[item])
+            for name, values in columns.items():
+                merged[name].append(values[item])
+        else:
+            rows["sources"].append(item.columns.get(key_column, item.source))
+            rows["probabilities"].append(empty)
+            rows["classes"].append("")
+            for name in columns:
+                merged[name].append(item.columns.get(name, np.nan))
+    merged = {name: np.asarray(values) for name, values in merged.items()}
+    return rows["sources"], np.asarray(rows["probabilities"], dtype=np.float32), rows["classes"], merged
+
+
 def _classify_stream(reader, predictor, thresholds, table, progress, outcome):
     """Predict and classify every batch of ``reader`` into ``table`` through the predictor's batch loop."""
     from gamornet._progress import progress_bar
@@ -267,14 +347,15 @@ def _classify_stream(reader, predictor, thresholds, table, progress, outcome):
     done = 0
     with progress_bar(reader.total, "Classifying", enabled=progress) as bar:
         for batch, result in predictor.stream(reader):
-            if len(batch.sources):
-                columns = {name: result.columns[name] for name in predictor.columns}
-                table.add(batch.sources, result.probabilities, classify(result.probabilities, thresholds), columns)
+            if len(batch.sources) or batch.missing:
+                classes = classify(result.probabilities, thresholds)
+                table.add(*_batch_rows(batch, result, classes, table.key_columns[0], predictor.columns))
                 outcome.blank_sources += [source for source, blank in zip(batch.sources, result.blank) if blank]
-                if "out_of_domain" in columns:
-                    outcome.count_out_of_domain(columns["out_of_domain"])
+                outcome.without_image += len(batch.missing)
+                if "out_of_domain" in result.columns:
+                    outcome.count_out_of_domain(result.columns["out_of_domain"])
             outcome.bad_inputs.extend(batch.bad)
-            done += len(batch.sources) + len(batch.bad)
+            done += len(batch.sources) + len(batch.bad) + len(batch.missing)
             if progress:
                 bar.max_value = max(reader.total, done)
             bar.update(done)
@@ -327,9 +408,34 @@ def _refuse_overwriting_inputs(reader, output):
             )
 
 
+def _open_survey_reader(args, input_shape, batch_size):
+    """The :class:`gamornet.cutouts.CutoutReader` of --catalog and --images."""
+    if args.inputs:
+        raise ValueError(
+            "give either images to classify (INPUT) or a catalogue with --catalog and --images, not both. Received "
+            f"the inputs {', '.join(map(repr, args.inputs[:3]))}{' ...' if len(args.inputs) > 3 else ''} and "
+            f"--catalog {args.catalog!r}"
+        )
+    if args.catalog is None or args.images is None:
+        given, missing = ("--catalog", "--images") if args.images is None else ("--images", "--catalog")
+        raise ValueError(f"{given} needs {missing}: give the catalogue (--catalog) and the survey images (--images)")
+    reader = survey_reader(args, input_shape, batch_size, exclude=_own_files(args.output))
+    _refuse_overwriting_inputs(reader, args.output)
+    if reader.total == 0:
+        raise ValueError(f"the catalogue {args.catalog!r} has no rows")
+    return reader
+
+
 def _open_reader(args, input_shape, batch_size):
     from gamornet.io import ImageReader
 
+    if args.catalog is not None or args.images is not None:
+        return _open_survey_reader(args, input_shape, batch_size)
+    if not args.inputs:
+        raise ValueError(
+            "give the images to classify (FITS files, folders, glob patterns or .npy files), or a catalogue and "
+            "survey images with --catalog and --images"
+        )
     if args.hdu is not None:
         _checks.check_positive_int(args.hdu, "--hdu", allow_zero=True)
     reader = ImageReader(args.inputs, input_shape, batch_size=batch_size, hdu=args.hdu, skip_bad=args.skip_bad,
@@ -354,13 +460,82 @@ def _resolve_thresholds(args, input_shape, data_set):
     return default_threshold_set(args.backend, data_set)
 
 
+def _table_columns(reader, predictor):
+    """(key columns, extra columns) of the table: 'source' for files of images; a catalogue's id, RA and Dec, then
+    the flags, for survey images."""
+    key_columns = tuple(getattr(reader, "key_columns", BASE_COLUMNS[:1]))
+    extra_columns = tuple(getattr(reader, "extra_columns", ())) + tuple(predictor.columns)
+    clash = set(key_columns) & set(BASE_COLUMNS[1:] + extra_columns)
+    if clash:
+        raise ValueError(f"the catalogue's column {sorted(clash)[0]!r} has the name of a column of the predictions "
+                         f"({', '.join(BASE_COLUMNS[1:] + extra_columns)}); rename it, or name another id column")
+    return key_columns, extra_columns
+
+
 def _fits_meta(predictor, thresholds):
-    return {"MODEL": str(predictor.model)[-68:], "MODELSHA": predictor.model_sha256, "BACKEND": predictor.backend,
-            "THRESH": _describe_thresholds(thresholds)[:68]}
+    meta = {"MODEL": str(predictor.model)[-68:], "MODELSHA": predictor.model_sha256, "BACKEND": predictor.backend,
+            "THRESH": _describe_thresholds(thresholds)[:68], "PRECISN": predictor.precision}
+    if predictor.calibration is not None:
+        meta["CALIBT"] = predictor.calibration.temperature
+    return meta
+
+
+def _read_calibration_images(args, input_shape):
+    """The first images of --calibration-images (None without it); only int8 takes them."""
+    if args.calibration_images is None:
+        return None
+    if args.precision != "int8":
+        raise ValueError(
+            "--calibration-images calibrates the int8 quantization: give it with --precision int8. "
+            f"Received --precision {args.precision}"
+        )
+    from gamornet.io import ImageReader
+    from gamornet.precision import DEFAULT_CALIBRATION_SIZE
+
+    reader = ImageReader([args.calibration_images], input_shape, batch_size=DEFAULT_CALIBRATION_SIZE, hdu=args.hdu,
+                         exclude=_own_files(args.output))  # fmt: skip
+    for batch in reader:
+        if batch.bad:
+            raise ValueError(f"--calibration-images: {batch.bad[0]}")
+        if len(batch.images):
+            return batch.images
+    raise ValueError(f"--calibration-images {args.calibration_images!r} holds no images")
+
+
+def _predictor_options(args, input_shape):
+    """The options of :func:`gamornet.load_predictor` that the command line sets, checked."""
+    mc_samples = _checks.check_positive_int(args.mc_samples, "--mc-samples", allow_zero=True)
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0. Received: --seed={args.seed}")
+    return {"mc_samples": mc_samples, "seed": args.seed, "precision": args.precision,
+            "calibration_images": _read_calibration_images(args, input_shape), "calibration": args.calibration,
+            "model_card": "auto"}
+
+
+def _write_table(args, reader, predictor, thresholds, kind, outcome):
+    """Classify everything ``reader`` yields into the table of --output (or standard output); return the table."""
+    progress = not args.no_progress
+    key_columns, extra_columns = _table_columns(reader, predictor)
+    if args.output is None:
+        table = CsvTable(sys.stdout, extra_columns, key_columns)
+        _run_into(reader, predictor, thresholds, table, kind, None, None, progress, outcome)
+    elif kind == "csv":
+        with atomic_path(args.output, suffix=".csv") as temporary:
+            with open(temporary, "w", newline="", encoding="utf-8") as stream:
+                table = CsvTable(stream, extra_columns, key_columns)
+                _run_into(reader, predictor, thresholds, table, kind, args.output, temporary, progress, outcome)
+    else:
+        table = FitsTable(_fits_meta(predictor, thresholds), extra_columns, key_columns)
+        _run_into(reader, predictor, thresholds, table, kind, args.output, None, progress, outcome)
+        table.write(args.output)
+    return table
 
 
 def run(args):
     """Run ``gamornet predict``; return the exit status."""
+    if _cli_distributed.wanted(args):
+        return _cli_distributed.run(args)
+    _cli_distributed.refuse_without_cluster(args)
     input_shape, data_set = _resolve_model(args)
     thresholds = _resolve_thresholds(args, input_shape, data_set)
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
@@ -368,24 +543,13 @@ def run(args):
     reader = _open_reader(args, input_shape, batch_size)
     if not _registry.is_published_name(args.model) and args.backend == "keras":
         _checks.check_model_file(args.model, "--model")
+    options = _predictor_options(args, input_shape)
     if args.output is not None:
         for path in _own_files(args.output):
             remove_stale_temporaries(path)
     outcome = _Outcome()
-    with load_predictor(args.model, input_shape, args.backend, model_card="auto") as predictor:
-        progress = not args.no_progress
-        if args.output is None:
-            table = CsvTable(sys.stdout, predictor.columns)
-            _run_into(reader, predictor, thresholds, table, kind, None, None, progress, outcome)
-        elif kind == "csv":
-            with atomic_path(args.output, suffix=".csv") as temporary:
-                with open(temporary, "w", newline="", encoding="utf-8") as stream:
-                    table = CsvTable(stream, predictor.columns)
-                    _run_into(reader, predictor, thresholds, table, kind, args.output, temporary, progress, outcome)
-        else:
-            table = FitsTable(_fits_meta(predictor, thresholds), predictor.columns)
-            _run_into(reader, predictor, thresholds, table, kind, args.output, None, progress, outcome)
-            table.write(args.output)
+    with load_predictor(args.model, input_shape, args.backend, **options) as predictor:
+        table = _write_table(args, reader, predictor, thresholds, kind, outcome)
     if args.output is not None and os.path.exists(partial_path(args.output)):
         # The partial rows of an earlier, stopped run are superseded by this complete table.
         os.remove(partial_path(args.output))
@@ -402,17 +566,22 @@ def _listing(items, limit=20):
 
 def _report(table, outcome, output, thresholds):
     where = "standard output" if output is None else repr(output)
-    lines = [f"gamornet predict: classified {table.rows} images with the thresholds "
+    lines = [f"gamornet predict: classified {table.rows - outcome.without_image} images with the thresholds "
              f"{_describe_thresholds(thresholds)}; the table is in {where}"]
+    if outcome.without_image:
+        count = outcome.without_image
+        lines.append(f"gamornet predict: {count} catalogue row{'s' if count > 1 else ''} had no stamp (off the "
+                     "images, or no finite pixel): their probabilities and class are empty in the table")
     if outcome.blank_sources:
         count = len(outcome.blank_sources)
         lines.append(f"gamornet predict: warning: {count} image{'s' if count > 1 else ''} had the same value in every "
                      "pixel (blank, or saturated everywhere): their probabilities say nothing about a galaxy:")
         lines += _listing(outcome.blank_sources)
-    if outcome.out_of_domain is not None and table.rows:
+    classified = table.rows - outcome.without_image
+    if outcome.out_of_domain is not None and classified:
         counts = dict(outcome.out_of_domain)
-        share = counts.pop("any") / table.rows
-        by_name = "".join(f", {name} {count / table.rows:.1%}" for name, count in counts.items())
+        share = counts.pop("any") / classified
+        by_name = "".join(f", {name} {count / classified:.1%}" for name, count in counts.items())
         lines.append(f"gamornet predict: {share:.1%} of the images lie outside the model card's central 99% range of "
                      f"the training images (the column out_of_domain names the statistics{by_name})")  # fmt: skip
     if outcome.bad_inputs:

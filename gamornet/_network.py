@@ -18,8 +18,11 @@ training. The TFLearn backend trains with the real tflearn package.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from gamornet._tf_logging import import_tensorflow  # noqa: E402
+
+tf = import_tensorflow()  # before Keras imports it, so that TensorFlow's start-up lines stay hidden
 
 import keras  # noqa: E402
 
@@ -30,8 +33,6 @@ if keras.config.backend() != "tensorflow":
         f"{keras.config.backend()!r} backend: set the environment variable KERAS_BACKEND=tensorflow (or edit "
         "~/.keras/keras.json) before importing Keras"
     )
-
-import tensorflow as tf  # noqa: E402
 
 from gamornet.presets import N_WEIGHTED_LAYERS  # noqa: E402
 

@@ -43,13 +43,11 @@ import functools
 import importlib
 import importlib.metadata
 import io
-import os
 import sys
 import threading
 
+from gamornet._tf_logging import import_tensorflow
 from gamornet.errors import _TensorFlow2BehaviourOff
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __all__ = ["import_tflearn", "installed_versions", "silenced_deprecations"]
 
@@ -178,7 +176,7 @@ def silenced_deprecations():
 
 
 def _import_with_shims():
-    import tensorflow as tf
+    tf = import_tensorflow()
     import tensorflow.compat.v1 as v1
 
     _shim_nest_is_sequence()

@@ -74,9 +74,6 @@ FORMAT_VERSION = 1
 # log(0) is replaced by the log of the smallest normal float32, the floor of a float32 softmax.
 _LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 
-# The weights of a TFLearn checkpoint <prefix>: its single data shard.
-_TFLEARN_DATA = ".data-00000-of-00001"
-
 # Temperatures are searched in [1 / _BETA_MAX, 1 / _BETA_MIN].
 _BETA_MIN, _BETA_MAX = 1e-4, 1e4
 
@@ -808,7 +805,7 @@ def model_sha256(model, backend="keras"):
     model : str
         A published model name (``'SDSS_tl'`` ...; fetched into the cache if
         needed, see :func:`gamornet.models.fetch`) or a model file: a Keras
-        ``.hdf5`` file, or a TFLearn checkpoint prefix.
+        ``.hdf5`` file, or a TFLearn checkpoint (see :func:`gamornet.models.resolve`).
     backend : {'keras', 'tflearn'}
         The backend of a published model name.
 
@@ -817,7 +814,8 @@ def model_sha256(model, backend="keras"):
     str
         64 hexadecimal digits: the sha256 of the Keras file, or of a TFLearn
         checkpoint's weights (its ``<prefix>.data-00000-of-00001`` file, into
-        which the ``.index`` only points).
+        which the ``.index`` only points), as the predictor's
+        ``model_sha256`` (:func:`gamornet.models.model_sha256`).
 
     Raises
     ------
@@ -830,17 +828,7 @@ def model_sha256(model, backend="keras"):
 
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a published model name or a path. Received: {model!r}")
-    model = os.fspath(model)
-    if models.is_published_name(model):
-        model = models.fetch(model, backend=backend, progress=False)
-    if os.path.isfile(model):
-        return _file_sha256([model])
-    if os.path.isfile(model + ".index") and os.path.isfile(model + _TFLEARN_DATA):
-        return _file_sha256([model + _TFLEARN_DATA])
-    raise FileNotFoundError(
-        f"no model at {model!r}: expected a Keras .hdf5 file or a TFLearn checkpoint prefix "
-        f"(with <prefix>.index and <prefix>{_TFLEARN_DATA} beside it)"
-    )
+    return models.model_sha256(models.resolve(model, backend), backend)
 
 
 def _check_sha256(value, name):

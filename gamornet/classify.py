@@ -1,9 +1,10 @@
 """Turn GaMorNet's probabilities into classes with the handbook's thresholds.
 
 GaMorNet returns, for each galaxy, the probabilities [p_disk, p_indet, p_bulge]
-of being disk-dominated, indeterminate or bulge-dominated. The handbook of the
-public data release (and SPEC §5) turns them into classes with one threshold
-set per flavour and data set:
+of being disk-dominated, indeterminate or bulge-dominated. The Public Data
+Release Handbook of GaMorNet 0.4.x (section "Thresholds Used"; see
+:ref:`thresholds` on our handbook page) turns them into classes with one
+threshold set per flavour and data set:
 
 ================  ==================================================  =================
 set               disk-dominated if                                   bulge-dominated if
@@ -72,7 +73,7 @@ class Thresholds:
             raise TypeError(f"disk_must_lead must be True or False. Received: {self.disk_must_lead!r}")
 
 
-#: The handbook's threshold sets (SPEC §5), by name.
+#: The threshold sets of the Public Data Release Handbook ("Thresholds Used"), by name.
 HANDBOOK_THRESHOLDS = {
     "keras_SDSS": Thresholds(disk=0.70, bulge=0.70),
     "keras_CANDELS": Thresholds(disk=0.0, bulge=0.60, disk_must_lead=True),

@@ -22,7 +22,11 @@ __all__ = [
     "CalibrationMismatchError",
     "DownloadError",
     "GamornetWarning",
+    "MissingDependencyError",
     "ModelFileError",
+    "PixelScaleWarning",
+    "PrecisionWarning",
+    "ResumeMismatchError",
     "Terminated",
     "UnreachablePurityError",
 ]
@@ -38,6 +42,54 @@ class CacheIntegrityError(OSError):
 
 class GamornetWarning(UserWarning):
     """Base class of the warnings gamornet gives about data or settings (filter them together)."""
+
+
+class ModelFileError(OSError, ValueError):
+    """A model file that cannot be read, is incomplete or corrupt, or holds no GaMorNet model of the input shape.
+
+    It is both an ``OSError`` (the file is unusable) and a ``ValueError`` (its
+    content is not what was asked for), so either ``except`` clause catches it.
+    """
+
+
+class BadInputError(ValueError):
+    """An input image that cannot be classified (unreadable, of the wrong shape, or with NaN pixels) stopped a run."""
+
+
+class ResumeMismatchError(ValueError):
+    """An output folder holds part of a run made with another model, other settings or other inputs.
+
+    :func:`gamornet.distributed.predict_catalogue` finishes a run only with
+    what started it, so that every part of the output was made the same way.
+    """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by Slurm at a time limit, by ``timeout`` and by ``kill``), raised where the work is.
+
+    The ``gamornet`` command raises it in place of the signal. It is a
+    ``KeyboardInterrupt``, so every clean-up that Ctrl-C runs (keeping partial
+    results, removing temporary files) runs for SIGTERM too.
+    """
+
+
+class BlankImageWarning(GamornetWarning):
+    """Images whose pixels all have one value (blank, or saturated everywhere): their probabilities say nothing."""
+
+
+class PixelScaleWarning(GamornetWarning):
+    """Survey images are cut at a pixel scale other than the network's (resampling was turned off)."""
+
+
+class _MirrorFailed(Exception):
+    """One mirror could not deliver a valid copy of a published entry; the downloader tries the next one."""
+
+    def __init__(self, url, reason):
+        super().__init__(f"{url}: {reason}")
+
+
+class _TensorFlow2BehaviourOff(ImportError):
+    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
 
 
 class CalibrationMismatchError(ValueError):
@@ -67,37 +119,13 @@ class UnreachablePurityError(ValueError):
         self.best_threshold = best_threshold
 
 
-class ModelFileError(OSError, ValueError):
-    """A model file that cannot be read, is incomplete or corrupt, or holds no GaMorNet model of the input shape.
+class MissingDependencyError(ImportError, ValueError):
+    """An option needs an optional dependency that is not installed (the message says which extra brings it).
 
-    It is both an ``OSError`` (the file is unusable) and a ``ValueError`` (its
-    content is not what was asked for), so either ``except`` clause catches it.
+    It is both an ``ImportError`` and a ``ValueError`` (the option's value cannot be used with this
+    installation), so the command line reports it as a plain error.
     """
 
 
-class BadInputError(ValueError):
-    """An input image that cannot be classified (unreadable, of the wrong shape, or with NaN pixels) stopped a run."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (sent by Slurm at a time limit, by ``timeout`` and by ``kill``), raised where the work is.
-
-    The ``gamornet`` command raises it in place of the signal. It is a
-    ``KeyboardInterrupt``, so every clean-up that Ctrl-C runs (keeping partial
-    results, removing temporary files) runs for SIGTERM too.
-    """
-
-
-class BlankImageWarning(GamornetWarning):
-    """Images whose pixels all have one value (blank, or saturated everywhere): their probabilities say nothing."""
-
-
-class _MirrorFailed(Exception):
-    """One mirror could not deliver a valid copy of a published entry; the downloader tries the next one."""
-
-    def __init__(self, url, reason):
-        super().__init__(f"{url}: {reason}")
-
-
-class _TensorFlow2BehaviourOff(ImportError):
-    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
+class PrecisionWarning(GamornetWarning):
+    """A reduced precision (bf16, int8) gives less on this machine than on one with the instructions for it."""

@@ -9,7 +9,12 @@ of images. Inputs may be
 - FITS cubes: a FITS image with one more axis than a single image, holding one
   image per plane (read plane by plane, never whole);
 - ``.npy`` arrays of shape (n, x, y) or (n, x, y, ndim), read through small
-  memory maps of one batch each, so that the resident memory stays flat.
+  memory maps of one batch each, so that the resident memory stays flat;
+- a range of images of a ``.npy`` array or of a FITS cube, written as Python
+  writes a slice: ``'stack.npy[0:4096]'`` (images 0 to 4095),
+  ``'cube.fits[4096:]'`` (image 4096 to the end). Only the images of the
+  range are read; they keep their sources (``'stack.npy[12]'``). This is how
+  :mod:`gamornet.distributed` hands each task its share of a large array.
 
 Each image is named by its *source*: the file name for a single-image FITS
 file, ``'cube.fits[12]'`` for plane 12 of a cube, ``'images.npy[12]'`` for
@@ -28,6 +33,7 @@ when a FITS file is first read).
 
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,12 +41,15 @@ import numpy as np
 from gamornet import _checks
 from gamornet._atomic import is_temporary_name
 
-__all__ = ["BadInput", "Batch", "ImageReader", "expand_inputs", "FITS_EXTENSIONS"]
+__all__ = ["BadInput", "Batch", "MissingRow", "ImageReader", "expand_inputs", "FITS_EXTENSIONS"]
 
 #: File name endings read as FITS when a folder is given.
 FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 
 _GLOB_CHARACTERS = set("*?[")
+
+# 'path[start:stop]', either bound optional: a range of the images of an array or a cube.
+_RANGE = re.compile(r"^(?P<path>.+)\[(?P<start>\d*):(?P<stop>\d*)\]$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,20 @@ class BadInput:
 
     def __str__(self):
         return f"{self.source}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class MissingRow:
+    """An input row that has no image, such as a catalogue row outside every survey image.
+
+    It is written with empty probabilities. ``before`` places it among the
+    rows of its batch: it comes before the batch's image number ``before``
+    (``len(batch.sources)``: after them all).
+    """
+
+    source: str
+    columns: dict
+    before: int
 
 
 @dataclass
@@ -66,11 +89,57 @@ class Batch:
         The images, all with finite pixels.
     bad : list of BadInput
         Bad inputs met while this batch was gathered, in input order.
+    columns : dict of str to numpy.ndarray
+        Extra per-image columns that a reader adds (such as a catalogue's
+        RA/Dec and the quality flags of :mod:`gamornet.cutouts`), each of
+        length ``len(sources)``. Empty for files of images.
+    missing : list of MissingRow
+        Rows of this batch that have no image, with the same columns, to be
+        written with empty probabilities. Empty for files of images.
     """
 
     sources: list
     images: np.ndarray
     bad: list = field(default_factory=list)
+    columns: dict = field(default_factory=dict)
+    missing: list = field(default_factory=list)
+
+    def in_order(self):
+        """Yield the batch's rows in input order: the index of each image, and each MissingRow where it falls."""
+        missing = iter(self.missing)
+        pending = next(missing, None)
+        for index in range(len(self.sources)):
+            while pending is not None and pending.before <= index:
+                yield pending
+                pending = next(missing, None)
+            yield index
+        while pending is not None:
+            yield pending
+            pending = next(missing, None)
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One input file, and the range of its images to read (``stop`` None: to the end)."""
+
+    kind: str
+    path: str
+    start: int = 0
+    stop: int = None
+
+    @property
+    def ranged(self):
+        return self.start != 0 or self.stop is not None
+
+    def bounds(self, n_images):
+        """(first, last) image of the range within a file of ``n_images`` images."""
+        last = n_images if self.stop is None else min(self.stop, n_images)
+        return min(self.start, last), last
+
+    def __str__(self):
+        if not self.ranged:
+            return self.path
+        return f"{self.path}[{self.start}:{'' if self.stop is None else self.stop}]"
 
 
 @dataclass(frozen=True)
@@ -98,7 +167,10 @@ def expand_inputs(inputs, exclude=()):
     inputs : str or list of str
         Paths of FITS files or ``.npy`` files, folders (their FITS files, in
         name order, not recursive) or glob patterns (``**`` recurses). A file
-        ending in ``.npy`` is an array; any other file is read as FITS.
+        ending in ``.npy`` is an array; any other file is read as FITS. A
+        file followed by a range, ``'stack.npy[0:4096]'``, stands for those
+        images of an array or a cube (the file is returned here; the
+        :class:`ImageReader` reads only the range).
         Temporary files that gamornet writes while it works (``.tmp-*``) are
         never taken from folders and patterns.
     exclude : iterable of str
@@ -116,10 +188,16 @@ def expand_inputs(inputs, exclude=()):
     FileNotFoundError
         A path that does not exist, or a pattern that matches no file.
     ValueError
-        No inputs, or a folder that holds no FITS file.
+        No inputs, a folder that holds no FITS file, or a range whose end
+        comes before its start.
     TypeError
         An input that is not a path.
     """
+    return [(item.kind, item.path) for item in _expand(inputs, exclude)]
+
+
+def _expand(inputs, exclude=()):
+    """As :func:`expand_inputs`, as a list of :class:`_Input` (with their ranges)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     excluded = {os.path.realpath(path) for path in exclude}
@@ -138,9 +216,11 @@ def expand_inputs(inputs, exclude=()):
                 raise ValueError(
                     f"the folder {path!r} holds no FITS files (names ending in {', '.join(FITS_EXTENSIONS)})"
                 )
-            entries.extend(("fits", file) for file in files)
+            entries.extend(_Input("fits", file) for file in files)
         elif os.path.exists(path):
-            entries.append((_kind(path), path))
+            entries.append(_Input(_kind(path), path))
+        elif (ranged := _ranged_input(path)) is not None:
+            entries.append(ranged)
         elif _GLOB_CHARACTERS & set(path):
             files = sorted(
                 match for match in glob.glob(path, recursive=True)
@@ -149,12 +229,27 @@ def expand_inputs(inputs, exclude=()):
             )
             if not files:
                 raise FileNotFoundError(f"the pattern {path!r} matches no files")
-            entries.extend((_kind(file), file) for file in files)
+            entries.extend(_Input(_kind(file), file) for file in files)
         else:
             raise FileNotFoundError(f"no such file or folder: {path!r}")
     if not entries:
         raise ValueError("no inputs were given: give FITS files, folders, glob patterns or .npy files")
     return entries
+
+
+def _ranged_input(text):
+    """The :class:`_Input` of ``'file[start:stop]'`` when the file exists, else None."""
+    match = _RANGE.match(text)
+    if match is None or not os.path.isfile(match["path"]):
+        return None
+    start = int(match["start"]) if match["start"] else 0
+    stop = int(match["stop"]) if match["stop"] else None
+    if stop is not None and stop < start:
+        raise ValueError(
+            f"the range of {text!r} ends before it starts: give [start:stop] with start <= stop, such as "
+            f"{match['path'] + '[0:4096]'!r}"
+        )
+    return _Input(_kind(match["path"]), match["path"], start, stop)
 
 
 # --------------------------------------------------------------------------- image checks
@@ -249,8 +344,8 @@ def _image_hdu(hdulist, hdu):
     return chosen, None
 
 
-def _read_fits(path, input_shape, hdu, chunk_size, on_cube):
-    """Yield the images of one FITS file as _Chunk / BadInput items."""
+def _read_fits(path, input_shape, hdu, chunk_size, on_cube, item=None):
+    """Yield the images of one FITS file (of the range of ``item``, an :class:`_Input`) as _Chunk / BadInput items."""
     from astropy.io import fits
 
     try:
@@ -276,13 +371,17 @@ def _read_fits(path, input_shape, hdu, chunk_size, on_cube):
                 )
                 return
             is_cube, to_images = layout
+            if not is_cube and item is not None and item.ranged:
+                yield BadInput(str(item), "a range of images was given, but the file holds a single image, not a cube")
+                return
             if not is_cube:
                 data = np.asarray(image_hdu.data, dtype=np.float32)[np.newaxis]
                 yield from _split_finite([path], np.ascontiguousarray(to_images(data)))
                 return
-            on_cube(shape[0])
-            for start in range(0, shape[0], chunk_size):
-                stop = min(start + chunk_size, shape[0])
+            first, last = item.bounds(shape[0]) if item is not None else (0, shape[0])
+            on_cube(last - first)
+            for start in range(first, last, chunk_size):
+                stop = min(start + chunk_size, last)
                 data = np.asarray(image_hdu.section[start:stop], dtype=np.float32)
                 sources = [f"{path}[{index}]" for index in range(start, stop)]
                 yield from _split_finite(sources, np.ascontiguousarray(to_images(data)))
@@ -303,8 +402,8 @@ def _npy_header(path):
         return tuple(shape), dtype, bool(fortran_order and len(shape) > 1), stream.tell()
 
 
-def _read_npy(path, input_shape, chunk_size, header=None):
-    """Yield the images of one .npy file through one small memory map per chunk."""
+def _read_npy(path, input_shape, chunk_size, header=None, item=None):
+    """Yield the images of one .npy file (of the range of ``item``) through one small memory map per chunk."""
     try:
         shape, dtype, fortran_order, offset = header or _npy_header(path)
     except Exception as error:  # noqa: BLE001
@@ -332,8 +431,9 @@ def _read_npy(path, input_shape, chunk_size, header=None):
     readable = n_images if fortran_order else min(n_images, complete)
     if fortran_order and complete < n_images:
         readable = 0
-    for start in range(0, readable, chunk_size):
-        stop = min(start + chunk_size, readable)
+    first, last = item.bounds(n_images) if item is not None else (0, n_images)
+    for start in range(first, min(last, readable), chunk_size):
+        stop = min(start + chunk_size, last, readable)
         if whole is not None:
             window = whole[start:stop]
         else:
@@ -345,9 +445,9 @@ def _read_npy(path, input_shape, chunk_size, header=None):
         del window
         sources = [f"{path}[{index}]" for index in range(start, stop)]
         yield from _split_finite(sources, np.ascontiguousarray(to_images(data)))
-    if readable < n_images:
+    if readable < last:
         yield BadInput(
-            f"{path}[{readable}]",
+            f"{path}[{max(readable, first)}]",
             f"cannot be read: the file is truncated (it should hold {n_images} images, but ends within image "
             f"{readable})",
         )
@@ -396,30 +496,35 @@ class ImageReader:
             hdu = _checks.check_positive_int(hdu, "hdu", allow_zero=True)
         self.hdu = hdu
         self.skip_bad = bool(skip_bad)
-        self.entries = expand_inputs(inputs, exclude)
+        self._inputs = _expand(inputs, exclude)
+        self.entries = [(item.kind, item.path) for item in self._inputs]
         self._npy_headers = {}
         self.total = 0
-        for kind, path in self.entries:
-            self.total += self._npy_count(path) if kind == "npy" else 1
+        for item in self._inputs:
+            self.total += self._npy_count(item) if item.kind == "npy" else 1
 
-    def _npy_count(self, path):
+    def _npy_count(self, item):
         try:
-            header = _npy_header(path)
+            header = self._npy_headers.get(item.path) or _npy_header(item.path)
         except Exception:  # noqa: BLE001 - reported as a bad file when read
             return 1
-        self._npy_headers[path] = header
-        return int(header[0][0]) if len(header[0]) else 1
+        self._npy_headers[item.path] = header
+        if not header[0]:
+            return 1
+        first, last = item.bounds(int(header[0][0]))
+        return last - first
 
     def _found_cube(self, n_images):
         self.total += n_images - 1
 
     def items(self):
         """Yield the inputs as runs of good images (``_Chunk``) and :class:`BadInput`, in order."""
-        for kind, path in self.entries:
-            if kind == "npy":
-                yield from _read_npy(path, self.input_shape, self.batch_size, self._npy_headers.get(path))
+        for item in self._inputs:
+            if item.kind == "npy":
+                yield from _read_npy(item.path, self.input_shape, self.batch_size, self._npy_headers.get(item.path),
+                                     item)
             else:
-                yield from _read_fits(path, self.input_shape, self.hdu, self.batch_size, self._found_cube)
+                yield from _read_fits(item.path, self.input_shape, self.hdu, self.batch_size, self._found_cube, item)
 
     def __iter__(self):
         batch_shape = (self.batch_size,) + self.input_shape

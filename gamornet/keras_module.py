@@ -7,20 +7,16 @@ GaMorNet 0.4.x: :func:`gamornet_build_model_keras`,
 models (legacy HDF5 files written by Keras 2.2.4 / 2.3.1) load unchanged.
 """
 
-import csv
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# First: it imports TensorFlow quietly, then Keras, and checks Keras' backend.
+from gamornet._network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: I100
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gamornet import _checks, formats, models  # noqa: E402
-from gamornet._atomic import atomic_path, atomic_write  # noqa: E402
-from gamornet._network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: E402
 from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
-from gamornet.model_card import write_model_card  # noqa: E402
 
 __all__ = [
     "LocalResponseNormalization",
@@ -100,7 +96,8 @@ def gamornet_load_model_keras(model, model_load_path):
     return _load_weights_into(model, model_load_path)
 
 
-def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False):
+def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False,
+                           precision="fp32"):
     """Use a Keras GaMorNet model to predict the classes of galaxy images.
 
     The model is built once per model file: a second call with the same,
@@ -121,6 +118,13 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
         Images processed at a time. It does not change the predictions.
     individual_arrays : bool
         If True, return three arrays (disk, indeterminate, bulge) instead of one.
+    precision : {'fp32', 'bf16', 'int8'}
+        New in 0.5 (0.4.x calls are unchanged): the arithmetic of the network.
+        ``'fp32'`` (the default) gives the 0.4.x probabilities; ``'bf16'`` and
+        ``'int8'`` run faster on CPUs with the instructions for them, at the
+        price of a few changed classes (see :mod:`gamornet.precision` and the
+        "Speed" page). ``'int8'`` is calibrated on the first 300 images of
+        ``img_array`` and needs the extra ``gamornet[fast]``.
 
     Returns
     -------
@@ -137,38 +141,15 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     """
     from gamornet.predictor import predict_04x
 
-    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "keras")
+    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "keras", precision)
 
 
 # --------------------------------------------------------------------------- training
+# The loop itself (engines, callbacks, resumable state, tf.distribute) is gamornet._training_loop; the data
+# (arrays, catalogues, tf.data streaming, augmentation) is gamornet.training.
 
-
-def _save_model_atomically(model, path):
-    """Write ``model`` as a legacy HDF5 file (Keras picks the format by the .hdf5 ending)."""
-    with atomic_path(path, suffix=".hdf5") as temporary:
-        model.save(temporary, include_optimizer=True)
-
-
-class _MetricsAndCheckpoints(keras.callbacks.Callback):
-    """Writes metrics.csv after every epoch and model_<epoch:02d>.hdf5 every ``checkpoint_freq`` epochs."""
-
-    _COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
-
-    def __init__(self, folder, checkpoint_freq):
-        super().__init__()
-        self.folder = folder
-        self.checkpoint_freq = checkpoint_freq
-        self.rows = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self.rows.append([epoch] + [logs.get(column, "") for column in self._COLUMNS[1:]])
-        with atomic_write(os.path.join(self.folder, "metrics.csv"), "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(self._COLUMNS)
-            writer.writerows(self.rows)
-        if self.checkpoint_freq and (epoch + 1) % self.checkpoint_freq == 0:
-            _save_model_atomically(self.model, os.path.join(self.folder, f"model_{epoch + 1:02d}.hdf5"))
+from gamornet import _training_loop  # noqa: E402
+from gamornet import training as _training_data  # noqa: E402
 
 
 def _learning_rate(lr, decay):
@@ -194,18 +175,22 @@ def _learning_rate(lr, decay):
     return float(lr)
 
 
-def _check_compile_options(lr, momentum, decay, nesterov, loss):
-    """The optimiser and loss, checked before anything is built or written."""
-    momentum = _checks.check_non_negative_float(momentum, "momentum")
-    optimizer = keras.optimizers.SGD(learning_rate=_learning_rate(lr, decay), momentum=momentum, nesterov=nesterov)
+def _check_loss(loss):
+    """The Keras loss ``loss`` names (a function or a Loss object)."""
     try:
-        loss = keras.losses.get(loss)
+        return keras.losses.get(loss)
     except (ValueError, TypeError):
         raise ValueError(
             f"loss must be the name of a loss of keras.losses (such as 'categorical_crossentropy') or a function "
             f"loss(y_true, y_pred). Received: loss={loss!r}"
         ) from None
-    return optimizer, loss
+
+
+def _check_compile_options(lr, momentum, decay, nesterov, loss):
+    """The optimiser and loss, checked before anything is built or written."""
+    momentum = _checks.check_non_negative_float(momentum, "momentum")
+    optimizer = keras.optimizers.SGD(learning_rate=_learning_rate(lr, decay), momentum=momentum, nesterov=nesterov)
+    return optimizer, _check_loss(loss)
 
 
 def _compile(model, optimizer, loss):
@@ -218,25 +203,6 @@ def _check_verbose(verbose):
     return verbose
 
 
-def _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, folder, epochs,
-         checkpoint_freq, batch_size, save_model, verbose):
-    callbacks = [] if folder is None else [_MetricsAndCheckpoints(folder, checkpoint_freq)]
-    model.fit(
-        np.asarray(training_imgs, dtype=np.float32),
-        np.asarray(training_labels, dtype=np.float32),
-        validation_data=(np.asarray(validation_imgs, dtype=np.float32), np.asarray(validation_labels, dtype=np.float32)),
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    if save_model and folder is not None:
-        _save_model_atomically(model, os.path.join(folder, "trained_model.hdf5"))
-        write_model_card(folder, training_imgs, trained_by="gamornet.keras_module")
-    return model
-
-
 def _check_training_options(epochs, checkpoint_freq, batch_size, verbose):
     return (
         _checks.check_positive_int(epochs, "epochs"),
@@ -246,22 +212,95 @@ def _check_training_options(epochs, checkpoint_freq, batch_size, verbose):
     )
 
 
+def _describe_setting(value):
+    """A description of a setting that is the same in every run given the same value (no memory addresses)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    config = getattr(value, "get_config", None)
+    described = {"class": f"{type(value).__module__}.{type(value).__qualname__}"}
+    if config is not None:
+        described["config"] = config()
+    elif callable(value):
+        described["class"] = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    return described
+
+
+def _describe_source(source):
+    """How a training source is recorded with a resumable run's settings."""
+    if isinstance(source, _training_data.Catalogue):
+        return os.path.abspath(source.source)
+    if isinstance(source, _training_data._Arrays):
+        return f"arrays of shape {tuple(source.images.shape)}"
+    return "a tf.data.Dataset"
+
+
+def _train(data, input_shape, *, mode, build, files_save_path, epochs, checkpoint_freq, batch_size, verbose, lr,
+           momentum, decay, nesterov, loss, save_model, options, path_column, label_column, model_settings):
+    """The body shared by gamornet_train_keras, gamornet_tl_keras and the ``gamornet train`` / ``tl`` commands.
+
+    ``data`` is (training_imgs, training_labels, validation_imgs,
+    validation_labels) as the public functions received them; everything is
+    checked before a network is built.
+    """
+    shape = _checks.check_input_shape(input_shape)
+    epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
+    training_imgs, training_labels, validation_imgs, validation_labels = data
+    training = _training_data.resolve_source(training_imgs, training_labels, shape, "training_imgs", "training_labels",
+                                             path_column, label_column)  # fmt: skip
+    validation = _training_data.resolve_source(validation_imgs, validation_labels, shape, "validation_imgs",
+                                               "validation_labels", path_column, label_column)  # fmt: skip
+    # Checked without making the optimizer: its variables would start TensorFlow's runtime, which a multi-worker
+    # strategy must configure first.
+    _learning_rate(lr, decay)
+    _checks.check_non_negative_float(momentum, "momentum")
+    loss = _check_loss(loss)
+    # Checked, not created: the folder is created once the network is built, so a bad argument or model file
+    # leaves nothing behind.
+    folder = _checks.check_save_folder(files_save_path)
+    if options.resume and folder is None:
+        raise ValueError("a resumable run needs an output folder to keep its state in, not /dev/null")
+    settings = dict(model_settings, mode=mode, input_shape=list(shape), batch_size=batch_size,
+                    lr=_describe_setting(lr), momentum=momentum, decay=decay, nesterov=nesterov,
+                    loss=_describe_setting(loss), precision=options.precision,
+                    training=_describe_source(training), validation=_describe_source(validation),
+                    preprocessing=options.preprocessing,
+                    augmentation=None if options.augmentation is None else options.augmentation.to_dict())  # fmt: skip
+
+    def build_and_compile():
+        model = build()
+        # The optimizer is made here, in the scope of the run's tf.distribute strategy.
+        _compile(model, _check_compile_options(lr, momentum, decay, nesterov, loss)[0], loss)
+        return model
+
+    return _training_loop.run(
+        build_and_compile, training, validation, folder, input_shape=shape, epochs=epochs,
+        checkpoint_freq=checkpoint_freq, batch_size=batch_size, save_model=save_model, verbose=verbose, loss=loss,
+        options=options, settings=settings,
+    )  # fmt: skip
+
+
 def gamornet_train_keras(training_imgs, training_labels, validation_imgs, validation_labels, input_shape,
                          files_save_path="./", epochs=100, checkpoint_freq=0, batch_size=64, lr=0.0001,
                          momentum=0.9, decay=0.0, nestorov=False, loss="categorical_crossentropy",
-                         load_model=False, model_load_path="./", save_model=True, verbose=1, *, nesterov=None):
+                         load_model=False, model_load_path="./", save_model=True, verbose=1, *, nesterov=None,
+                         preprocessing=None, augmentation=None, path_column="path", label_column="label",
+                         distribute=None, precision="fp32", resume=False, fresh=False, seed=None, cache="auto"):
     """Train a GaMorNet model with Keras.
 
     Parameters
     ----------
-    training_imgs : numpy.ndarray of shape (n, x, y, ndim)
-        Training images.
-    training_labels : numpy.ndarray of shape (n, 3)
+    training_imgs : numpy.ndarray of shape (n, x, y, ndim), or a catalogue, or a tf.data.Dataset
+        Training images. Besides the 0.4.x array: a catalogue (its path, or a
+        :class:`gamornet.training.Catalogue`) of image files and labels, read
+        from disk as training needs them (:mod:`gamornet.training`); or a
+        ``tf.data.Dataset`` of (images, one-hot labels) batches.
+    training_labels : numpy.ndarray of shape (n, 3), or None
         One-hot labels: disk [1, 0, 0], indeterminate [0, 1, 0], bulge [0, 0, 1].
-    validation_imgs : numpy.ndarray of shape (m, x, y, ndim)
-        Validation images.
-    validation_labels : numpy.ndarray of shape (m, 3)
-        One-hot validation labels.
+        None when ``training_imgs`` is a catalogue or a dataset.
+    validation_imgs : numpy.ndarray of shape (m, x, y, ndim), or a catalogue, or a tf.data.Dataset
+        Validation images, in any of the forms of ``training_imgs``.
+    validation_labels : numpy.ndarray of shape (m, 3), or None
+        One-hot validation labels (None for a catalogue or a dataset).
     input_shape : {'SDSS', 'CANDELS'} or tuple of int
         The image shape (x, y, ndim).
     files_save_path : str
@@ -273,7 +312,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     checkpoint_freq : int
         Save ``model_<epoch:02d>.hdf5`` every this many epochs; 0 saves none.
     batch_size : int
-        Images per gradient step.
+        Images per gradient step (over all replicas when ``distribute`` is set).
     lr : float or keras.optimizers.schedules.LearningRateSchedule
         Learning rate of stochastic gradient descent.
     momentum : float
@@ -294,6 +333,34 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
         Write ``trained_model.hdf5`` at the end. Checkpoints are not affected.
     verbose : {0, 1, 2}
         0 silent, 1 progress bar, 2 one line per epoch.
+    preprocessing : dict, optional
+        Settings of :func:`gamornet.preprocess.preprocessing_settings`: applied
+        to every training and validation image, and saved beside the model in
+        ``preprocessing.json``. Default: images as they are.
+    augmentation : gamornet.training.AugmentationSettings or dict, optional
+        Random rotations, flips, shifts and extra noise for the training
+        images; saved in ``augmentation.json``. Default: none.
+    path_column, label_column : str
+        The columns of a catalogue (:func:`gamornet.training.read_catalogue`).
+    distribute : {None, 'mirrored', 'multiworker'}
+        ``'mirrored'``: all local GPUs (``tf.distribute.MirroredStrategy``).
+        ``'multiworker'``: several processes or machines
+        (``MultiWorkerMirroredStrategy``, from ``TF_CONFIG`` or Slurm), with a
+        custom training step; call it before any other TensorFlow work in the
+        process. See :doc:`/training`.
+    precision : {'fp32', 'bf16', 'fp16'}
+        Mixed precision: ``'bf16'`` (CPU or GPU), ``'fp16'`` (GPU only).
+    resume : bool
+        Keep the training state in ``files_save_path/backup/`` after every
+        epoch, and continue from it when called again with the same settings
+        (after a crash or a time limit).
+    fresh : bool
+        With ``resume``: forget the saved state and start over.
+    seed : int, optional
+        Seed of the initial weights, the shuffling, dropout and augmentation.
+    cache : {'auto', True, False}
+        For catalogues: keep the decoded images in memory, or stream them
+        (:func:`gamornet.training.catalogue_dataset`).
 
     Returns
     -------
@@ -303,37 +370,51 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     Raises
     ------
     TypeError, ValueError
-        Invalid images, labels or parameters.
+        Invalid images, labels, catalogues or parameters; an unreadable or
+        wrongly shaped image (named).
     OSError
-        A missing or unreadable model file, or an unwritable ``files_save_path``.
+        A missing or unreadable model file or image file, or an unwritable
+        ``files_save_path``.
     """
-    shape = _checks.check_input_shape(input_shape)
-    _checks.check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
-    epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
     nesterov = _checks.resolve_nesterov(nestorov, nesterov)
-    optimizer, loss = _check_compile_options(lr, momentum, decay, nesterov, loss)
-    _checks.check_save_folder(files_save_path)
-    model = gamornet_build_model_keras(shape)
-    if load_model:
-        gamornet_load_model_keras(model, model_load_path)
-    _compile(model, optimizer, loss)
-    # Created only now: a bad argument or model file leaves nothing behind.
-    folder = _checks.resolve_save_folder(files_save_path)
-    return _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, folder, epochs,
-                checkpoint_freq, batch_size, save_model, verbose)
+    options = _training_loop.check_run_options(preprocessing, augmentation, distribute, precision, resume, fresh, seed,
+                                               cache)  # fmt: skip
+    return _train_from_scratch(
+        (training_imgs, training_labels, validation_imgs, validation_labels), input_shape, options,
+        files_save_path=files_save_path, epochs=epochs, checkpoint_freq=checkpoint_freq, batch_size=batch_size, lr=lr,
+        momentum=momentum, decay=decay, nesterov=nesterov, loss=loss, load_model=load_model,
+        model_load_path=model_load_path, save_model=save_model, verbose=verbose, path_column=path_column,
+        label_column=label_column,
+    )  # fmt: skip
+
+
+def _train_from_scratch(data, input_shape, options, *, load_model, model_load_path, **parameters):
+    """gamornet_train_keras after its options are checked (``gamornet train`` calls it with its own options)."""
+
+    def build():
+        model = gamornet_build_model_keras(input_shape)
+        if load_model:
+            gamornet_load_model_keras(model, model_load_path)
+        return model
+
+    model_settings = {"load_model": bool(load_model), "model_load_path": str(model_load_path) if load_model else None}
+    return _train(data, input_shape, mode="train", build=build, options=options, model_settings=model_settings,
+                  **parameters)  # fmt: skip
 
 
 def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validation_labels, input_shape,
                       load_layers_bools=_ALL_TRUE, trainable_bools=_ALL_TRUE, model_load_path="./",
                       files_save_path="./", epochs=100, checkpoint_freq=0, batch_size=64, lr=0.00001,
                       momentum=0.9, decay=0.0, nesterov=False, loss="categorical_crossentropy", save_model=True,
-                      verbose=1, *, nestorov=None):
+                      verbose=1, *, nestorov=None, preprocessing=None, augmentation=None, path_column="path",
+                      label_column="label", distribute=None, precision="fp32", resume=False, fresh=False, seed=None,
+                      cache="auto"):
     """Transfer learning: retrain a saved GaMorNet model on new images.
 
     Parameters
     ----------
     training_imgs, training_labels, validation_imgs, validation_labels, input_shape
-        As for :func:`gamornet_train_keras`.
+        As for :func:`gamornet_train_keras` (arrays, catalogues or datasets).
     load_layers_bools : list of 8 bool or {'load_bools_SDSS', 'load_bools_CANDELS'}
         Which of the weighted layers [2, 5, 8, 9, 10, 13, 15, 17] take the
         weights of ``model_load_path``; the others start from fresh weights.
@@ -343,6 +424,8 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
         The starting model: a file or a published model name.
     files_save_path, epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss, save_model, verbose
         As for :func:`gamornet_train_keras` (``nestorov`` is accepted too, as a keyword).
+    preprocessing, augmentation, path_column, label_column, distribute, precision, resume, fresh, seed, cache
+        As for :func:`gamornet_train_keras`.
 
     Returns
     -------
@@ -352,24 +435,36 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
     Raises
     ------
     TypeError, ValueError
-        Invalid images, labels, bools or parameters.
+        Invalid images, labels, catalogues, bools or parameters.
     OSError
-        A missing or unreadable model file, or an unwritable ``files_save_path``.
+        A missing or unreadable model file or image file, or an unwritable
+        ``files_save_path``.
     """
-    shape = _checks.check_input_shape(input_shape)
-    _checks.check_training_data(training_imgs, training_labels, validation_imgs, validation_labels, shape)
+    nesterov = _checks.resolve_nesterov(nesterov, nestorov)
+    options = _training_loop.check_run_options(preprocessing, augmentation, distribute, precision, resume, fresh, seed,
+                                               cache)  # fmt: skip
+    return _transfer(
+        (training_imgs, training_labels, validation_imgs, validation_labels), input_shape, options,
+        load_layers_bools=load_layers_bools, trainable_bools=trainable_bools, model_load_path=model_load_path,
+        files_save_path=files_save_path, epochs=epochs, checkpoint_freq=checkpoint_freq, batch_size=batch_size, lr=lr,
+        momentum=momentum, decay=decay, nesterov=nesterov, loss=loss, save_model=save_model, verbose=verbose,
+        path_column=path_column, label_column=label_column,
+    )  # fmt: skip
+
+
+def _transfer(data, input_shape, options, *, load_layers_bools, trainable_bools, model_load_path, **parameters):
+    """gamornet_tl_keras after its options are checked (``gamornet tl`` calls it with its own options)."""
     load_bools = _checks.check_bools(load_layers_bools, "load_layers_bools", LOAD_BOOLS_PRESETS)
     train_bools = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
-    epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
-    nesterov = _checks.resolve_nesterov(nesterov, nestorov)
-    optimizer, loss = _check_compile_options(lr, momentum, decay, nesterov, loss)
-    _checks.check_save_folder(files_save_path)
-    model = gamornet_build_model_keras(shape)
-    _load_weights_into(model, model_load_path, load_bools)
-    for layer, trainable in zip(weighted_layers(model), train_bools):
-        layer.trainable = trainable
-    _compile(model, optimizer, loss)
-    # Created only now: a bad argument or model file leaves nothing behind.
-    folder = _checks.resolve_save_folder(files_save_path)
-    return _fit(model, training_imgs, training_labels, validation_imgs, validation_labels, folder, epochs,
-                checkpoint_freq, batch_size, save_model, verbose)
+
+    def build():
+        model = gamornet_build_model_keras(input_shape)
+        _load_weights_into(model, model_load_path, load_bools)
+        for layer, trainable in zip(weighted_layers(model), train_bools):
+            layer.trainable = trainable
+        return model
+
+    model_settings = {"model_load_path": str(model_load_path), "load_layers_bools": load_bools,
+                      "trainable_bools": train_bools}  # fmt: skip
+    return _train(data, input_shape, mode="tl", build=build, options=options, model_settings=model_settings,
+                  **parameters)  # fmt: skip

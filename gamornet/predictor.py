@@ -40,11 +40,15 @@ class BatchResult:
         probabilities carry no information about the galaxy.
     columns : dict of str to numpy.ndarray
         Further per-image columns, in :attr:`Predictor.columns` order.
+    draws : numpy.ndarray of float32, shape (mc_samples, n, 3), or None
+        With MC dropout (``mc_samples`` > 0), every draw; ``probabilities``
+        is their mean.
     """
 
     probabilities: np.ndarray
     blank: np.ndarray
     columns: dict = field(default_factory=dict)
+    draws: object = None
 
 
 @dataclass
@@ -77,19 +81,31 @@ class Predictor:
     backend : {'keras', 'tflearn'}
     input_shape : tuple of int
         (x, y, ndim) of the images it takes.
+    precision : {'fp32', 'bf16', 'int8'}
+        The arithmetic the network runs in (see :mod:`gamornet.precision`).
     columns : tuple of str
         The names of the per-image columns it adds beside the probabilities:
-        ``out_of_domain`` with a model card that holds training statistics
-        (:func:`gamornet.model_card.check_domain`: the statistics outside the
-        card's central 99% range, ``''`` for an image within it).
+        with MC dropout p_disk_std, p_indet_std, p_bulge_std, entropy and
+        mutual_information; with a model card that holds training statistics
+        ``out_of_domain`` (:func:`gamornet.model_card.check_domain`: the
+        statistics outside the card's central 99% range, ``''`` for an image
+        within it).
+    mc_samples : int
+        MC-dropout draws per image (0: plain, deterministic predictions).
+    seed : int or None
+        The seed of the MC-dropout masks.
+    calibration : gamornet.calibration.Calibration or None
+        The temperature applied to every probability (to every draw with MC dropout).
     model_card : dict or None
         The model card images are checked against.
     """
 
-    def __init__(self, engine, model, model_path, backend, input_shape, *, model_card=None):
+    def __init__(self, engine, model, model_path, backend, input_shape, *, precision="fp32", mc_samples=0,
+                 seed=None, calibration=None, model_card=None):
         from gamornet.model_card import has_statistics
 
         self._engine = engine
+        self.precision = precision
         self.model = model
         self.model_path = model_path
         self.backend = backend
@@ -97,6 +113,16 @@ class Predictor:
         self.model_card = model_card
         self.columns = ("out_of_domain",) if has_statistics(model_card) else ()
         self._sha256 = None
+        self.mc_samples = mc_samples
+        self.seed = seed
+        self.calibration = calibration
+        self._mc_head = None
+        if mc_samples:
+            from gamornet.uncertainty import MC_COLUMNS, MCDropoutHead
+
+            # Dropout is on only in this head, built beside the (shared, cached) engine, which stays deterministic.
+            self._mc_head = MCDropoutHead.from_head_layers(engine.head_layers, mc_samples, seed)
+            self.columns = MC_COLUMNS + self.columns
 
     @property
     def engine(self):
@@ -119,20 +145,29 @@ class Predictor:
         -------
         dict
             gamornet version, model (as given), its local path and sha256,
-            backend, input shape.
+            backend, input shape, precision (and, for bf16 and int8, what ran
+            the network: ``engine``).
         """
         import gamornet
 
-        return {
+        described = {
             "gamornet_version": gamornet.__version__,
             "model": os.fspath(self.model),
             "model_path": self.model_path,
             "model_sha256": self.model_sha256,
             "backend": self.backend,
             "input_shape": list(self.input_shape),
+            "precision": self.precision,
+            "mc_samples": self.mc_samples,
+            "mc_seed": self.seed,
+            "calibration": None if self.calibration is None else {
+                "temperature": self.calibration.temperature, "fitted_on": self.calibration.fitted_on},
             "model_card": None if self.model_card is None else {
                 key: self.model_card.get(key) for key in ("trained_by", "n_training_images", "domain_levels")},
         }
+        if hasattr(self.engine, "provenance"):
+            described["engine"] = self.engine.provenance()
+        return described
 
     def predict_batch(self, images):
         """Predict one batch of images already in memory.
@@ -148,19 +183,40 @@ class Predictor:
         BatchResult
         """
         array = np.asarray(images, dtype=np.float32)
+        if getattr(self.engine, "needs_calibration", False) and len(array):
+            from gamornet.precision import DEFAULT_CALIBRATION_SIZE
+
+            self.engine.calibrate(array[:DEFAULT_CALIBRATION_SIZE])
         return self._result(array, array)
 
     def _result(self, tensor, images):
         """The results of a batch given as a tensor (or array) for the network and as an array."""
         if len(images) == 0:
-            return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool), {name: np.empty(0, str)
-                                                                                 for name in self.columns})
+            return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool),
+                               {name: np.empty(0, str if name == "out_of_domain" else np.float32)
+                                for name in self.columns},
+                               np.empty((self.mc_samples, 0, 3), np.float32) if self.mc_samples else None)
         columns = {}
+        if self._mc_head is not None:
+            from gamornet.uncertainty import summarize_samples
+
+            draws = self._calibrated(self._mc_head(self.engine.features(tensor)))
+            summary = summarize_samples(draws)
+            columns.update(summary.columns())
+            result = BatchResult(summary.mean, _blank(images), columns, draws)
+        else:
+            result = BatchResult(self._calibrated(self.engine.forward(tensor)), _blank(images), columns)
         if "out_of_domain" in self.columns:
             from gamornet.model_card import check_domain
 
             columns["out_of_domain"] = check_domain(images, self.model_card).failed
-        return BatchResult(self.engine.forward(tensor), _blank(images), columns)
+        return result
+
+    def _calibrated(self, probabilities):
+        """``probabilities`` (..., 3) with the calibration's temperature applied, when there is one."""
+        if self.calibration is None:
+            return probabilities
+        return self.calibration.apply(probabilities.reshape(-1, 3)).reshape(probabilities.shape)
 
     def stream(self, batches):
         """The batch loop: predict every batch of an iterable, preparing the next ones in the background.
@@ -182,6 +238,12 @@ class Predictor:
             Each batch with its results, in order.
         """
         import tensorflow as tf
+
+        if getattr(self.engine, "needs_calibration", False):
+            from gamornet.precision import calibrated_batches
+
+            # int8 without calibration images: calibrated on the first images of the run.
+            batches = calibrated_batches(self.engine, batches, images_of=lambda batch: batch.images)
 
         def prepared():
             for batch in batches:
@@ -224,15 +286,54 @@ class Predictor:
         batch_size = _checks.check_positive_int(batch_size, "batch_size")
         return self._predict_checked(images, batch_size, progress)
 
-    def _predict_checked(self, images, batch_size, progress, stacklevel=3):
+    def predict_mc(self, images, batch_size=64, progress=False, return_samples=False):
+        """MC-dropout predictions of a stack of images (the predictor must have ``mc_samples`` > 0).
+
+        Parameters
+        ----------
+        images, batch_size, progress
+            As :meth:`predict`.
+        return_samples : bool
+            Keep every draw, (mc_samples, n, 3), in the result's ``samples``.
+
+        Returns
+        -------
+        gamornet.uncertainty.MCResult
+            ``mean``, ``std``, ``entropy``, ``mutual_information`` (and ``samples``).
+
+        Raises
+        ------
+        ValueError
+            A predictor without MC dropout, or bad images (as :meth:`predict`).
+        """
+        from gamornet.uncertainty import MCResult
+
+        if not self.mc_samples:
+            raise ValueError("this predictor makes plain predictions: load it with mc_samples >= 1 for MC dropout")
+        _checks.check_images(images, self.input_shape, "images")
+        batch_size = _checks.check_positive_int(batch_size, "batch_size")
+        mean, columns, draws = self._predict_checked(images, batch_size, progress, keep_columns=True,
+                                                     keep_draws=bool(return_samples))
+        std = np.stack([columns[name] for name in self.columns[:3]], axis=1)
+        return MCResult(mean, std, columns["entropy"], columns["mutual_information"], draws, self.mc_samples)
+
+    def _predict_checked(self, images, batch_size, progress, stacklevel=3, keep_columns=False, keep_draws=False):
+        """Probabilities of checked images; with ``keep_columns``, (probabilities, columns, draws or None)."""
         n_images = images.shape[0]
         probabilities = np.empty((n_images, 3), dtype=np.float32)
         blank = np.zeros(n_images, dtype=bool)
+        columns = {name: np.empty(n_images, object if name == "out_of_domain" else np.float32)
+                   for name in self.columns}
+        draws = np.empty((self.mc_samples, n_images, 3), np.float32) if keep_draws else None
         with progress_bar(n_images, "Predicting", enabled=progress) as bar:
             for batch, result in self.stream(_array_batches(images, batch_size)):
                 stop = batch.start + len(batch.images)
                 probabilities[batch.start : stop] = result.probabilities
                 blank[batch.start : stop] = result.blank
+                for name in columns:
+                    columns[name][batch.start : stop] = result.columns[name]
+                if draws is not None:
+                    draws[:, batch.start : stop] = result.draws
                 bar.update(stop)
         if blank.any():
             indices = np.flatnonzero(blank)
@@ -243,7 +344,7 @@ class Predictor:
                 BlankImageWarning,
                 stacklevel=stacklevel,
             )
-        return probabilities
+        return (probabilities, columns, draws) if keep_columns else probabilities
 
     def close(self):
         """Release the model; the predictor cannot be used afterwards. Closing twice is harmless."""
@@ -279,7 +380,8 @@ def _resolve_shape(model, input_shape, backend):
     )
 
 
-def load_predictor(model, input_shape=None, backend="keras", *, model_card=None):
+def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32", calibration_images=None,
+                   mc_samples=0, seed=None, calibration=None, model_card=None):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -297,6 +399,19 @@ def load_predictor(model, input_shape=None, backend="keras", *, model_card=None)
         The flavour of the model file. Both run on the same Keras engine with
         the backend's own local response normalisation, so the TFLearn models
         give the same probabilities as with tflearn itself.
+    mc_samples : int
+        0 (default): plain, deterministic predictions. N >= 1: Monte-Carlo
+        dropout with N draws per image (see :mod:`gamornet.uncertainty`); the
+        probabilities are the mean of the draws, and the results gain the
+        columns p_disk_std, p_indet_std, p_bulge_std, entropy and
+        mutual_information.
+    seed : int, optional
+        The seed of the MC-dropout masks: the same seed and batches give the
+        same numbers. None: fresh masks every time.
+    calibration : str, os.PathLike or gamornet.calibration.Calibration, optional
+        A temperature fitted for this model (a file written by ``gamornet
+        calibrate``, see :mod:`gamornet.calibration`), applied to every
+        probability. A calibration fitted for another model is refused.
     model_card : None, 'auto', dict or str
         Check every image against a model card (:mod:`gamornet.model_card`)
         and add the column ``out_of_domain``: ``'auto'`` takes the model's own
@@ -311,7 +426,13 @@ def load_predictor(model, input_shape=None, backend="keras", *, model_card=None)
     Raises
     ------
     ValueError, TypeError
-        An unknown backend, a missing or invalid input shape.
+        An unknown backend or precision, a missing or invalid input shape,
+        calibration images of the wrong shape, a negative ``mc_samples``, a
+        bad seed, or MC dropout asked of an int8 network.
+    gamornet.errors.CalibrationMismatchError
+        A calibration fitted for another model (a ``ValueError``).
+    gamornet.errors.MissingDependencyError
+        int8 without OpenVINO and NNCF (the extra ``gamornet[fast]``).
     FileNotFoundError
         No such model file.
     gamornet.errors.ModelFileError
@@ -321,19 +442,65 @@ def load_predictor(model, input_shape=None, backend="keras", *, model_card=None)
         A published model could not be fetched, or its cached copy changed.
     """
     from gamornet import _engine
+    from gamornet import precision as _precision
 
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
     shape = _resolve_shape(model, input_shape, backend)
+    precision = _precision.check_precision(precision)
+    if calibration_images is not None:
+        _checks.check_images(calibration_images, shape, "calibration_images")
+    mc_samples = _checks.check_positive_int(mc_samples, "mc_samples", allow_zero=True)
+    if mc_samples and precision == "int8":
+        raise ValueError(
+            "MC dropout runs the network's dense layers with dropout on, which the int8 network does not expose: "
+            f"use precision 'fp32' or 'bf16' with mc_samples. Received: precision='int8', mc_samples={mc_samples}"
+        )
+    if seed is not None:
+        from gamornet.uncertainty import _check_seed
+
+        seed = _check_seed(seed)
+    _precision.require_engine(precision)  # a missing extra is said before the model is loaded
+    local_path = models.resolve(model, backend)
     from gamornet.model_card import resolve_model_card
 
-    local_path = models.resolve(model, backend)
     card = resolve_model_card(model_card, model if models.is_published_name(model) else local_path, backend, shape)
     engine = _engine.engine_for(local_path, shape, backend)
-    return Predictor(engine, model, local_path, backend, shape, model_card=card)
+    if precision != "fp32":
+        # A derived engine: the cached fp32 engine is left as it is.
+        engine = _precision.make_engine(
+            engine.network, precision, calibration_images=calibration_images, backend=backend,
+            cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=models.model_sha256(local_path, backend),
+        )  # fmt: skip
+    calibration = _model_calibration(calibration, local_path, backend)
+    return Predictor(engine, model, local_path, backend, shape, precision=precision, mc_samples=mc_samples, seed=seed,
+                     calibration=calibration, model_card=card)
 
 
-def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend):
+def _model_calibration(calibration, local_path, backend):
+    """The :class:`gamornet.calibration.Calibration` of the model at ``local_path``, checked; or None."""
+    if calibration is None:
+        return None
+    from gamornet import calibration as _calibration
+    from gamornet.errors import CalibrationMismatchError
+
+    sha256 = models.model_sha256(local_path, backend)
+    if isinstance(calibration, (str, os.PathLike)):
+        return _calibration.load_calibration(calibration, sha256)
+    if not isinstance(calibration, _calibration.Calibration):
+        raise TypeError(
+            "calibration must be the path of a calibration file (gamornet calibrate --output) or a "
+            f"gamornet.calibration.Calibration. Received an object of type {type(calibration).__name__}"
+        )
+    if calibration.model_sha256 != sha256:
+        raise CalibrationMismatchError(
+            f"the calibration was fitted for another model (sha256 {calibration.model_sha256[:16]}...), but this "
+            f"model's sha256 is {sha256[:16]}...: fit one for this model with gamornet calibrate"
+        )
+    return calibration
+
+
+def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend, precision="fp32"):
     """The body of the 0.4.x ``gamornet_predict_keras`` and ``gamornet_predict_tflearn``.
 
     Every argument is checked before the model is loaded; the model is then
@@ -343,7 +510,10 @@ def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_
     _checks.check_images(img_array, shape)
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
     individual_arrays = _checks.check_flag(individual_arrays, "individual_arrays")
-    with load_predictor(model_load_path, shape, backend) as predictor:
+    from gamornet.precision import check_precision
+
+    precision = check_precision(precision)
+    with load_predictor(model_load_path, shape, backend, precision=precision) as predictor:
         predictions = predictor._predict_checked(img_array, batch_size, progress=True, stacklevel=5)
     if individual_arrays:
         return predictions[:, 0], predictions[:, 1], predictions[:, 2]

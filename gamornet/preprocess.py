@@ -57,10 +57,11 @@ def _check_stack(images):
 def _check_border(border, images):
     if isinstance(border, bool) or not isinstance(border, numbers.Integral) or border < 1:
         raise ValueError(f"border must be a positive integer (pixels). Received: border={border!r}")
-    if 2 * border >= min(images.shape[1:3]):
+    smaller_side = min(images.shape[1:3])
+    if 2 * border >= smaller_side:
         raise ValueError(
             f"border={border} pixels leaves no inner region in images of {images.shape[1]}x{images.shape[2]} pixels; "
-            "use a border smaller than a quarter of the image size"
+            f"use a border smaller than half the smaller side: at most {(smaller_side - 1) // 2} pixels"
         )
     return int(border)
 

@@ -273,7 +273,7 @@ def _restore_in_graph(model, prefix):
 
 
 def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False,
-                             trainable_bools=_ALL_TRUE, clear_session=False):
+                             trainable_bools=_ALL_TRUE, clear_session=False, precision="fp32"):
     """Use a TFLearn GaMorNet model to predict the classes of galaxy images.
 
     Parameters
@@ -298,6 +298,13 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
     clear_session : bool
         Accepted for 0.4.x scripts. Every call builds its model in a new graph,
         so there is no session to clear and nothing else is touched.
+    precision : {'fp32', 'bf16', 'int8'}
+        New in 0.5 (0.4.x calls are unchanged): the arithmetic of the network.
+        ``'fp32'`` (the default) gives the 0.4.x probabilities; ``'bf16'`` and
+        ``'int8'`` run faster on CPUs with the instructions for them, at the
+        price of a few changed classes (see :mod:`gamornet.precision` and the
+        "Speed" page). ``'int8'`` is calibrated on the first 300 images of
+        ``img_array`` and needs the extra ``gamornet[fast]``.
 
     Returns
     -------
@@ -315,7 +322,8 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
     """
     _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
     _checks.check_flag(clear_session, "clear_session")
-    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "tflearn")
+    return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "tflearn",
+                       precision)
 
 
 # --------------------------------------------------------------------------- training

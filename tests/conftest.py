@@ -2,6 +2,17 @@
 
 No binary fixture is committed: every image, weight and model file is generated
 here from seeded random numbers and written to temporary folders.
+
+The ``numeric`` marker: oneDNN changes TensorFlow's rounding, and TensorFlow
+turns it on by itself on some CPUs only, so ``make test`` (what CI runs) runs
+the whole suite with ``TF_ENABLE_ONEDNN_OPTS=1`` and then the tests marked
+``numeric`` again with ``TF_ENABLE_ONEDNN_OPTS=0``. A test whose numbers come
+from TensorFlow (network outputs against the numpy reference in
+``reference.py``, numbers of a training run, doctests) joins that second pass
+with ``@pytest.mark.numeric`` (or ``pytestmark = pytest.mark.numeric`` for a
+whole module). Keep the pass short (about two minutes on 2 cores): mark one
+fast test per path rather than every variant. Tolerances on network outputs
+are 1e-4, whatever the setting; never compare them exactly.
 """
 
 import os

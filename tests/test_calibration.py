@@ -290,12 +290,14 @@ def test_model_sha256_of_a_keras_file_and_of_a_tflearn_checkpoint(tmp_path):
     keras_file.write_bytes(b"weights of a keras model")
     assert calibration.model_sha256(str(keras_file)) == hashlib.sha256(b"weights of a keras model").hexdigest()
     prefix = tmp_path / "check-10"
-    (tmp_path / "check-10.index").write_bytes(b"index;")
+    (tmp_path / "check-10.index").write_bytes(b"index")
     (tmp_path / "check-10.data-00000-of-00001").write_bytes(b"data")
     (tmp_path / "check-10.meta").write_bytes(b"graph")
-    assert calibration.model_sha256(str(prefix)) == hashlib.sha256(b"data").hexdigest()
-    with pytest.raises(FileNotFoundError, match="no model at .*check-11"):
-        calibration.model_sha256(str(tmp_path / "check-11"))
+    assert calibration.model_sha256(str(prefix), "tflearn") == hashlib.sha256(b"data").hexdigest()
+    with pytest.raises(FileNotFoundError, match="no TFLearn checkpoint found at prefix .*check-11"):
+        calibration.model_sha256(str(tmp_path / "check-11"), "tflearn")
+    with pytest.raises(FileNotFoundError, match="no model file found at .*missing.hdf5"):
+        calibration.model_sha256(str(tmp_path / "missing.hdf5"))
     with pytest.raises(TypeError, match="published model name or a path"):
         calibration.model_sha256(None)
 
@@ -309,7 +311,8 @@ def test_calibration_files_round_trip_and_refuse_another_model(tmp_path):
     loaded = calibration.load_calibration(path, SHA_A.upper())
     assert loaded.temperature == 1.75 and loaded.model_sha256 == SHA_A and loaded.model == "mine.hdf5"
     assert loaded.fitted_on == {"n": 12, "ece": None}
-    np.testing.assert_allclose(loaded.apply(HAND_PROBABILITIES), calibration.apply_temperature(HAND_PROBABILITIES, 1.75))
+    np.testing.assert_allclose(loaded.apply(HAND_PROBABILITIES),
+                               calibration.apply_temperature(HAND_PROBABILITIES, 1.75))
     with pytest.raises(CalibrationMismatchError, match=r"fitted for another model \(mine.hdf5\), sha256 aaaa.*"
                                                        r"this model's sha256 is bbbb.*gamornet calibrate"):
         calibration.load_calibration(path, SHA_B)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gamornet import calibration, cli
-from gamornet.classify import Thresholds, classify
+from gamornet.classify import classify
 from gamornet.presets import CLASS_NAMES
 
 N = 3000
@@ -169,7 +169,8 @@ def test_bad_files_and_options(tmp_path, labelled, capsys):
     assert "appears twice" in _error(capsys, ["thresholds", predictions, "--labels", str(bad_labels)])
     bad_predictions = tmp_path / "bad_pred.csv"
     bad_predictions.write_text("source,p_disk,p_bulge\na.fits,0.5,0.5\n")
-    assert "lacks the column(s) p_indet" in _error(capsys, ["thresholds", str(bad_predictions), "--labels", labels_file])
+    assert "lacks the column(s) p_indet" in _error(
+        capsys, ["thresholds", str(bad_predictions), "--labels", labels_file])
     bad_predictions.write_text("")
     assert "is empty" in _error(capsys, ["thresholds", str(bad_predictions), "--labels", labels_file])
     assert "No such file" in _error(capsys, ["thresholds", str(tmp_path / "missing.csv"), "--labels", labels_file])
@@ -178,3 +179,17 @@ def test_bad_files_and_options(tmp_path, labelled, capsys):
     assert "holds predictions of several models" in _error(
         capsys, ["calibrate", mixed, "--labels", labels_file, "--output", out])
     assert os.path.exists(out) is False
+
+
+def test_a_fits_table_of_gamornet_predict_carries_the_model_sha256(tmp_path, labelled):
+    from astropy.table import Table
+
+    sources, probabilities, labels = labelled
+    table = Table([np.array(sources), probabilities[:, 0], probabilities[:, 1], probabilities[:, 2],
+                   classify(probabilities, "keras_SDSS")], names=("source", "p_disk", "p_indet", "p_bulge", "class"),
+                  meta={"MODELSHA": SHA})
+    table.write(str(tmp_path / "pred.fits"))
+    labels_file = _write_labels(tmp_path / "labels.csv", sources, labels)
+    output = str(tmp_path / "calib.json")
+    assert cli.main(["calibrate", str(tmp_path / "pred.fits"), "--labels", labels_file, "--output", output]) == 0
+    assert calibration.load_calibration(output, SHA).temperature == pytest.approx(TEMPERATURE, rel=0.05)

@@ -75,6 +75,7 @@ def csv_columns(rows):
 # --------------------------------------------------------------------------- outputs
 
 
+@pytest.mark.numeric
 def test_csv_from_a_folder_of_fits_files(tmp_path, case, capsys):
     images, model, expected = case
     paths = write_fits_files(tmp_path / "cutouts", images)
@@ -492,3 +493,43 @@ def test_the_help_cites_the_handbook(capsys):
         main(["predict", "--help"])
     out = capsys.readouterr().out
     assert "SPEC" not in out and "the Public Data Release Handbook" in out
+
+
+# --------------------------------------------------------------------------- thresholds and calibration from files
+
+
+def test_thresholds_and_calibration_from_files(tmp_path, case):
+    from gamornet import calibration, models
+    from gamornet.classify import Thresholds
+
+    images, model, expected = case
+    np.save(tmp_path / "stack.npy", images)
+    thresholds_file = str(tmp_path / "thresholds.json")
+    calibration.save_thresholds(thresholds_file, Thresholds(0.4, 0.45))
+    calibration_file = str(tmp_path / "calibration.json")
+    calibration.save_calibration(calibration_file, 1.7, models.model_sha256(model))
+    output = str(tmp_path / "p.fits")
+    assert main(["predict", str(tmp_path / "stack.npy"), "--model", model, "--input-shape", "CANDELS",
+                 "--thresholds", thresholds_file, "--calibration", calibration_file, "--output", output,
+                 "--no-progress"]) == 0
+    table = Table.read(output)
+    probabilities = np.stack([table["p_disk"], table["p_indet"], table["p_bulge"]], axis=1)
+    # softmax(log p / T), computed here from the reference probabilities
+    scaled = np.exp(np.log(expected) / 1.7)
+    calibrated = scaled / scaled.sum(axis=1, keepdims=True)
+    check_rows(table["source"], probabilities, table["class"], [f"{tmp_path / 'stack.npy'}[{i}]" for i in range(5)],
+               calibrated, (0.4, 0.45))
+    assert table.meta["CALIBT"] == 1.7 and table.meta["THRESH"] == "p_disk >= 0.4, p_bulge >= 0.45"
+
+
+def test_a_calibration_for_another_model_is_refused(tmp_path, case, capsys):
+    from gamornet import calibration
+
+    images, model, expected = case
+    np.save(tmp_path / "stack.npy", images)
+    calibration_file = str(tmp_path / "calibration.json")
+    calibration.save_calibration(calibration_file, 1.7, "0" * 64)
+    assert main(["predict", str(tmp_path / "stack.npy"), "--model", model, "--input-shape", "CANDELS",
+                 "--calibration", calibration_file, "--output", str(tmp_path / "p.csv"), "--no-progress"]) == 1
+    assert "was fitted for another model" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()

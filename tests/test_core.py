@@ -1,8 +1,10 @@
 """The backend-neutral core: presets, the label rule, argument checks, atomic writes."""
 
+import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -164,3 +166,45 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
     with pytest.raises(ValueError, match="mode must contain 'w'"):
         with _atomic.atomic_write(str(target), "r"):
             pass
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600)], ids=["umask022", "umask077"])
+@pytest.mark.parametrize("umask_source", ["proc", "fallback"])
+def test_atomic_files_get_the_permissions_open_gives(tmp_path, umask, expected, umask_source):
+    """A new file gets 0666 less the umask, a replaced file keeps its mode: as ``open(path, 'w')`` does."""
+    code = f"""
+        import json, os, stat
+        from gamornet import _atomic
+        os.umask({umask:#o})
+        if {umask_source!r} == "fallback":
+            _atomic._STATUS_FILE = os.path.join(os.getcwd(), "no-such-status-file")
+        umask_seen = _atomic.current_umask()
+        assert os.umask({umask:#o}) == {umask:#o}, "current_umask changed the umask"
+        with _atomic.atomic_write("table.csv") as stream:
+            stream.write("a,b\\n")
+        with _atomic.atomic_path("model.hdf5", suffix=".hdf5") as temporary:
+            with open(temporary, "wb") as stream:
+                stream.write(b"weights")
+        with open("by_open.csv", "w") as stream:
+            stream.write("a,b\\n")
+        for name in ("shared.csv", "shared_by_open.csv"):
+            os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o640))
+            os.chmod(name, 0o640)
+        with _atomic.atomic_write("shared.csv") as stream:
+            stream.write("a,b\\n")
+        with open("shared_by_open.csv", "w") as stream:
+            stream.write("a,b\\n")
+        modes = {{name: stat.S_IMODE(os.stat(name).st_mode) for name in os.listdir(".")}}
+        print(json.dumps({{"umask": umask_seen, "modes": modes}}))
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["umask"] == umask
+    modes = seen["modes"]
+    assert modes["by_open.csv"] == expected and modes["shared_by_open.csv"] == 0o640
+    assert modes == {"table.csv": expected, "model.hdf5": expected, "by_open.csv": expected,
+                     "shared.csv": 0o640, "shared_by_open.csv": 0o640}

@@ -120,6 +120,44 @@ def test_a_multiband_cube(tmp_path):
     np.testing.assert_array_equal(stacked, data)
 
 
+def test_ranges_of_an_array_and_of_a_cube(tmp_path):
+    """'file[start:stop]' reads only those images, which keep the sources they have in the whole file."""
+    data = images(10)
+    array = str(tmp_path / "stack.npy")
+    np.save(array, data)
+    cube = write_fits(tmp_path / "cube.fits", data[..., 0])
+    inputs = [f"{array}[3:7]", f"{array}[8:]", f"{array}[:2]", f"{array}[12:20]", f"{cube}[5:9]"]
+    reader = io.ImageReader(inputs, SHAPE, batch_size=3)
+    assert reader.total == 4 + 2 + 2 + 0 + 1  # the cube counts one image until it is opened
+    assert reader.entries == [("npy", array)] * 4 + [("fits", cube)]
+    _, sources, stacked, bad = read_all(inputs, batch_size=3)
+    expected = [3, 4, 5, 6, 8, 9, 0, 1]
+    assert sources == [f"{array}[{i}]" for i in expected] + [f"{cube}[{i}]" for i in range(5, 9)]
+    np.testing.assert_array_equal(stacked, data[expected + [5, 6, 7, 8]])
+    assert bad == []
+    assert list(reader)[-1].sources[-1] == f"{cube}[8]" and reader.total == 12
+
+
+def test_range_errors(tmp_path):
+    array = str(tmp_path / "stack.npy")
+    np.save(array, images(6))
+    single = write_fits(tmp_path / "one.fits", images(1)[0, :, :, 0])
+    with pytest.raises(ValueError, match=r"the range of '.*stack.npy\[5:2\]' ends before it starts: give "
+                                         r"\[start:stop\] with start <= stop, such as '.*stack.npy\[0:4096\]'"):
+        io.expand_inputs([f"{array}[5:2]"])
+    with pytest.raises(FileNotFoundError, match=r"the pattern '.*missing.npy\[0:4\]' matches no files"):
+        io.expand_inputs([str(tmp_path / "missing.npy[0:4]")])
+    _, sources, _, bad = read_all([f"{single}[0:1]"], skip_bad=True)
+    assert sources == [] and bad == [io.BadInput(f"{single}[0:1]", "a range of images was given, but the file "
+                                                                    "holds a single image, not a cube")]
+    # A range that reaches past the cut of a truncated file names the first image of the range it lacks.
+    with open(array, "r+b") as stream:
+        stream.truncate(stream.seek(0, 2) - 2 * 12 * 10 * 4)
+    _, sources, _, bad = read_all([f"{array}[2:6]"], skip_bad=True)
+    assert sources == [f"{array}[2]", f"{array}[3]"]
+    assert bad[0].source == f"{array}[4]" and "ends within image 4" in bad[0].reason
+
+
 def test_hdu_choice(tmp_path):
     first, second = images(2)
     hdus = fits.HDUList([

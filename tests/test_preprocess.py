@@ -135,6 +135,15 @@ def test_bad_input_is_refused():
         preprocess_images(bad)
 
 
+def test_the_largest_border_allowed_is_the_one_the_message_names():
+    # 33x40 pixels: a border of 16 leaves a 1-pixel-wide inner region, one of 17 leaves none.
+    images = _galaxies(n=2, size=40)[:, :33]
+    level, _ = estimate_background(images, border=16)
+    assert level.shape == (2, 1)
+    with pytest.raises(ValueError, match=r"images of 33x40 pixels; .*half the smaller side: at most 16 pixels"):
+        estimate_background(images, border=17)
+
+
 def test_nothing_in_the_package_applies_preprocessing_implicitly():
     # Only the modules that train from scratch on purpose (the demo and its CLI) may import it.
     allowed = {"preprocess.py", "demo.py", "_cli_simulate.py"}

@@ -54,10 +54,9 @@ TRAINING_CHECKPOINT_NAME = "check"
 
 
 def _tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow
+    from gamornet._tf_logging import import_tensorflow
 
-    return tensorflow
+    return import_tensorflow()
 
 
 def first_line(error):

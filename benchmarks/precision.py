@@ -1,0 +1,200 @@
+"""Speed and agreement of GaMorNet's precisions (fp32, bf16, int8), in one run.
+
+1. Speed: for each input shape (SDSS and CANDELS by default), the marginal
+   images/s of each precision's engine (``gamornet.precision.make_engine``) on
+   the same images and the same (random, Keras-initialised) weights, as a ratio
+   against fp32 measured in the same run. The marginal rate is taken between
+   512 and 2,048 images, (n2 - n1) / (time(n2) - time(n1)), from the median
+   of 3 interleaved repeats, as ``predict_throughput.py`` does; the rate per
+   CPU-second of this process is shown beside it (other programs on a shared
+   machine disturb it less). int8's calibration (300 images) is a fixed cost,
+   reported apart.
+2. Agreement on a trained network (``--model``, for example the one
+   ``make demo`` writes): galaxies freshly simulated with the demo's survey
+   (``gamornet.demo.demo_survey``), preprocessed as the model's
+   ``preprocessing.json`` says, predicted in each precision; the share of
+   galaxies whose handbook class (``gamornet.classify``) differs from fp32's,
+   and the largest |p - p_fp32|. int8 is calibrated on the first 300 of these
+   galaxies, as a run with no calibration set given is.
+
+Targets (issue 13): bf16 >= 1.5 x fp32 and int8 >= 3 x fp32 on a CPU with
+AVX512-BF16 and VNNI; class changes <= 0.1 % (bf16) and <= 0.5 % (int8).
+
+Usage::
+
+    make demo   # writes demo_output/trained_model.hdf5 and preprocessing.json
+    python benchmarks/precision.py --model demo_output/trained_model.hdf5
+    python benchmarks/precision.py --quick         # tiny sizes, no trained network: a smoke run
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from predict_throughput import load_average, quiet_stderr, rates, time_methods  # noqa: E402
+
+PRECISIONS = ("fp32", "bf16", "int8")
+TARGETS = {"bf16": (1.5, 0.001), "int8": (3.0, 0.005)}  # speed-up over fp32, largest share of class changes
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, 200 galaxies: a smoke run")
+    parser.add_argument("--shapes", default="SDSS,CANDELS", help="input shapes of the speed part (default: SDSS,CANDELS)")
+    parser.add_argument("--sizes", default=None, help="the two sizes of the marginal rate (default: 512,2048)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats of every timing (default: 3)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--model", default=None, help="a trained Keras model file (.hdf5) for the agreement part")
+    parser.add_argument("--preprocessing", default=None,
+                        help="its preprocessing.json (default: beside the model)")
+    parser.add_argument("--galaxies", type=int, default=None, help="galaxies of the agreement part (default: 4000)")
+    parser.add_argument("--magnitude-range", type=float, nargs=2, default=(19.0, 22.5),
+                        help="total magnitudes of the simulated galaxies (default: 19 22.5, as make demo)")
+    parser.add_argument("--thresholds", default=None,
+                        help="handbook threshold set of the classes (default: keras_<preset of the model>)")
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the simulated galaxies (make demo uses 0)")
+    args = parser.parse_args(argv)
+    args.sizes = tuple(int(v) for v in (args.sizes or ("8,24" if args.quick else "512,2048")).split(","))
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.galaxies = args.galaxies or (200 if args.quick else 4000)
+    return args
+
+
+def engines_for(network, images, cache_folder):
+    """{precision: (engine, seconds to make it)}; int8 calibrated on the first 300 images."""
+    from gamornet.precision import DEFAULT_CALIBRATION_SIZE, make_engine
+
+    engines = {}
+    for name in PRECISIONS:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            engine = make_engine(network, name, cache_folder=cache_folder,
+                                 calibration_images=images[:DEFAULT_CALIBRATION_SIZE] if name == "int8" else None)
+        engines[name] = (engine, time.perf_counter() - start)
+    return engines
+
+
+def run_engine(engine, images, batch_size):
+    out = np.empty((len(images), 3), np.float32)
+    for start in range(0, len(images), batch_size):
+        out[start : start + batch_size] = engine.forward(images[start : start + batch_size])
+    return out
+
+
+def speed(args, shape_name, workdir):
+    """Print the speed table of one input shape."""
+    from gamornet._checks import check_input_shape
+    from gamornet.keras_module import gamornet_build_model_keras
+
+    shape = check_input_shape(shape_name)
+    network = gamornet_build_model_keras(shape)
+    images = np.random.default_rng(0).normal(100.0, 10.0, size=(args.sizes[1],) + shape).astype(np.float32)
+    engines = engines_for(network, images, os.path.join(workdir, shape_name))
+    functions = {name: (lambda n, engine=engine: run_engine(engine, images[:n], args.batch_size))
+                 for name, (engine, _) in engines.items()}
+    for function in functions.values():
+        function(args.batch_size)  # trace and warm up outside the timings
+    start_load = " ".join(load_average())
+    times, cpu_times = time_methods(functions, args.sizes, args.repeats)
+    median = {name: rates(times, name, args.sizes, statistics.median)[0] for name in functions}
+    cpu = {name: rates(cpu_times, name, args.sizes, min)[0] for name in functions}
+    print(f"\n{shape_name} {shape}: load average {start_load} before the timings, {' '.join(load_average())} after")
+    print(f"{'precision':<9} {'images/s':>9} {'x fp32':>7} {'img/CPU-s':>9} {'x fp32':>7} {'made in s':>9}  target")
+    for name in functions:
+        ratio, cpu_ratio = median[name] / median["fp32"], cpu[name] / cpu["fp32"]
+        target = "baseline" if name == "fp32" else (
+            "n/a (sizes too small)" if args.quick else
+            f"{'PASS' if ratio >= TARGETS[name][0] else 'FAIL'} (>= {TARGETS[name][0]} x fp32)")
+        print(f"{name:<9} {median[name]:>9.1f} {ratio:>7.2f} {cpu[name]:>9.1f} {cpu_ratio:>7.2f} "
+              f"{engines[name][1]:>9.1f}  {target}")
+    print("raw times (s): " + "; ".join(
+        f"{name} n={n}: " + ",".join(f"{t:.2f}" for t in times[(name, n)]) for name in functions for n in args.sizes))
+
+
+def simulated_set(args, settings_path):
+    """Fresh galaxies of the demo's survey, preprocessed as the model was trained: (images, preset name)."""
+    from gamornet.demo import demo_survey
+    from gamornet.preprocess import preprocess_images
+    from gamornet.simulate import simulate_galaxies
+
+    with open(settings_path, encoding="utf-8") as stream:
+        settings = json.load(stream)
+    size = settings["input_shape"][0]
+    survey = demo_survey(settings["preset"], size, args.magnitude_range)
+    images, _ = simulate_galaxies(args.galaxies, survey, seed=args.seed, progress=False)
+    return preprocess_images(images, **settings["preprocess_images"]).astype(np.float32), settings["preset"]
+
+
+def agreement(args, workdir):
+    """Print the class changes of bf16 and int8 against fp32 on a trained network."""
+    from gamornet.classify import classify
+    from gamornet.keras_module import gamornet_build_model_keras, gamornet_load_model_keras
+
+    settings_path = args.preprocessing or os.path.join(os.path.dirname(os.path.abspath(args.model)),
+                                                       "preprocessing.json")
+    start = time.perf_counter()
+    images, preset = simulated_set(args, settings_path)
+    thresholds = args.thresholds or f"keras_{preset}"
+    print(f"\nAgreement with fp32 on the trained network {args.model}: {len(images)} simulated {preset}-like "
+          f"galaxies of {args.magnitude_range[0]}-{args.magnitude_range[1]} mag (seed {args.seed}), "
+          f"classes by the handbook set {thresholds!r}; simulated in {time.perf_counter() - start:.0f} s")
+    network = gamornet_build_model_keras(images.shape[1:])
+    gamornet_load_model_keras(network, args.model)
+    engines = engines_for(network, images, os.path.join(workdir, "trained"))
+    with quiet_stderr():
+        predictions = {name: run_engine(engine, images, 256) for name, (engine, _) in engines.items()}
+    reference = classify(predictions["fp32"], thresholds)
+    counts = ", ".join(f"{name} {int((reference == name).sum())}" for name in ("disk", "indeterminate", "bulge"))
+    print(f"fp32 classes: {counts}")
+    print(f"{'precision':<9} {'class changes':>13} {'share':>7} {'largest |dp|':>12} {'mean |dp|':>9}  target")
+    for name in ("bf16", "int8"):
+        changes = int((classify(predictions[name], thresholds) != reference).sum())
+        difference = np.abs(predictions[name] - predictions["fp32"])
+        share = changes / len(images)
+        verdict = "PASS" if share <= TARGETS[name][1] else "FAIL"
+        print(f"{name:<9} {changes:>13d} {share:>7.3%} {difference.max():>12.4f} {difference.mean():>9.2e}  "
+              f"{verdict} (<= {TARGETS[name][1]:.1%})")
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    import tensorflow as tf
+
+    from gamornet.precision import hardware_support
+
+    support = hardware_support()
+    print("GaMorNet precisions: speed against fp32, and agreement with fp32")
+    print(f"  Python {platform.python_version()}, TensorFlow {tf.__version__}, {os.cpu_count()} CPUs "
+          f"({platform.processor() or platform.machine()}), CPU flags {', '.join(support.cpu_flags) or 'none'}; "
+          f"oneDNN {os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default (on)')}")
+    print(f"  batch size {args.batch_size}, marginal rate between {args.sizes[0]} and {args.sizes[1]} images, "
+          f"median of {args.repeats} repeat(s); load average at start {' '.join(load_average())}")
+    with tempfile.TemporaryDirectory(prefix="gamornet-precision-") as workdir:
+        for shape_name in args.shapes.split(","):
+            if shape_name:
+                speed(args, shape_name, workdir)
+        if args.model:
+            agreement(args, workdir)
+        else:
+            print("\n(no --model: the agreement part needs a trained network, e.g. make demo's "
+                  "demo_output/trained_model.hdf5)")
+    print(f"\nload average at end {' '.join(load_average())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,607 @@
+"""gamornet.cutouts and ``gamornet cutouts``, on a simulated survey field (tests/survey_field.py).
+
+The field's galaxies are drawn with GalSim at known sky positions into overlapping TAN tiles with Gaussian noise
+of known standard deviation; each galaxy's direct stamp is drawn separately on the pixels where its stamp should
+be. Cutouts must equal the direct stamps plus the field's noise on those pixels.
+"""
+
+import csv
+import os
+import re
+import warnings
+
+import numpy as np
+import pytest
+from astropy import units
+from astropy.io import fits
+from astropy.table import Table
+
+import reference
+import survey_field
+from legacy_files import write_keras2_file
+from survey_field import NOISE
+
+from gamornet.cli import main
+from gamornet.cutouts import (
+    FLAG_COLUMNS,
+    CutoutReader,
+    SurveyImages,
+    network_pixel_scale,
+    read_catalog,
+    write_stamps,
+)
+from gamornet.errors import GamornetWarning, PixelScaleWarning
+from gamornet.io import BadInput, ImageReader, MissingRow
+
+
+@pytest.fixture(scope="session")
+def field(tmp_path_factory):
+    return survey_field.build_field(str(tmp_path_factory.mktemp("survey-field")))
+
+
+def collect(reader, catalog):
+    """Per galaxy name: (stamp or None, flags), and the rows' ids in the order the batches gave them."""
+    names = dict(zip((str(value) for value in catalog["objid"]), (str(name) for name in catalog["name"])))
+    found, order = {}, []
+    for batch in reader:
+        assert len(batch.images) <= reader.batch_size
+        for item in batch.in_order():
+            if isinstance(item, MissingRow):
+                found[names[item.source]] = (None, dict(item.columns))
+                order.append(item.source)
+            else:
+                found[names[batch.sources[item]]] = (batch.images[item, ..., 0],
+                                                     {name: batch.columns[name][item] for name in reader.columns})
+                order.append(batch.sources[item])
+    return found, order
+
+
+@pytest.fixture(scope="module")
+def stamps(field):
+    return collect(CutoutReader(field.catalog, field.tiles, "CANDELS", batch_size=3), field.catalog)
+
+
+WHOLE = ("in_a_with_nan", "whole_in_b", "overlap_nan_in_a", "in_b")
+
+
+def noise_units(field, stamp, name):
+    """(cutout - direct stamp) / sigma on the pixels that came from the image."""
+    used = field.present[name] & ~field.nan_mask[name]
+    return (stamp - field.direct[name])[used] / NOISE, (stamp - field.direct[name] - field.noise[name])[used] / NOISE
+
+
+# --------------------------------------------------------------------------- stamps against direct drawings
+
+
+def test_cutouts_equal_the_direct_stamps_within_the_noise(field, stamps):
+    found, _ = stamps
+    for name in WHOLE + ("edge",):
+        stamp, _ = found[name]
+        difference, residual = noise_units(field, stamp, name)
+        # The difference is the field's noise: largest deviation and spread of a Gaussian of sigma 1.
+        assert np.abs(difference).max() < 5.5, name
+        assert abs(difference.std() - 1.0) < 0.05 and abs(difference.mean()) < 0.05, name
+        # Exactly the noise on those pixels (up to float32 rounding).
+        assert np.abs(residual).max() < 1e-3, name
+
+
+def test_a_one_pixel_shift_would_be_caught(field, stamps):
+    """The comparison above can fail: the same stamp one pixel off differs by many sigma."""
+    stamp, _ = stamps[0]["in_b"]
+    shifted = np.roll(stamp, 1, axis=1)
+    difference, _ = noise_units(field, shifted, "in_b")
+    assert np.abs(difference).max() > 20
+
+
+def test_tiles_and_flags(field, stamps):
+    found, order = stamps
+    for name in WHOLE + ("edge", "fine"):
+        stamp, flags = found[name]
+        assert stamp is not None and np.isfinite(stamp).all()
+        assert flags["tile"] == field.expected_tile[name], name
+        assert not flags["off_image"]
+    # Whole stamps (the overlap galaxy from tile B, where it has no NaN pixel; "whole_in_b" from B, not from A
+    # where it crosses the edge).
+    for name in ("whole_in_b", "overlap_nan_in_a", "in_b", "fine"):
+        assert not found[name][1]["partial"] and found[name][1]["fraction_present"] == 1.0
+        assert found[name][1]["nan_fraction"] == 0.0
+    # The galaxy on the field's bottom edge: the rows of its stamp inside the grid.
+    edge = found["edge"][1]
+    assert edge["partial"] and edge["fraction_present"] == pytest.approx(field.present["edge"].mean(), abs=1e-6)
+    assert field.present["edge"].mean() < 0.7
+    # The NaN patch of 5 x 5 pixels.
+    assert found["in_a_with_nan"][1]["nan_fraction"] == pytest.approx(25 / (83 * 83), abs=1e-6)
+    # Off every tile: no stamp, flagged, in its place in catalogue order.
+    stamp, flags = found["off_image"]
+    assert stamp is None
+    assert flags["off_image"] and not flags["partial"] and flags["fraction_present"] == 0 and flags["tile"] == ""
+    assert order == [str(value) for value in field.catalog["objid"]]
+    # The id, RA and Dec of the catalogue come with every row.
+    row = list(field.catalog["name"]).index("in_b")
+    assert found["in_b"][1]["objid"] == field.catalog["objid"][row]
+    assert found["in_b"][1]["ra"] == field.catalog["ra"][row] and found["in_b"][1]["dec"] == field.catalog["dec"][row]
+
+
+def test_missing_pixels_are_filled_with_the_stamps_median(field, stamps):
+    found, _ = stamps
+    for name, filled in (("in_a_with_nan", field.nan_mask["in_a_with_nan"]), ("edge", ~field.present["edge"])):
+        stamp, _ = found[name]
+        assert filled.any()
+        np.testing.assert_array_equal(stamp[filled], np.median(stamp[~filled]))
+
+
+def test_resampling_conserves_flux_and_centres_the_stamp(field, stamps):
+    stamp, flags = stamps[0]["fine"]
+    direct = field.direct["fine"]
+    flux_ratio = stamp.sum() / field.fine_flux
+    assert abs(flux_ratio - 1.0) < 0.01, flux_ratio
+    # The same galaxy at the same place: light-weighted centres agree to a tenth of a pixel, pixels to a few
+    # per cent of the peak (the resampling kernel's blur).
+    rows, columns = np.indices(stamp.shape)
+    for grid in (rows, columns):
+        assert abs((grid * stamp).sum() / stamp.sum() - (grid * direct).sum() / direct.sum()) < 0.1
+    assert np.abs(stamp - direct).max() < 0.05 * direct.max()
+
+
+def test_surface_brightness_images_are_resampled_without_rescaling(field, tmp_path):
+    with fits.open(field.tiles[2]) as hdulist:
+        header, data = hdulist[0].header, hdulist[0].data
+    header["BUNIT"] = "MJy/sr"
+    path = str(tmp_path / "fine_sb.fits")
+    fits.PrimaryHDU(data, header).writeto(path)
+    catalog = field.catalog[list(field.catalog["name"]).index("fine"):][:1]
+    batch = next(iter(CutoutReader(catalog, [path], "CANDELS")))
+    # Surface brightness kept: the sum scales with the pixel area.
+    expected = (survey_field.FINE_SCALE / survey_field.SCALE) ** 2
+    assert batch.images.sum() / field.fine_flux == pytest.approx(expected, rel=0.01)
+
+
+def test_no_resample_warns_and_cuts_the_images_own_pixels(field):
+    catalog = field.catalog[list(field.catalog["name"]).index("fine"):][:1]
+    with pytest.warns(PixelScaleWarning, match=r"network.s 0\.06 arcsec/pixel.*fine\.fits. 0\.04 arcsec/pixel.*1\.5 times as large"):
+        reader = CutoutReader(catalog, field.tiles, "CANDELS", resample=False)
+    assert issubclass(PixelScaleWarning, GamornetWarning)
+    batch = next(iter(reader))
+    with fits.open(field.tiles[2]) as hdulist:
+        data = hdulist[0].data
+    # The tile's own pixels around the pixel nearest the galaxy's position.
+    from astropy.wcs import WCS
+
+    x, y = WCS(hdulist_header(field.tiles[2])).all_world2pix(catalog["ra"][0], catalog["dec"][0], 0)
+    column, row = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    np.testing.assert_array_equal(batch.images[0, ..., 0], data[row - 41 : row + 42, column - 41 : column + 42])
+
+
+def hdulist_header(path):
+    with fits.open(path) as hdulist:
+        return hdulist[0].header.copy()
+
+
+def test_no_warning_when_the_scales_match(field):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GamornetWarning)
+        CutoutReader(field.catalog[:2], field.tiles[:2], "CANDELS", resample=False)
+
+
+def test_network_pixel_scales():
+    assert network_pixel_scale("SDSS") == 0.396 and network_pixel_scale("CANDELS") == 0.06
+    assert network_pixel_scale((167, 167, 1)) == 0.396
+    assert network_pixel_scale((64, 64, 1)) is None
+    assert network_pixel_scale((64, 64, 1), pixel_scale=0.2) == 0.2
+
+
+# --------------------------------------------------------------------------- the footprint index
+
+
+def test_the_index_finds_every_tile_that_holds_a_position_and_few_others(field):
+    images = SurveyImages(field.tiles)
+    rng = np.random.default_rng(5)
+    ra = rng.uniform(150.090, 150.110, 400)
+    dec = rng.uniform(2.195, 2.215, 400)
+    from astropy.coordinates import SkyCoord
+
+    coordinates = SkyCoord(ra, dec, unit="deg")
+    found = images.candidates(ra, dec)
+    for index, tile in enumerate(images.tiles):
+        holds = tile.wcs.footprint_contains(coordinates)
+        listed = np.array([index in near for near in found])
+        # Every position inside a tile is found for it; the caps may also list a few positions just outside.
+        assert listed[holds].all()
+        assert listed.sum() <= holds.sum() * 2 + 10
+    assert sum(len(near) for near in found) < 3 * len(ra)
+
+
+def test_each_tile_is_opened_once_to_index_and_once_to_cut(field, monkeypatch):
+    rng = np.random.default_rng(6)
+    wcs = survey_field.grid_wcs()
+    ra, dec = wcs.all_pix2world(rng.uniform(40, 380, 60), rng.uniform(40, 260, 60), 0)
+    catalog = Table({"ra": ra, "dec": dec})
+    opened = []
+    real_open = fits.open
+    monkeypatch.setattr(fits, "open", lambda name, *args, **kwargs: opened.append(os.fspath(name)) or real_open(
+        name, *args, **kwargs))
+    reader = CutoutReader(catalog, field.tiles[:2], "CANDELS", batch_size=16)
+    assert sorted(opened) == sorted(field.tiles[:2])
+    opened.clear()
+    rows = sum(len(batch.sources) + len(batch.missing) for batch in reader)
+    assert rows == 60
+    assert sorted(opened) == sorted(field.tiles[:2])
+
+
+def test_stamps_are_cut_a_batch_at_a_time(field, monkeypatch):
+    """The reader streams: before the first batch is handed out, only its rows have been cut."""
+    catalog = Table({"ra": np.repeat(field.catalog["ra"][:1], 40), "dec": np.repeat(field.catalog["dec"][:1], 40)})
+    reader = CutoutReader(catalog, field.tiles, "CANDELS", batch_size=8)
+    cut = []
+    real_row = reader._row
+    monkeypatch.setattr(reader, "_row", lambda *args: cut.append(1) or real_row(*args))
+    batches = iter(reader)
+    first = next(batches)
+    assert len(first.sources) == 8 and len(cut) <= 8
+    assert sum(len(batch.sources) for batch in batches) == 32
+
+
+# --------------------------------------------------------------------------- catalogues
+
+
+@pytest.mark.parametrize("ending", [".fits", ".csv", ".parquet", ".ecsv"])
+def test_catalogue_formats(field, tmp_path, ending):
+    path = str(tmp_path / f"catalogue{ending}")
+    field.catalog.write(path)
+    catalog = read_catalog(path)
+    assert (catalog.id_name, catalog.ra_name, catalog.dec_name) == ("objid", "ra", "dec")
+    np.testing.assert_array_equal(catalog.ids, field.catalog["objid"])
+    np.testing.assert_allclose(catalog.ra, field.catalog["ra"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(catalog.dec, field.catalog["dec"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        (("ID", "RAJ2000", "DEJ2000"), ("ID", "RAJ2000", "DEJ2000")),
+        (("objID", "ALPHA_J2000", "DELTA_J2000"), ("objID", "ALPHA_J2000", "DELTA_J2000")),
+        (("number", "Ra", "Dec"), ("row", "Ra", "Dec")),
+    ],
+)
+def test_default_column_names(names, expected):
+    table = Table([[7, 8], [10.0, 11.0], [1.0, 2.0]], names=names)
+    catalog = read_catalog(table)
+    assert (catalog.id_name, catalog.ra_name, catalog.dec_name) == expected
+    expected_ids = [0, 1] if expected[0] == "row" else [7, 8]
+    assert list(catalog.ids) == expected_ids
+
+
+def test_named_columns_and_angle_units():
+    table = Table({"name": ["a", "b"], "alpha": [1.0, 2.0] * units.hourangle, "delta": [3600.0, 7200.0] * units.arcsec})
+    catalog = read_catalog(table, id_column="name", ra_column="alpha", dec_column="delta")
+    np.testing.assert_allclose(catalog.ra, [15.0, 30.0])
+    np.testing.assert_allclose(catalog.dec, [1.0, 2.0])
+    assert catalog.source(1) == "b"
+
+
+def test_rows_with_bad_coordinates_can_be_skipped(field):
+    catalog = field.catalog.copy()
+    catalog["ra"][1] = np.nan
+    catalog["dec"][3] = 95.0
+    reader = CutoutReader(catalog, field.tiles, "CANDELS", batch_size=4, skip_bad=True)
+    bad = [item for batch in reader for item in batch.bad]
+    assert [item.source for item in bad] == ["102", "104"]
+    assert all(isinstance(item, BadInput) for item in bad)
+    assert "not numbers" in bad[0].reason and "Dec is outside -90 to +90" in bad[1].reason
+    assert sum(len(batch.sources) + len(batch.missing) for batch in reader) == len(catalog) - 2
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def image_file(path, data=None, header=None):
+    fits.PrimaryHDU(np.zeros((50, 50), np.float32) if data is None else data, header).writeto(path)
+    return str(path)
+
+
+def field_header(field, **changes):
+    header = hdulist_header(field.tiles[0])
+    for keyword, value in changes.items():
+        header[keyword] = value
+    return header
+
+
+def bad_case(name, field, tmp_path):
+    """(catalogue, images, keyword arguments) of a bad-input case."""
+    catalog, images, options = field.catalog, field.tiles[:2], {}
+    if name == "missing column":
+        options = {"ra_column": "RA_deg"}
+    elif name == "no RA column":
+        catalog = Table({"x": [1.0], "dec": [1.0]})
+    elif name == "RA as text":
+        catalog = Table({"ra": ["10:00:00"], "dec": [1.0]})
+    elif name == "RA in magnitudes":
+        catalog = Table({"ra": [1.0] * units.mag, "dec": [1.0]})
+    elif name in ("NaN Dec", "RA out of range"):
+        catalog = field.catalog.copy()
+        catalog["dec" if name == "NaN Dec" else "ra"][2] = np.nan if name == "NaN Dec" else 400.0
+    elif name == "unknown catalogue format":
+        catalog = str(tmp_path / "catalogue.txt")
+        open(catalog, "w").close()
+    elif name == "no such catalogue":
+        catalog = str(tmp_path / "nothing.fits")
+    elif name == "unreadable catalogue":
+        catalog = str(tmp_path / "broken.fits")
+        open(catalog, "w").write("not a FITS file")
+    elif name == "flag-named column":
+        catalog, options = Table({"tile": [1], "ra": [1.0], "dec": [1.0]}), {"id_column": "tile"}
+    elif name == "no celestial WCS":
+        images = [image_file(tmp_path / "plain.fits", header=fits.Header({"BUNIT": "ADU", "FILTER": "F160W"}))]
+    elif name == "3-D image":
+        images = [image_file(tmp_path / "cube.fits", np.zeros((2, 50, 50), np.float32), field_header(field))]
+    elif name in ("other FILTER", "other BUNIT"):
+        keyword, value = ("FILTER", "F125W") if name == "other FILTER" else ("BUNIT", "electron/s")
+        images = [field.tiles[0], image_file(tmp_path / "other.fits", header=field_header(field, **{keyword: value}))]
+    elif name == "not FITS":
+        path = tmp_path / "notes.fits"
+        path.write_text("not a FITS file")
+        images = [str(path)]
+    elif name == "a .npy":
+        np.save(tmp_path / "stamps.npy", np.zeros((2, 83, 83), np.float32))
+        images = [str(tmp_path / "stamps.npy")]
+    elif name == "unknown pixel scale":
+        options = {"input_shape": (64, 64, 1)}
+    elif name == "two bands":
+        options = {"input_shape": (83, 83, 2)}
+    elif name == "bad pixel scale":
+        options = {"pixel_scale": -1.0}
+    return catalog, images, options
+
+
+BAD_INPUTS = [
+    ("missing column", ValueError, r"has no column 'RA_deg' \(--ra-column\)\. Its columns are: objid, ra, dec"),
+    ("no RA column", ValueError, r"has no RA column under a usual name .*--ra-column"),
+    ("RA as text", ValueError, r"column 'ra' .* holds text \(such as '10:00:00'\)"),
+    ("RA in magnitudes", ValueError, r"has the unit mag, which is not an angle"),
+    ("NaN Dec", ValueError, r"1 rows .* unusable coordinates .*row 2 \(objid 103\): its RA/Dec are not numbers"),
+    ("RA out of range", ValueError, r"row 2 \(objid 103\): its RA is outside 0-360 degrees \(ra=400\.0\).*--skip-bad"),
+    ("unknown catalogue format", ValueError, r"FITS, CSV, ECSV or Parquet table.*catalogue\.txt"),
+    ("no such catalogue", FileNotFoundError, r"no such catalogue file: .*nothing\.fits"),
+    ("unreadable catalogue", OSError, r"cannot read the catalogue .*broken\.fits"),
+    ("flag-named column", ValueError, r"column 'tile' has the name of a flag column"),
+    ("no celestial WCS", ValueError, r"plain\.fits' has no celestial WCS: expected sky axes .*Received CTYPE"),
+    ("3-D image", ValueError, r"holds an array of shape \(2, 50, 50\); survey images must be 2-D"),
+    ("other FILTER", ValueError, r"not all of one band.*FILTER = 'F160W' but .*other\.fits' has FILTER = 'F125W'"),
+    ("other BUNIT", ValueError, r"BUNIT = 'ADU' but .*other\.fits' has BUNIT = 'electron/s'"),
+    ("not FITS", OSError, r"cannot read the image .*notes\.fits' as FITS"),
+    ("a .npy", ValueError, r"survey images must be FITS files.*stamps\.npy"),
+    ("unknown pixel scale", ValueError, r"pixel scale is not known for input_shape \(64, 64, 1\): give pixel_scale"),
+    ("two bands", ValueError, r"have one band, but input_shape \(83, 83, 2\) has 2"),
+    ("bad pixel scale", ValueError, r"pixel_scale must be a positive number of arcsec per pixel. Received: -1\.0"),
+]
+
+
+@pytest.mark.parametrize("name, error, message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_is_refused_with_a_clear_message(field, tmp_path, name, error, message):
+    catalog, images, options = bad_case(name, field, tmp_path)
+    input_shape = options.pop("input_shape", "CANDELS")
+    with pytest.raises(error, match=message):
+        CutoutReader(catalog, images, input_shape, **options)
+
+
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
+def test_a_truncated_tile_stops_with_an_error_naming_it(field, tmp_path):
+    path = tmp_path / "truncated.fits"
+    with open(field.tiles[0], "rb") as source:
+        path.write_bytes(source.read()[: 2880 + 100 * 260 * 4])
+    catalog = field.catalog[:1]
+    reader = CutoutReader(catalog, [str(path)], "CANDELS")
+    with pytest.raises(OSError, match=r"cannot read the pixels of .*truncated\.fits' for row 0 \(objid 101\)"):
+        list(reader)
+
+
+def test_a_stamp_without_finite_pixels_has_no_stamp(field, tmp_path):
+    header = hdulist_header(field.tiles[0])
+    path = image_file(tmp_path / "blank.fits", np.full((300, 260), np.nan, np.float32), header)
+    batch = next(iter(CutoutReader(field.catalog[:1], [path], "CANDELS")))
+    assert len(batch.sources) == 0 and len(batch.missing) == 1
+    flags = batch.missing[0].columns
+    assert not flags["off_image"] and flags["fraction_present"] == 1.0 and flags["nan_fraction"] == 1.0
+    assert flags["tile"] == path
+
+
+# --------------------------------------------------------------------------- gamornet cutouts
+
+
+def test_the_cutouts_command_writes_a_cube_and_a_table(field, tmp_path, capsys):
+    catalog_path = str(tmp_path / "catalogue.parquet")
+    field.catalog.write(catalog_path)
+    output = str(tmp_path / "stamps.fits")
+    pattern = os.path.join(field.folder, "tile_*.fits")
+    status = main(["cutouts", "--catalog", catalog_path, "--images", pattern, "--input-shape", "CANDELS",
+                   "--output", output])
+    assert status == 0
+    captured = capsys.readouterr()
+    assert "Cutting stamps:" in captured.err and "of 7 rows" in captured.err
+    assert "wrote 7 rows" in captured.err and "1 off the images" in captured.err
+    with fits.open(output) as hdulist:
+        cube = hdulist[0].data
+        rows = Table(hdulist["ROWS"].data)
+        assert hdulist[0].header["PIXSCALE"] == 0.06 and hdulist[0].header["FILTER"] == "F160W"
+    assert cube.shape == (7, 83, 83)
+    assert list(rows.colnames) == ["objid", "ra", "dec", *FLAG_COLUMNS]
+    assert list(rows["objid"]) == list(field.catalog["objid"])
+    names = list(field.catalog["name"])
+    assert np.isnan(cube[names.index("off_image")]).all() and rows["off_image"][names.index("off_image")]
+    assert rows["partial"][names.index("edge")]
+    # The cube holds the same stamps as the reader, and gamornet.io reads it back.
+    reader = CutoutReader(field.catalog, field.tiles, "CANDELS", batch_size=3)
+    for batch in reader:
+        for index, source in enumerate(batch.sources):
+            np.testing.assert_array_equal(cube[list(rows["objid"].astype(str)).index(source)],
+                                          batch.images[index, ..., 0])
+    planes = [batch for batch in ImageReader([output], (83, 83, 1), skip_bad=True)]
+    assert sum(len(batch.sources) for batch in planes) == 6
+    assert sorted(os.listdir(tmp_path)) == ["catalogue.parquet", "stamps.fits"]
+
+
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
+def test_the_cutouts_command_leaves_nothing_behind_on_failure(field, tmp_path, capsys):
+    path = tmp_path / "truncated.fits"
+    with open(field.tiles[0], "rb") as source:
+        path.write_bytes(source.read()[: 2880 + 100 * 260 * 4])
+    catalog_path = str(tmp_path / "catalogue.fits")
+    field.catalog[:1].write(catalog_path)
+    output = tmp_path / "stamps.fits"
+    status = main(["cutouts", "--catalog", catalog_path, "--images", str(path), "--input-shape", "CANDELS",
+                   "--output", str(output), "--no-progress"])
+    assert status == 1
+    assert "cannot read the pixels of" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["catalogue.fits", "truncated.fits"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--output", "stamps.csv"], "--output must be a FITS file name ending in .fits"),
+        (["--output", "nowhere/stamps.fits"], "--output: the folder .* does not exist"),
+        (["--output", "stamps.fits", "--input-shape", "HST"], "--input-shape must be SDSS, CANDELS or three integers"),
+        (["--output", "stamps.fits", "--ra-column", "RA_deg"], r"has no column 'RA_deg' \(--ra-column\)"),
+    ],
+)
+def test_the_cutouts_command_reports_bad_options(field, tmp_path, capsys, monkeypatch, options, message):
+    monkeypatch.chdir(tmp_path)
+    catalog_path = str(tmp_path / "catalogue.fits")
+    field.catalog.write(catalog_path)
+    status = main(["cutouts", "--catalog", catalog_path, "--images", *field.tiles, "--no-progress", *options])
+    assert status == 1
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_compressed_gzipped_and_scaled_images_give_the_same_stamps(field, tmp_path):
+    """Plain images are read straight from the file; the others through astropy: the stamps are the same."""
+    with fits.open(field.tiles[1]) as hdulist:
+        header, data = hdulist[0].header.copy(), hdulist[0].data.copy()
+    compressed = str(tmp_path / "compressed.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, header, compression_type="GZIP_1",
+                                                       quantize_level=0.0)]).writeto(compressed)
+    gzipped = str(tmp_path / "gzipped.fits.gz")
+    fits.PrimaryHDU(data, header).writeto(gzipped)
+    # Integers with BSCALE/BZERO: what the plain image holds, to within one step of the scale.
+    scaled = str(tmp_path / "scaled.fits")
+    scaled_hdu = fits.PrimaryHDU(data.copy(), header)
+    scaled_hdu.scale("int32", bscale=1e-3, bzero=0.0)
+    scaled_hdu.writeto(scaled)
+    catalog = field.catalog[list(field.catalog["name"]).index("in_b"):][:1]
+    plain = next(iter(CutoutReader(catalog, [field.tiles[1]], "CANDELS"))).images
+    for path, tolerance in ((compressed, 0), (gzipped, 0), (scaled, 1.01e-3)):
+        images = next(iter(CutoutReader(catalog, [path], "CANDELS"))).images
+        np.testing.assert_allclose(images, plain, rtol=0, atol=tolerance, err_msg=path)
+
+
+# --------------------------------------------------------------------------- gamornet predict --catalog
+
+CANDELS = (83, 83, 1)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A Keras 2 model file of the CANDELS shape with known weights, and the weights."""
+    images = reference.galaxy_images(3, CANDELS, seed=1)
+    weights = reference.calibrated_weights(CANDELS, images, reference.lrn_keras, seed=2)
+    return write_keras2_file(str(tmp_path_factory.mktemp("model") / "model.hdf5"), weights), weights
+
+
+def expected_stamp(field, name):
+    """The direct stamp plus the field's noise; pixels off the field or NaN filled with the median of the others."""
+    stamp = field.direct[name] + field.noise[name]
+    filled = ~field.present[name] | field.nan_mask[name]
+    stamp[filled] = np.median(stamp[~filled])
+    return stamp.astype(np.float32)
+
+
+def predict(field, model_path, tmp_path, output, *options):
+    catalog_path = str(tmp_path / "catalogue.fits")
+    if not os.path.exists(catalog_path):
+        field.catalog.write(catalog_path)
+    return main(["predict", "--catalog", catalog_path, "--images", os.path.join(field.folder, "tile_*.fits"),
+                 "--model", model_path, "--input-shape", "CANDELS", "--no-progress", "--output", str(output),
+                 *options])
+
+
+def test_predictions_from_the_catalogue_equal_those_of_the_direct_stamps(field, model, tmp_path, capsys):
+    model_path, weights = model
+    assert predict(field, model_path, tmp_path, tmp_path / "predictions.fits") == 0
+    table = Table.read(tmp_path / "predictions.fits", mask_invalid=False)
+    assert table.colnames == ["objid", "ra", "dec", "p_disk", "p_indet", "p_bulge", "class", *FLAG_COLUMNS]
+    assert list(table["objid"]) == list(field.catalog["objid"])
+    np.testing.assert_array_equal(table["ra"], field.catalog["ra"])
+    names = list(field.catalog["name"])
+    probabilities = np.stack([table["p_disk"], table["p_indet"], table["p_bulge"]], axis=1)
+    drawn = WHOLE + ("edge",)
+    expected = reference.forward(np.stack([expected_stamp(field, name)[..., None] for name in drawn]), weights,
+                                 reference.lrn_keras)
+    np.testing.assert_allclose(probabilities[[names.index(name) for name in drawn]], expected, atol=1e-4)
+    # The resampled galaxy: close to the prediction on its stamp drawn directly at the network's scale.
+    fine = reference.forward(field.direct["fine"][None, ..., None].astype(np.float32), weights, reference.lrn_keras)
+    assert np.abs(probabilities[names.index("fine")] - fine[0]).max() < 2e-3
+    off = names.index("off_image")
+    assert np.isnan(probabilities[off]).all() and table["class"][off] == "" and table["off_image"][off]
+    assert table["partial"][names.index("edge")] and table["tile"][names.index("in_b")] == field.tiles[1]
+    err = capsys.readouterr().err
+    assert "classified 6 images" in err and "1 catalogue row had no stamp" in err
+
+
+def test_the_csv_table_of_a_catalogue(field, model, tmp_path):
+    model_path, _ = model
+    assert predict(field, model_path, tmp_path, tmp_path / "predictions.csv") == 0
+    rows = list(csv.reader(open(tmp_path / "predictions.csv", newline="")))
+    assert rows[0] == ["objid", "ra", "dec", "p_disk", "p_indet", "p_bulge", "class", *FLAG_COLUMNS]
+    off = list(field.catalog["name"]).index("off_image") + 1
+    assert rows[off][:8] == [str(field.catalog["objid"][off - 1]), str(float(field.catalog["ra"][off - 1])),
+                             str(float(field.catalog["dec"][off - 1])), "", "", "", "", "true"]
+    assert len(rows) == len(field.catalog) + 1
+
+
+def test_the_stamps_cube_predicts_the_same(field, model, tmp_path):
+    """gamornet cutouts, then gamornet predict on its cube, gives the probabilities of gamornet predict --catalog."""
+    model_path, _ = model
+    catalog_path = str(tmp_path / "catalogue.fits")
+    field.catalog.write(catalog_path)
+    assert main(["cutouts", "--catalog", catalog_path, "--images", *field.tiles, "--input-shape", "CANDELS",
+                 "--no-progress", "--output", str(tmp_path / "stamps.fits")]) == 0
+    assert main(["predict", str(tmp_path / "stamps.fits"), "--model", model_path, "--input-shape", "CANDELS",
+                 "--skip-bad", "--no-progress", "--output", str(tmp_path / "cube.fits")]) == 0
+    assert predict(field, model_path, tmp_path, tmp_path / "catalogue_predictions.fits") == 0
+    from_cube = Table.read(tmp_path / "cube.fits", mask_invalid=False)
+    from_catalogue = Table.read(tmp_path / "catalogue_predictions.fits", mask_invalid=False)
+    with_stamp = ~from_catalogue["off_image"]
+    assert len(from_cube) == with_stamp.sum()
+    for column in ("p_disk", "p_indet", "p_bulge"):
+        np.testing.assert_allclose(from_cube[column], from_catalogue[column][with_stamp], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--catalog", "{catalog}"], r"--catalog needs --images"),
+        (["--images", "{tile}"], r"--images needs --catalog"),
+        (["{tile}", "--catalog", "{catalog}", "--images", "{tile}"], r"give either images to classify \(INPUT\) or"),
+        ([], r"give the images to classify .* or a catalogue and survey images with --catalog and --images"),
+        (["--catalog", "{catalog}", "--images", "{tile}", "--id-column", "class"],
+         r"column 'class' has the name of a column of the predictions"),
+        (["--catalog", "{catalog}", "--images", "{tile}", "--output", "{tile}"], r"--output .* is one of the inputs"),
+        (["--catalog", "{catalog}", "--images", "{tile}", "--pixel-scale", "0"],
+         r"pixel_scale must be a positive number of arcsec per pixel"),
+    ],
+)
+def test_predict_reports_bad_survey_options(field, model, tmp_path, capsys, arguments, message):
+    catalog = field.catalog.copy()
+    catalog["class"] = np.arange(len(catalog))
+    catalog_path = str(tmp_path / "catalogue.fits")
+    catalog.write(catalog_path)
+    tile = str(tmp_path / "tile.fits")
+    with open(field.tiles[0], "rb") as source:
+        open(tile, "wb").write(source.read())
+    arguments = [argument.format(catalog=catalog_path, tile=tile) for argument in arguments]
+    if "--output" not in arguments:
+        arguments += ["--output", str(tmp_path / "predictions.csv")]
+    status = main(["predict", *arguments, "--model", model[0], "--input-shape", "CANDELS", "--no-progress"])
+    assert status == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert sorted(os.listdir(tmp_path)) == ["catalogue.fits", "tile.fits"]

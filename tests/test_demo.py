@@ -217,14 +217,14 @@ def test_demo_config_makes_the_command_line_options():
     assert set(keywords) == set(DEMO_DEFAULTS) | {"output_dir", "config", "n_workers", "progress", "plot", "stream"}
     # Non-default values travel from the command line into the DemoConfig.
     args = parser.parse_args(["demo", "--preset", "SDSS", "--size", "40", "--magnitude-range", "15", "17",
-                              "--no-exclude-indeterminate", "--lr", "0.01", "--momentum", "0.5", "--no-nesterov",
+                              "--exclude-indeterminate", "--lr", "0.01", "--momentum", "0.5", "--no-nesterov",
                               "--stretch", "log", "--scaling", "sum", "--softening", "2", "--seed", "9",
                               "--thresholds", "keras_SDSS", "--lr-schedule", "constant",
                               "--training-bulge-to-total", "0.1", "0.9"])  # fmt: skip
     from gamornet._cli_simulate import _demo_config
 
     config = _demo_config(args)
-    assert config == DemoConfig(preset="SDSS", size=40, magnitude_range=(15.0, 17.0), exclude_indeterminate=False,
+    assert config == DemoConfig(preset="SDSS", size=40, magnitude_range=(15.0, 17.0), exclude_indeterminate=True,
                                 lr=0.01, momentum=0.5, nesterov=False, stretch="log", scaling="sum", softening=2.0,
                                 seed=9, thresholds="keras_SDSS", lr_schedule="constant",
                                 training_bulge_to_total=(0.1, 0.9))  # fmt: skip

@@ -49,7 +49,9 @@ seen fewer times rather than the reverse (8,000 galaxies, 4 epochs, batches of
 64), indeterminate galaxies kept in training (left out, the network gives them
 no probability and its calibration error stays at about 0.08 after
 temperature scaling), and SGD with Nesterov momentum and a warm-up plus cosine
-learning-rate schedule peaking at 0.004.
+learning-rate schedule peaking at 0.004. What they reach over three seeds
+(disk recall 0.88-0.92, bulge recall 0.93-0.96, calibrated ECE 0.021-0.033)
+is on the API page of this module.
 """
 
 import csv

@@ -289,6 +289,29 @@ def check_training_data(training_imgs, training_labels, validation_imgs, validat
     check_labels(validation_labels, validation_imgs.shape[0], "validation_labels")
 
 
+def check_folder(path, name, expected="the path of a folder"):
+    """Check that ``path`` is a path that is not an existing file; the folder itself may not exist yet.
+
+    Returns
+    -------
+    str
+        The path (``os.fspath``).
+
+    Raises
+    ------
+    TypeError
+        Not a string or path-like.
+    NotADirectoryError
+        The path names an existing file.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be {expected}. Received an object of type {type(path).__name__}")
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{name} must be a folder, but {path!r} is a file")
+    return path
+
+
 def check_save_folder(files_save_path):
     """Check ``files_save_path`` without creating anything; return the folder, or None for '/dev/null'.
 
@@ -299,17 +322,9 @@ def check_save_folder(files_save_path):
     NotADirectoryError
         The path names an existing file.
     """
-    if not isinstance(files_save_path, (str, os.PathLike)):
-        raise TypeError(
-            "files_save_path must be the path of a folder (or '/dev/null' to save nothing). "
-            f"Received an object of type {type(files_save_path).__name__}"
-        )
-    path = os.fspath(files_save_path)
-    if os.path.normpath(path) == os.devnull:
+    if isinstance(files_save_path, (str, os.PathLike)) and os.path.normpath(os.fspath(files_save_path)) == os.devnull:
         return None
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"files_save_path must be a folder, but {path!r} is a file")
-    return path
+    return check_folder(files_save_path, "files_save_path", "the path of a folder (or '/dev/null' to save nothing)")
 
 
 def resolve_save_folder(files_save_path):

@@ -64,6 +64,12 @@ Classes use the handbook's probability thresholds. By default the set is the
 one of the backend and data set: keras_SDSS, keras_CANDELS, tflearn_SDSS or
 tflearn_CANDELS, from the published model name (SDSS_tl ...) or from
 --input-shape SDSS / CANDELS. For any other input shape, give --thresholds.
+
+A model trained by gamornet has a model card (model_card.json) beside it: then
+each image is also checked against the card's central 99% range of its
+training images (background level, border noise, peak S/N, size and
+concentration), the column out_of_domain names the statistics that fall
+outside it, and the share of such images is printed at the end.
 """
 
 _EPILOG = """\
@@ -291,12 +297,23 @@ def _describe_thresholds(thresholds):
 
 
 class _Outcome:
-    """What a run met besides its rows: bad inputs, images with one value in every pixel, and rows without one."""
+    """What a run met besides its rows: bad inputs, images with one value in every pixel, rows without one, and
+    out-of-domain images."""
 
     def __init__(self):
         self.bad_inputs = []
         self.blank_sources = []
         self.without_image = 0
+        self.out_of_domain = None  # with a model card to check against: {statistic: images}, and "any"
+
+    def count_out_of_domain(self, failed):
+        counts = self.out_of_domain if self.out_of_domain is not None else {"any": 0}
+        for entry in failed:
+            if entry:
+                counts["any"] += 1
+                for name in entry.split(";"):
+                    counts[name] = counts.get(name, 0) + 1
+        self.out_of_domain = counts
 
 
 def _batch_rows(batch, result, classes, key_column, predictor_columns):
@@ -340,6 +357,8 @@ def _classify_stream(reader, predictor, thresholds, table, progress, outcome):
                 table.add(*_batch_rows(batch, result, classes, table.key_columns[0], predictor.columns))
                 outcome.blank_sources += [source for source, blank in zip(batch.sources, result.blank) if blank]
                 outcome.without_image += len(batch.missing)
+                if "out_of_domain" in result.columns:
+                    outcome.count_out_of_domain(result.columns["out_of_domain"])
             outcome.bad_inputs.extend(batch.bad)
             done += len(batch.sources) + len(batch.bad) + len(batch.missing)
             if progress:
@@ -494,7 +513,8 @@ def _predictor_options(args, input_shape):
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be an integer >= 0. Received: --seed={args.seed}")
     return {"mc_samples": mc_samples, "seed": args.seed, "precision": args.precision,
-            "calibration_images": _read_calibration_images(args, input_shape), "calibration": args.calibration}
+            "calibration_images": _read_calibration_images(args, input_shape), "calibration": args.calibration,
+            "model_card": "auto"}
 
 
 def _write_table(args, reader, predictor, thresholds, kind, outcome):
@@ -562,6 +582,13 @@ def _report(table, outcome, output, thresholds):
         lines.append(f"gamornet predict: warning: {count} image{'s' if count > 1 else ''} had the same value in every "
                      "pixel (blank, or saturated everywhere): their probabilities say nothing about a galaxy:")
         lines += _listing(outcome.blank_sources)
+    classified = table.rows - outcome.without_image
+    if outcome.out_of_domain is not None and classified:
+        counts = dict(outcome.out_of_domain)
+        share = counts.pop("any") / classified
+        by_name = "".join(f", {name} {count / classified:.1%}" for name, count in counts.items())
+        lines.append(f"gamornet predict: {share:.1%} of the images lie outside the model card's central 99% range of "
+                     f"the training images (the column out_of_domain names the statistics{by_name})")  # fmt: skip
     if outcome.bad_inputs:
         plural = "s" if len(outcome.bad_inputs) > 1 else ""
         lines.append(f"gamornet predict: skipped {len(outcome.bad_inputs)} bad input{plural}:")

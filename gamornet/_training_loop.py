@@ -469,6 +469,33 @@ def write_beside_model(folder, record):
         plot_training_curves(os.path.join(folder, "metrics.csv"), os.path.join(folder, "training_curves.png"))
 
 
+#: At most this many training images of a catalogue are read again for the model card's statistics.
+_CARD_SAMPLE = 2000
+
+
+def write_training_card(folder, training, input_shape, preprocessing):
+    """Write the model card (:mod:`gamornet.model_card`) of a model trained on ``training``, beside it.
+
+    The statistics are those of the training images as the network received
+    them (preprocessed): all of them for arrays, an evenly spaced sample of
+    at most 2000 for a catalogue. A tf.data.Dataset gives no images to
+    describe, so its card is not written.
+    """
+    from gamornet.model_card import write_model_card
+    from gamornet.preprocess import preprocess_images
+
+    if isinstance(training, _data.Catalogue):
+        rows = np.unique(np.linspace(0, len(training) - 1, min(len(training), _CARD_SAMPLE)).astype(int))
+        images = np.stack([_data.read_image(training.paths[row], input_shape) for row in rows])
+    elif isinstance(training, tf.data.Dataset):
+        return None
+    else:
+        images = training.images
+    if preprocessing is not None:
+        images = preprocess_images(images, **preprocessing)
+    return write_model_card(folder, images, trained_by="gamornet.keras_module", preprocessing=preprocessing)
+
+
 def plot_training_curves(metrics_path, png_path):
     """A PNG of the training and validation loss and accuracy per epoch, from a metrics.csv."""
     try:
@@ -645,6 +672,7 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
     if folder is not None and writer:
         if save_model:
             save_model_atomically(model, os.path.join(folder, "trained_model.hdf5"))
+            write_training_card(folder, training, input_shape, options.preprocessing)
         write_beside_model(folder, RunRecord(tuple(input_shape), options.preprocessing, options.augmentation,
                                              options.write_settings, options.curves, options.epoch_base,
                                              training))  # fmt: skip

@@ -304,8 +304,9 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     input_shape : {'SDSS', 'CANDELS'} or tuple of int
         The image shape (x, y, ndim).
     files_save_path : str
-        Folder (created if missing) for ``metrics.csv``, the checkpoints and
-        ``trained_model.hdf5``. ``'/dev/null'`` saves nothing.
+        Folder (created if missing) for ``metrics.csv``, the checkpoints,
+        ``trained_model.hdf5`` and its model card ``model_card.json``
+        (:mod:`gamornet.model_card`). ``'/dev/null'`` saves nothing.
     epochs : int
         Number of passes over the training images.
     checkpoint_freq : int

@@ -84,24 +84,34 @@ class Predictor:
     precision : {'fp32', 'bf16', 'int8'}
         The arithmetic the network runs in (see :mod:`gamornet.precision`).
     columns : tuple of str
-        The names of the per-image columns it adds beside the probabilities.
+        The names of the per-image columns it adds beside the probabilities:
+        with MC dropout p_disk_std, p_indet_std, p_bulge_std, entropy and
+        mutual_information; with a model card that holds training statistics
+        ``out_of_domain`` (:func:`gamornet.model_card.check_domain`: the
+        statistics outside the card's central 99% range, ``''`` for an image
+        within it).
     mc_samples : int
         MC-dropout draws per image (0: plain, deterministic predictions).
     seed : int or None
         The seed of the MC-dropout masks.
     calibration : gamornet.calibration.Calibration or None
         The temperature applied to every probability (to every draw with MC dropout).
+    model_card : dict or None
+        The model card images are checked against.
     """
 
     def __init__(self, engine, model, model_path, backend, input_shape, *, precision="fp32", mc_samples=0,
-                 seed=None, calibration=None):
+                 seed=None, calibration=None, model_card=None):
+        from gamornet.model_card import has_statistics
+
         self._engine = engine
         self.precision = precision
         self.model = model
         self.model_path = model_path
         self.backend = backend
         self.input_shape = tuple(input_shape)
-        self.columns = ()
+        self.model_card = model_card
+        self.columns = ("out_of_domain",) if has_statistics(model_card) else ()
         self._sha256 = None
         self.mc_samples = mc_samples
         self.seed = seed
@@ -112,7 +122,7 @@ class Predictor:
 
             # Dropout is on only in this head, built beside the (shared, cached) engine, which stays deterministic.
             self._mc_head = MCDropoutHead.from_head_layers(engine.head_layers, mc_samples, seed)
-            self.columns = MC_COLUMNS
+            self.columns = MC_COLUMNS + self.columns
 
     @property
     def engine(self):
@@ -152,6 +162,8 @@ class Predictor:
             "mc_seed": self.seed,
             "calibration": None if self.calibration is None else {
                 "temperature": self.calibration.temperature, "fitted_on": self.calibration.fitted_on},
+            "model_card": None if self.model_card is None else {
+                key: self.model_card.get(key) for key in ("trained_by", "n_training_images", "domain_levels")},
         }
         if hasattr(self.engine, "provenance"):
             described["engine"] = self.engine.provenance()
@@ -181,15 +193,24 @@ class Predictor:
         """The results of a batch given as a tensor (or array) for the network and as an array."""
         if len(images) == 0:
             return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool),
-                               {name: np.empty(0, np.float32) for name in self.columns},
+                               {name: np.empty(0, str if name == "out_of_domain" else np.float32)
+                                for name in self.columns},
                                np.empty((self.mc_samples, 0, 3), np.float32) if self.mc_samples else None)
+        columns = {}
         if self._mc_head is not None:
             from gamornet.uncertainty import summarize_samples
 
             draws = self._calibrated(self._mc_head(self.engine.features(tensor)))
             summary = summarize_samples(draws)
-            return BatchResult(summary.mean, _blank(images), summary.columns(), draws)
-        return BatchResult(self._calibrated(self.engine.forward(tensor)), _blank(images), {})
+            columns.update(summary.columns())
+            result = BatchResult(summary.mean, _blank(images), columns, draws)
+        else:
+            result = BatchResult(self._calibrated(self.engine.forward(tensor)), _blank(images), columns)
+        if "out_of_domain" in self.columns:
+            from gamornet.model_card import check_domain
+
+            columns["out_of_domain"] = check_domain(images, self.model_card).failed
+        return result
 
     def _calibrated(self, probabilities):
         """``probabilities`` (..., 3) with the calibration's temperature applied, when there is one."""
@@ -301,7 +322,8 @@ class Predictor:
         n_images = images.shape[0]
         probabilities = np.empty((n_images, 3), dtype=np.float32)
         blank = np.zeros(n_images, dtype=bool)
-        columns = {name: np.empty(n_images, np.float32) for name in self.columns}
+        columns = {name: np.empty(n_images, object if name == "out_of_domain" else np.float32)
+                   for name in self.columns}
         draws = np.empty((self.mc_samples, n_images, 3), np.float32) if keep_draws else None
         with progress_bar(n_images, "Predicting", enabled=progress) as bar:
             for batch, result in self.stream(_array_batches(images, batch_size)):
@@ -359,7 +381,7 @@ def _resolve_shape(model, input_shape, backend):
 
 
 def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32", calibration_images=None,
-                   mc_samples=0, seed=None, calibration=None):
+                   mc_samples=0, seed=None, calibration=None, model_card=None):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -390,6 +412,12 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         A temperature fitted for this model (a file written by ``gamornet
         calibrate``, see :mod:`gamornet.calibration`), applied to every
         probability. A calibration fitted for another model is refused.
+    model_card : None, 'auto', dict or str
+        Check every image against a model card (:mod:`gamornet.model_card`)
+        and add the column ``out_of_domain``: ``'auto'`` takes the model's own
+        card (``model_card.json`` beside a model file; a published model's
+        card holds no training statistics, so nothing is checked), or give a
+        card or its path. None (the default) checks nothing.
 
     Returns
     -------
@@ -434,6 +462,9 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         seed = _check_seed(seed)
     _precision.require_engine(precision)  # a missing extra is said before the model is loaded
     local_path = models.resolve(model, backend)
+    from gamornet.model_card import resolve_model_card
+
+    card = resolve_model_card(model_card, model if models.is_published_name(model) else local_path, backend, shape)
     engine = _engine.engine_for(local_path, shape, backend)
     if precision != "fp32":
         # A derived engine: the cached fp32 engine is left as it is.
@@ -443,7 +474,7 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         )  # fmt: skip
     calibration = _model_calibration(calibration, local_path, backend)
     return Predictor(engine, model, local_path, backend, shape, precision=precision, mc_samples=mc_samples, seed=seed,
-                     calibration=calibration)
+                     calibration=calibration, model_card=card)
 
 
 def _model_calibration(calibration, local_path, backend):

@@ -1,14 +1,18 @@
 """Tests of the demo pipeline (gamornet.demo) and the `gamornet simulate` / `gamornet demo` subcommands."""
 
 import csv
+import dataclasses
 import json
+import math
 import os
+import re
 
 import numpy as np
 import pytest
 
 from gamornet import cli
-from gamornet.demo import confusion_counts, format_handbook_table, run_demo, summary_metrics
+from gamornet.demo import run_demo
+from gamornet.metrics import confusion_counts, format_handbook_table, summary_metrics
 from gamornet.simulate import read_parameter_table
 
 pytest.importorskip("galsim")
@@ -82,6 +86,30 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     assert settings["input_shape"] == [32, 32, 1] and settings["preprocess_images"]["stretch"] == "asinh"
     assert settings["exclude_indeterminate_from_training"] is True
     assert (output / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The demo's other stages: calibration, thresholds, MC dropout, the model card and the shifted set.
+    for text in ("Calibration: temperature T =", "Classes from thresholds chosen on the validation set",
+                 "Indeterminate fraction (predicted)", "MC dropout (30 draws)", "Shifted test set",
+                 "no stretch, peak scaling", "lie outside the model card's central 99% range"):
+        assert text in printed, text
+    summary = json.loads((output / "demo_summary.json").read_text())
+    assert summary["main"]["out_of_domain"].keys() == {"test", "shifted"}
+    assert summary["comparison"]["preprocessing"]["stretch"] == "none"
+    card = json.loads((output / "model_card.json").read_text())
+    assert card["trained_by"] == "gamornet demo" and card["preprocessing"]["stretch"] == "asinh"
+    learned = re.search(r"left out of training: (\d+) training", printed)
+    assert card["n_training_images"] == int(learned.group(1))
+    assert json.loads((output / "compare_none" / "model_card.json").read_text())["preprocessing"]["stretch"] == "none"
+    # predictions.csv: the thresholded class follows the chosen rule on the calibrated probabilities.
+    calibrated = np.array([[float(row[f"p_{name}_calibrated"]) for name in ("disk", "indeterminate", "bulge")]
+                           for row in rows])  # fmt: skip
+    rule = (summary["thresholds"]["disk"], summary["thresholds"]["bulge"])
+    from gamornet.classify import classify
+
+    assert [row["thresholded_label"] for row in rows] == classify(calibrated, rule).tolist()
+    from gamornet.model_card import STATISTICS
+
+    assert all(set(row["out_of_domain"].split(";")) <= set(STATISTICS) for row in rows if row["out_of_domain"])
+    assert np.allclose(calibrated.sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_demo_refuses_bad_settings_before_any_work(tmp_path):
@@ -169,3 +197,153 @@ def test_demo_survey_keeps_disks_inside_the_cutout(tmp_path):
     with pytest.raises(ValueError, match="lr_schedule must be 'cosine' or 'constant'"):
         run_demo(str(tmp_path / "unused"), lr_schedule="step")
     assert not (tmp_path / "unused").exists()
+
+
+def test_demo_config_makes_the_command_line_options():
+    import inspect
+
+    from gamornet.demo import DEMO_DEFAULTS, DemoConfig
+
+    parser = cli.build_parser()
+    demo_parser = parser._subparsers._group_actions[0].choices["demo"]
+    options = {action.dest: action for action in demo_parser._actions}
+    for field in dataclasses.fields(DemoConfig):
+        action = options[field.name]
+        assert action.option_strings[0] == "--" + field.name.replace("_", "-")
+        assert action.default == field.default == DEMO_DEFAULTS[field.name]
+        assert action.help.startswith(field.metadata["help"]), field.name
+    # Every keyword of run_demo beyond the run options is a DemoConfig field, with its default.
+    keywords = inspect.signature(run_demo).parameters
+    assert set(keywords) == set(DEMO_DEFAULTS) | {"output_dir", "config", "n_workers", "progress", "plot", "stream"}
+    # Non-default values travel from the command line into the DemoConfig.
+    args = parser.parse_args(["demo", "--preset", "SDSS", "--size", "40", "--magnitude-range", "15", "17",
+                              "--exclude-indeterminate", "--lr", "0.01", "--momentum", "0.5", "--no-nesterov",
+                              "--stretch", "log", "--scaling", "sum", "--softening", "2", "--seed", "9",
+                              "--thresholds", "keras_SDSS", "--lr-schedule", "constant",
+                              "--training-bulge-to-total", "0.1", "0.9"])  # fmt: skip
+    from gamornet._cli_simulate import _demo_config
+
+    config = _demo_config(args)
+    assert config == DemoConfig(preset="SDSS", size=40, magnitude_range=(15.0, 17.0), exclude_indeterminate=True,
+                                lr=0.01, momentum=0.5, nesterov=False, stretch="log", scaling="sum", softening=2.0,
+                                seed=9, thresholds="keras_SDSS", lr_schedule="constant",
+                                training_bulge_to_total=(0.1, 0.9))  # fmt: skip
+    assert config.survey.magnitude_range == (15.0, 17.0) and config.input_shape == (40, 40, 1)
+    assert config.training_survey.bulge_to_total_range == (0.1, 0.9) and config.survey.bulge_to_total_range == (0, 1)
+
+
+def test_demo_defaults_are_what_make_demo_runs():
+    from gamornet.demo import DemoConfig
+
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "Makefile"), encoding="utf-8") as stream:
+        line = next(text for text in stream if "gamornet demo" in text)
+    words = line.split()
+    args = cli.build_parser().parse_args(words[words.index("demo"):])
+    from gamornet._cli_simulate import _demo_config
+
+    assert _demo_config(args).survey == DemoConfig().survey
+    assert DemoConfig().survey.magnitude_range == (19.0, 22.5)
+    assert DemoConfig(preset="SDSS").survey.magnitude_range == (14.0, 18.0)  # the SDSS preset's own
+
+
+def test_demo_config_refuses_bad_settings():
+    from gamornet.demo import DemoConfig
+
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        DemoConfig(lr=0)
+    with pytest.raises(ValueError, match="momentum must be a finite number >= 0"):
+        DemoConfig(momentum=-1)
+    with pytest.raises(TypeError, match="nesterov must be True or False"):
+        DemoConfig(nesterov="yes")
+    with pytest.raises(TypeError, match="magnitude_range must be a pair of numbers"):
+        DemoConfig(magnitude_range=(19, "faint"))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        DemoConfig(seed=-1)
+    with pytest.raises(TypeError, match="config must be a DemoConfig"):
+        run_demo("unused", config={"n_train": 5})
+    with pytest.raises(TypeError, match=r"unknown settings \['n_galaxies'\]"):
+        run_demo("unused", n_galaxies=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DemoConfig().seed = 1
+    assert not os.path.exists("unused")
+
+
+def test_demo_takes_numpy_integer_seeds_as_simulate_does(tmp_path):
+    from gamornet.demo import DemoConfig
+
+    config = DemoConfig(seed=np.int64(7))
+    assert config.seed == 7 and type(config.seed) is int
+    # Before, the demo refused a numpy seed that gamornet.simulate accepts; now it goes on to the folder check.
+    file_path = tmp_path / "a_file"
+    file_path.write_text("")
+    with pytest.raises(NotADirectoryError, match="output_dir must be a folder"):
+        run_demo(str(file_path), seed=np.uint32(3))
+    with pytest.raises(TypeError, match="output_dir must be the path of a folder"):
+        run_demo(3)
+
+
+def test_shifted_survey_changes_the_psf_and_scales_the_noise():
+    from gamornet.demo import DemoConfig, shifted_survey
+
+    survey = DemoConfig().survey
+    shifted = shifted_survey(survey, psf_fwhm=0.5, noise=3.0)
+    assert shifted.noise_per_pixel() == pytest.approx(3.0 * survey.noise_per_pixel(), rel=1e-12)
+    assert (shifted.psf, shifted.psf_fwhm) == ("kolmogorov", 0.5)
+    # Everything that sets the true classes stays: the galaxies' ranges and the cutout.
+    for name in ("magnitude_range", "bulge_to_total_range", "disk_radius_range", "bulge_radius_range", "shape",
+                 "pixel_scale", "sky_level"):
+        assert getattr(shifted, name) == getattr(survey, name), name
+    # The sky's Poisson noise alone is 0.66 of CANDELS' noise (sky 311 e-, read noise 20 e- per pixel).
+    lowest = math.sqrt(survey.sky_level * survey.gain) / (survey.noise_per_pixel() * survey.gain)
+    assert shifted_survey(survey, 0.5, lowest * 1.0001).read_noise == pytest.approx(0.0, abs=0.5)
+    with pytest.raises(ValueError, match=r"shifted_noise must be at least 0\.66"):
+        shifted_survey(survey, 0.5, 0.5)
+    with pytest.raises(ValueError, match="shifted_psf_fwhm must be a positive number"):
+        DemoConfig(shifted_psf_fwhm=0)
+
+
+def test_demo_config_phase_settings():
+    from gamornet.demo import DemoConfig
+
+    config = DemoConfig()
+    assert config.comparison_preprocessing["stretch"] == "none" and config.comparison_preprocessing["scaling"] == "peak"
+    assert DemoConfig(compare_stretch="off").comparison_preprocessing is None
+    assert DemoConfig(compare_stretch="asinh").comparison_preprocessing is None  # the same as the main network's
+    assert "validation set" in config.class_rule and "keras_SDSS" in DemoConfig(thresholds="keras_SDSS").class_rule
+    with pytest.raises(ValueError, match=r"disk_purity must be a fraction in \(0, 1\]"):
+        DemoConfig(disk_purity=1.5)
+    with pytest.raises(ValueError, match="bulge_purity must be a positive number"):
+        DemoConfig(bulge_purity=0)
+    with pytest.raises(ValueError, match="compare_stretch must be one of 'none', 'asinh', 'log' or 'off'"):
+        DemoConfig(compare_stretch="sqrt")
+    with pytest.raises(ValueError, match="n_shifted must be a positive integer"):
+        DemoConfig(n_shifted=0)
+    with pytest.raises(ValueError, match="mc_samples must be a positive integer"):
+        DemoConfig(mc_samples=0)
+    with pytest.raises(ValueError, match="training_bulge_to_total must be a pair \\(low, high\\) with 0 <= low < high"):
+        DemoConfig(training_bulge_to_total=(0.5, 0.2))
+    with pytest.raises(TypeError, match="training_bulge_to_total must be a pair of numbers"):
+        DemoConfig(training_bulge_to_total=0.8)
+
+
+def test_evaluation_falls_back_when_the_validation_set_cannot_give_a_temperature_or_a_purity():
+    from gamornet._demo_evaluate import fitted_temperature, threshold_rule
+    from gamornet.demo import DemoConfig
+
+    messages = []
+
+    def log(message, stamp=True):
+        messages.append(message)
+
+    # Every most probable class right: the likelihood grows as T goes to 0, so T = 1 is kept and said.
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.7, 0.2, 0.1]])
+    assert fitted_temperature(probabilities, [0, 2, 0], log) == 1.0
+    assert "no temperature fitted, T = 1 kept" in messages[-1]
+    # The best disk purity reachable is 2/3 (a bulge has the highest p_disk but one): the demo settles for it.
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]])
+    rule, choice = threshold_rule(DemoConfig(), probabilities, np.array([2, 0, 0, 2, 2]), log)
+    assert "a disk purity of 0.95 is out of reach on the validation set; using 0.666" in messages[-1]
+    assert rule.disk == pytest.approx(0.7) and choice.disk_purity == pytest.approx(2 / 3)
+    assert rule.bulge == pytest.approx(0.7) and choice.bulge_purity == 1.0
+    handbook, none = threshold_rule(DemoConfig(thresholds="keras_CANDELS"), probabilities, [2, 0, 0, 2, 2], log)
+    assert none is None and handbook.bulge == 0.6

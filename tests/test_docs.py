@@ -29,9 +29,10 @@ DOCS = os.path.join(ROOT, "docs")
 #: The pages the issue asks for, by source name.
 PAGES = ("index", "getting_started", "tutorials", "survey_images", "training", "handbook", "uncertainty", "api",
          "cli", "speed", "cluster", "scaling", "architecture", "faq", "attribution")
-API_PAGES = ("api/keras_module", "api/tflearn_module", "api/predictor", "api/classify", "api/simulate",
-             "api/preprocess", "api/io", "api/cutouts", "api/distributed", "api/published", "api/formats",
-             "api/presets", "api/errors", "api/calibration", "api/uncertainty", "api/precision", "api/training")
+API_PAGES = ("api/keras_module", "api/tflearn_module", "api/predictor", "api/classify", "api/metrics", "api/model_card",
+             "api/simulate", "api/preprocess", "api/demo", "api/io", "api/cutouts", "api/distributed", "api/published",
+             "api/formats", "api/presets", "api/errors", "api/calibration", "api/uncertainty", "api/precision",
+             "api/training")
 
 def _sphinx(builder, source, output, doctrees, strict=True):
     """Run Sphinx; return (its completed process, the text of its warning file)."""

@@ -260,7 +260,13 @@ def test_training_writes_its_files_and_they_load_back(tmp_path, training_set):
         *training_set, TRAIN_SHAPE, files_save_path=str(folder), epochs=2, checkpoint_freq=1,
         batch_size=8, lr=1e-3, verbose=0,
     )
-    assert sorted(os.listdir(folder)) == ["metrics.csv", "model_01.hdf5", "model_02.hdf5", "trained_model.hdf5"]
+    assert sorted(os.listdir(folder)) == ["metrics.csv", "model_01.hdf5", "model_02.hdf5", "model_card.json",
+                                          "trained_model.hdf5"]
+    from gamornet.model_card import read_model_card
+
+    card = read_model_card(folder)  # beside the model: the training images' statistics
+    assert card["trained_by"] == "gamornet.keras_module" and card["n_training_images"] == 16
+    assert card["input_shape"] == list(TRAIN_SHAPE) and card["statistics"]["size"]["quantiles"] is not None
     with open(folder / "metrics.csv") as stream:
         rows = list(csv.reader(stream))
     assert rows[0] == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]

@@ -279,7 +279,9 @@ def test_training_from_a_catalogue_of_fits_files(tmp_path, catalogues, galaxies)
     model = km.gamornet_train_keras(str(catalogues[0]), None, str(catalogues[1]), None, SHAPE,
                                     files_save_path=str(folder), epochs=1, batch_size=12, lr=1e-3, verbose=0, seed=0,
                                     preprocessing=settings, cache=False)  # fmt: skip
-    assert sorted(os.listdir(folder)) == ["metrics.csv", "preprocessing.json", "trained_model.hdf5"]
+    assert sorted(os.listdir(folder)) == ["metrics.csv", "model_card.json", "preprocessing.json", "trained_model.hdf5"]
+    card = json.loads((folder / "model_card.json").read_text())  # issue 12: every trained model gets a card
+    assert card["n_training_images"] == 24 and card["preprocessing"]["stretch"] == "asinh"
     assert [row["epoch"] for row in _metrics(folder / "metrics.csv")] == ["0"]  # numbered from 0, as in 0.4.x
     saved = json.loads((folder / "preprocessing.json").read_text())
     assert saved["preprocess_images"]["stretch"] == "asinh" and saved["input_shape"] == [32, 32, 1]
@@ -435,7 +437,8 @@ def test_cli_train_resume_fresh_and_tl(tmp_path, catalogues, capsys):
     output = tmp_path / "run"
     assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--quiet")) == 0
     names = sorted(os.listdir(output))
-    assert names == ["backup", "metrics.csv", "preprocessing.json", "trained_model.hdf5", "training_curves.png"]
+    assert names == ["backup", "metrics.csv", "model_card.json", "preprocessing.json", "trained_model.hdf5",
+                     "training_curves.png"]
     rows = _metrics(output / "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"]  # numbered from 1 on the command line
     assert (output / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

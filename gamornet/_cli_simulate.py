@@ -10,43 +10,8 @@ import os
 import numpy as np
 
 from gamornet._atomic import atomic_path
+from gamornet._cli_types import non_negative_int, positive_float, positive_int
 from gamornet.demo import DemoConfig
-
-
-def _positive_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def add_parser(subparsers):
@@ -61,15 +26,15 @@ def add_parser(subparsers):
             "Ghosh et al. 2020). Needs GalSim: pip install 'gamornet[sim]'."
         ),
     )
-    simulate.add_argument("n_galaxies", type=_positive_int, help="number of galaxies")
+    simulate.add_argument("n_galaxies", type=positive_int, help="number of galaxies")
     simulate.add_argument("--output-dir", required=True, help="folder for the files (created if missing)")
     simulate.add_argument("--preset", choices=("SDSS", "CANDELS"), default="CANDELS",
                           help="survey imitated: SDSS (g band, 167x167 pixels of 0.396\") or CANDELS "
                                "(HST F160W, 83x83 pixels of 0.06\"); default CANDELS")  # fmt: skip
-    simulate.add_argument("--size", type=_positive_int, default=None,
+    simulate.add_argument("--size", type=positive_int, default=None,
                           help="cutout size in pixels (square), replacing the preset's")  # fmt: skip
-    simulate.add_argument("--seed", type=_non_negative_int, default=0, help="master random seed (default 0)")
-    simulate.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: all cores)")
+    simulate.add_argument("--seed", type=non_negative_int, default=0, help="master random seed (default 0)")
+    simulate.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
     simulate.add_argument("--keep-sky", action="store_true", help="leave the sky level in the images (default: subtracted)")
     simulate.add_argument("--npy", action="store_true", help="also write images.npy and labels.npy")
     simulate.add_argument("--no-fits", action="store_true", help="do not write the FITS cutouts (only the table, and --npy)")
@@ -89,7 +54,7 @@ def add_parser(subparsers):
     demo.add_argument("--output-dir", default="demo_output", help="folder for the outputs (default demo_output)")
     for field in dataclasses.fields(DemoConfig):
         demo.add_argument("--" + field.name.replace("_", "-"), **_demo_option(field))
-    demo.add_argument("--workers", type=_positive_int, default=None, help="simulation worker processes (default: all cores)")
+    demo.add_argument("--workers", type=positive_int, default=None, help="simulation worker processes (default: all cores)")
     demo.add_argument("--no-plot", action="store_true", help="do not write demo.png")
     demo.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     demo.set_defaults(command_name="demo", handler=run_demo_command)
@@ -97,9 +62,9 @@ def add_parser(subparsers):
 
 #: How each kind of DemoConfig field is read from the command line.
 _PARSERS = {
-    "positive_int": {"type": _positive_int},
-    "non_negative_int": {"type": _non_negative_int},
-    "positive_float": {"type": _positive_float},
+    "positive_int": {"type": positive_int},
+    "non_negative_int": {"type": non_negative_int},
+    "positive_float": {"type": positive_float},
     "number": {"type": float},
     "text": {},
     "pair": {"type": float, "nargs": 2},

@@ -426,7 +426,7 @@ def _learning_rate(config, steps_per_epoch):
     """The learning rate given to the optimiser: ``lr``, or a warm-up and cosine schedule peaking at ``lr``."""
     if config.lr_schedule == "constant":
         return config.lr
-    import keras
+    from gamornet._network import keras  # TensorFlow imported quietly first (gamornet._tf_logging)
 
     total = config.epochs * steps_per_epoch
     warmup = min(max(1, steps_per_epoch // 2), total - 1)
@@ -466,7 +466,7 @@ def _train_stage(config, settings, inputs, labels, learn, folder, seeds, progres
     """Stage 3: train GaMorNet from scratch on ``inputs``; its files, its card and the seed of its dropout masks."""
     if "keras" not in sys.modules:
         log("Loading TensorFlow")
-    import keras
+    from gamornet._network import keras  # TensorFlow imported quietly first (gamornet._tf_logging)
 
     from gamornet.keras_module import gamornet_train_keras
 

@@ -176,3 +176,19 @@ def test_verbose_holds_for_the_command_only(monkeypatch, tmp_path):
     assert cli.main(["--verbose"]) == 0 and cli.main([]) == 0
     assert seen == [True, False]
     assert _tf_logging.ENVIRONMENT_VARIABLE not in os.environ
+
+
+@pytest.mark.slow
+def test_the_demo_loads_tensorflow_quietly(tmp_path):
+    """The demo's first use of Keras (its learning-rate schedule, before training) goes through the quiet import."""
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", PYTHONPATH=ROOT)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env.pop(_tf_logging.ENVIRONMENT_VARIABLE, None)
+    code = ("from gamornet.demo import DemoConfig, _learning_rate\n"
+            "schedule = _learning_rate(DemoConfig(), 100)\n"
+            "print(type(schedule).__name__, float(schedule(150)) > 0)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                            cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["CosineDecay", "True"]
+    assert [line for line in result.stderr.splitlines() if line.strip()] == []

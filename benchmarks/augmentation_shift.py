@@ -31,7 +31,9 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -75,7 +77,7 @@ def recalls(probabilities, labels):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    from gamornet.demo import _learning_rate, demo_survey
+    from gamornet.demo import DemoConfig, _learning_rate, demo_survey
     from gamornet.presets import labels_from_bulge_to_total
     from gamornet.simulate import simulate_galaxies
 
@@ -100,6 +102,7 @@ def main(argv=None):
         keep = sets[name][1][:, 1] == 0  # indeterminate galaxies left out of training, as in the demo
         sets[name] = (sets[name][0][keep], sets[name][1][keep])
 
+    import gamornet
     from gamornet.keras_module import gamornet_train_keras
     from gamornet.preprocess import preprocess_images
     from gamornet.training import AugmentationSettings
@@ -110,16 +113,19 @@ def main(argv=None):
     for label, augmentation in (("no augmentation", None),
                                 (f"noise augmentation (factor 1-{arguments.noise_factor:g})",
                                  AugmentationSettings(noise_factor=arguments.noise_factor))):  # fmt: skip
-        model = gamornet_train_keras(
-            *sets["training"], *sets["validation"], (64, 64, 1), files_save_path="/dev/null", epochs=arguments.epochs,
-            batch_size=32, lr=_learning_rate(0.003, "cosine", arguments.epochs, steps), momentum=0.9, nesterov=True,
+        folder = tempfile.mkdtemp(prefix="gamornet-augmentation-")
+        gamornet_train_keras(
+            *sets["training"], *sets["validation"], (64, 64, 1), files_save_path=folder, epochs=arguments.epochs,
+            batch_size=32, lr=_learning_rate(DemoConfig(lr=0.003, lr_schedule="cosine", epochs=arguments.epochs), steps), momentum=0.9, nesterov=True,
             verbose=0, preprocessing=settings, augmentation=augmentation, seed=arguments.seed,
         )  # fmt: skip
         results[label] = {}
-        for name in list(sets)[2:]:
-            images, labels = sets[name]
-            probabilities = model.predict(preprocess_images(images, **settings), batch_size=256, verbose=0)
-            results[label][name] = recalls(probabilities, labels)
+        with gamornet.load_predictor(os.path.join(folder, "trained_model.hdf5"), (64, 64, 1)) as predictor:
+            for name in list(sets)[2:]:
+                images, labels = sets[name]
+                probabilities = predictor.predict(preprocess_images(images, **settings), batch_size=256)
+                results[label][name] = recalls(probabilities, labels)
+        shutil.rmtree(folder, ignore_errors=True)
         print(f"[{time.perf_counter() - started:5.0f} s] trained and evaluated: {label}", flush=True)
 
     print(f"\n{len(sets['training'][1])} training galaxies (indeterminate left out), {arguments.epochs} epochs; "

@@ -53,6 +53,10 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+from predict_throughput import _shape, load_average  # noqa: E402  (the same input shapes and load line)
+
 METHODS = {
     "a": "(a) compiled train step (floor)",
     "b": "(b) gamornet_train_keras, arrays",
@@ -81,19 +85,6 @@ def parse_arguments(argv=None):
     args.rss_sizes = tuple(int(value) for value in (args.rss_sizes or ("100,400" if args.quick else "2000,8000")).split(","))
     args.repeats = args.repeats or (1 if args.quick else 3)
     return args
-
-
-def _shape(text):
-    from gamornet._checks import check_input_shape
-
-    return check_input_shape(text if text in ("SDSS", "CANDELS") else tuple(int(v) for v in text.split(",")))
-
-
-def load_average():
-    try:
-        return open("/proc/loadavg").read().split()[:3]
-    except OSError:
-        return ["?"] * 3
 
 
 @contextlib.contextmanager

@@ -2,11 +2,13 @@
 
 One loop, two engines:
 
-- ``model.fit`` (no distribution, or ``MirroredStrategy``);
-- a custom step for ``MultiWorkerMirroredStrategy``, where Keras 3's
-  ``model.fit`` fails (keras-team/keras#20585): a ``tf.function`` that runs
-  ``strategy.run`` with a ``GradientTape``, ``tf.nn.compute_average_loss`` over
-  the global batch, and ``strategy.reduce`` for the metrics.
+- a custom step: a ``tf.function`` that runs ``strategy.run`` with a
+  ``GradientTape``, ``tf.nn.compute_average_loss`` over the global batch, and
+  ``strategy.reduce`` for the metrics. It trains on one device and under
+  ``MultiWorkerMirroredStrategy``, where Keras 3's ``model.fit`` fails
+  (keras-team/keras#20585); on one device it is faster than ``fit`` (see
+  :func:`_use_custom_loop`);
+- ``model.fit``, for ``MirroredStrategy`` and a user's own tf.data.Dataset.
 
 Both call the same callbacks, so ``metrics.csv``, the ``model_<epoch>.hdf5``
 checkpoints, the resumable state and the progress bars are the same whichever
@@ -333,8 +335,15 @@ def _per_example_loss(loss):
     """The unreduced form of a Keras loss (a name, a function or a Loss object)."""
     function = keras.losses.get(loss)
     if isinstance(function, keras.losses.Loss):
-        return function.call
-    return function
+        function = function.call
+
+    def per_example(labels, predictions):
+        # A user's function may return the batch's mean already: spread it over the batch, so that the average
+        # over the global batch is that mean, as model.fit would use it.
+        values = function(labels, predictions)
+        return tf.broadcast_to(values, tf.shape(labels)[:1]) if values.shape.rank == 0 else values
+
+    return per_example
 
 
 class DistributedSteps:
@@ -615,6 +624,24 @@ def _restore(folder, writer, options, settings, model, epochs, verbose):
     return state, initial_epoch
 
 
+def _use_custom_loop(options, strategy, prepared):
+    """Whether the custom step (:func:`custom_loop`) trains, rather than ``model.fit``.
+
+    ``engine='auto'`` picks it for ``MultiWorkerMirroredStrategy`` (where Keras 3's
+    ``fit`` fails) and for one device on our own datasets: there Keras 3's ``fit``
+    loop ran at 1.27 of 2 CPU cores in about half the epochs on this project's
+    2-core CPU (0.64x the rate of its own compiled train step), while the same
+    step called from this loop keeps both cores busy (``benchmarks/training_throughput.py``).
+    ``model.fit`` stays for ``MirroredStrategy`` and for a user's own tf.data.Dataset
+    (whose length may be unknown); ``engine='fit'`` or ``'custom'`` forces one.
+    """
+    if is_multiworker(strategy) or options.engine == "custom":
+        return True
+    if options.engine == "fit":
+        return False
+    return options.distribute is None and prepared.steps is not None
+
+
 def run(build_model, training, validation, folder, *, input_shape, epochs, checkpoint_freq, batch_size, save_model,
         verbose, loss, options, settings):
     """Build, (resume,) train and save a model; the loop of every Keras training entry point.
@@ -657,7 +684,7 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
         if metrics is not None:
             metrics.resume_from(initial_epoch)
         fit_verbose = 0 if options.progress else verbose
-        if is_multiworker(strategy) or options.engine == "custom":
+        if _use_custom_loop(options, strategy, prepared):
             callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=fit_verbose != 0,
                                                          verbose=fit_verbose, epochs=epochs, steps=prepared.steps,
                                                          model=model)  # fmt: skip

@@ -361,8 +361,9 @@ class DistributedSteps:
     def __init__(self, model, strategy, loss):
         self.model, self.strategy = model, strategy
         self.loss = _per_example_loss(loss)
-        self.train = tf.function(self._train)
-        self.evaluate = tf.function(self._evaluate)
+        # reduce_retracing: an epoch's or the validation set's last, smaller batch is traced once, not per size.
+        self.train = tf.function(self._train, reduce_retracing=True)
+        self.evaluate = tf.function(self._evaluate, reduce_retracing=True)
 
     def _totals(self, labels, predictions, per_example):
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(labels, axis=-1), tf.argmax(predictions, axis=-1)), tf.float32))

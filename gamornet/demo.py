@@ -41,7 +41,7 @@ Every setting is a field of :class:`DemoConfig`, whose defaults are what
 ``make demo`` runs (``gamornet demo`` without options; the ``gamornet demo``
 options are made from its fields). They were chosen for ``make demo`` to
 finish in about 10 minutes on a 2-core CPU, setting up included (the demo
-itself took 7 min 22 s on 2 idle cores of an AMD EPYC): CANDELS-like galaxies (0.06 arcsec
+itself took 6 min 14 s on 2 idle cores of an AMD EPYC): CANDELS-like galaxies (0.06 arcsec
 pixels, H band) of H = 19-22.5 mag in 64 x 64 cutouts (the largest cutout for
 which GaMorNet's last pooling layer is 2 x 2: half the training cost of
 83 x 83 per image), disks no larger than the cutout holds

@@ -631,7 +631,7 @@ def _use_custom_loop(options, strategy, prepared):
     ``engine='auto'`` picks it for ``MultiWorkerMirroredStrategy`` (where Keras 3's
     ``fit`` fails) and for one device on our own datasets: there Keras 3's ``fit``
     loop ran at 1.27 of 2 CPU cores in about half the epochs on this project's
-    2-core CPU (0.64x the rate of its own compiled train step), while the same
+    2-core CPU (0.66x the rate of a bare compiled train step), while the same
     step called from this loop keeps both cores busy (``benchmarks/training_throughput.py``).
     ``model.fit`` stays for ``MirroredStrategy`` and for a user's own tf.data.Dataset
     (whose length may be unknown); ``engine='fit'`` or ``'custom'`` forces one.

@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -51,6 +51,8 @@ import time
 
 import numpy as np
 
+import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))

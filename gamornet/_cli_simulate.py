@@ -48,7 +48,7 @@ def add_parser(subparsers):
             "Simulate training, validation and test sets, train GaMorNet from scratch with the Keras backend, "
             "predict the test set and print the handbook-style table of actual against predicted classes. Writes "
             "trained_model.hdf5, metrics.csv, predictions.csv, preprocessing.json and demo.png. The defaults are "
-            "what `make demo` runs, in about 7.5 minutes on 2 idle CPU cores. Needs gamornet[sim]."
+            "what `make demo` runs, in about 6 minutes on 2 idle CPU cores. Needs gamornet[sim]."
         ),
     )
     demo.add_argument("--output-dir", default="demo_output", help="folder for the outputs (default demo_output)")

@@ -135,14 +135,20 @@ def tiny_catalogue(tmp_path_factory):
     return folder, model, str(folder / "images.npy")
 
 
-def _predict(tiny_catalogue, *options, **environment):
-    """Standard error's lines of ``gamornet [options] predict`` run with oneDNN on."""
-    folder, model, images = tiny_catalogue
+def _onednn_environment(**environment):
+    """The environment of a fresh gamornet process with oneDNN on, where TensorFlow writes its start-up lines."""
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", PYTHONPATH=ROOT)
     # TensorFlow's own filter, as a user who never heard of it has it.
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     env.pop(_tf_logging.ENVIRONMENT_VARIABLE, None)
     env.update(environment)
+    return env
+
+
+def _predict(tiny_catalogue, *options, **environment):
+    """Standard error's lines of ``gamornet [options] predict`` run with oneDNN on."""
+    folder, model, images = tiny_catalogue
+    env = _onednn_environment(**environment)
     command = [sys.executable, "-m", "gamornet.cli", *options, "predict", images, "--model", model,
                "--input-shape", "CANDELS", "--output", str(folder / "predictions.csv")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=folder)
@@ -181,9 +187,7 @@ def test_verbose_holds_for_the_command_only(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_the_demo_loads_tensorflow_quietly(tmp_path):
     """The demo's first use of Keras (its learning-rate schedule, before training) goes through the quiet import."""
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", PYTHONPATH=ROOT)
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    env.pop(_tf_logging.ENVIRONMENT_VARIABLE, None)
+    env = _onednn_environment()
     code = ("from gamornet.demo import DemoConfig, _learning_rate\n"
             "schedule = _learning_rate(DemoConfig(), 100)\n"
             "print(type(schedule).__name__, float(schedule(150)) > 0)")  # fmt: skip

@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -113,19 +112,19 @@ def main(argv=None):
     for label, augmentation in (("no augmentation", None),
                                 (f"noise augmentation (factor 1-{arguments.noise_factor:g})",
                                  AugmentationSettings(noise_factor=arguments.noise_factor))):  # fmt: skip
-        folder = tempfile.mkdtemp(prefix="gamornet-augmentation-")
-        gamornet_train_keras(
-            *sets["training"], *sets["validation"], (64, 64, 1), files_save_path=folder, epochs=arguments.epochs,
-            batch_size=32, lr=_learning_rate(DemoConfig(lr=0.003, lr_schedule="cosine", epochs=arguments.epochs), steps), momentum=0.9, nesterov=True,
-            verbose=0, preprocessing=settings, augmentation=augmentation, seed=arguments.seed,
-        )  # fmt: skip
+        schedule = _learning_rate(DemoConfig(lr=0.003, lr_schedule="cosine", epochs=arguments.epochs), steps)
         results[label] = {}
-        with gamornet.load_predictor(os.path.join(folder, "trained_model.hdf5"), (64, 64, 1)) as predictor:
-            for name in list(sets)[2:]:
-                images, labels = sets[name]
-                probabilities = predictor.predict(preprocess_images(images, **settings), batch_size=256)
-                results[label][name] = recalls(probabilities, labels)
-        shutil.rmtree(folder, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="gamornet-augmentation-") as folder:
+            gamornet_train_keras(
+                *sets["training"], *sets["validation"], (64, 64, 1), files_save_path=folder, epochs=arguments.epochs,
+                batch_size=32, lr=schedule, momentum=0.9, nesterov=True, verbose=0, preprocessing=settings,
+                augmentation=augmentation, seed=arguments.seed,
+            )  # fmt: skip
+            with gamornet.load_predictor(os.path.join(folder, "trained_model.hdf5"), (64, 64, 1)) as predictor:
+                for name in list(sets)[2:]:
+                    images, labels = sets[name]
+                    probabilities = predictor.predict(preprocess_images(images, **settings), batch_size=256)
+                    results[label][name] = recalls(probabilities, labels)
         print(f"[{time.perf_counter() - started:5.0f} s] trained and evaluated: {label}", flush=True)
 
     print(f"\n{len(sets['training'][1])} training galaxies (indeterminate left out), {arguments.epochs} epochs; "

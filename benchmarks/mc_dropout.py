@@ -40,7 +40,6 @@ import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, "..", "tests"))  # the test helpers that write model files
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def parse_arguments(argv=None):

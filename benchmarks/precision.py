@@ -43,7 +43,6 @@ import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from predict_throughput import load_average, quiet_stderr, rates, time_methods  # noqa: E402
 

@@ -47,7 +47,6 @@ import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, "..", "tests"))  # the test helpers that write legacy model files
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 METHODS = {
     "a": "(a) gamornet_predict_keras",

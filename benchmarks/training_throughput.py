@@ -53,8 +53,6 @@ import numpy as np
 
 import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 from predict_throughput import _shape, load_average  # noqa: E402  (the same input shapes and load line)

@@ -27,6 +27,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import reference  # noqa: E402
 
+#: About the most disk one test needs at a time (a few SDSS-shaped model files of 230 MB, with the session's fixtures).
+_DISK_NEEDED_GB = 4
+
+
+def pytest_report_header(config):
+    """The free disk space in the temporary folder, where every test writes: a full disk fails tests in bulk."""
+    import shutil
+    import tempfile
+
+    free_gb = shutil.disk_usage(tempfile.gettempdir()).free / 1e9
+    line = f"free disk space in {tempfile.gettempdir()}: {free_gb:.1f} GB"
+    if free_gb < _DISK_NEEDED_GB:
+        line += f" (the suite needs about {_DISK_NEEDED_GB} GB: expect errors from a full disk)"
+    return line
+
 #: Shapes the backends are checked at: the two presets and a non-square,
 #: two-band custom shape (which exercises the flatten order).
 CHECK_SHAPES = {"SDSS": (167, 167, 1), "CANDELS": (83, 83, 1), "custom": (72, 60, 2)}

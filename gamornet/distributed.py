@@ -945,12 +945,9 @@ def _settings(model, input_shape, backend, thresholds, partition_size, hdu, skip
     """Check every argument and resolve the model (fetching a published one once, here); return :class:`_Settings`."""
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
-    if input_shape is None:
-        if not models.is_published_name(model):
-            raise ValueError(f"input_shape is needed with a model file ({os.fspath(model)!r}): 'SDSS', 'CANDELS' or "
-                             "a tuple (x, y, ndim)")
-        input_shape = models.published_model(model, backend).input_shape
-    shape = _checks.check_input_shape(input_shape)
+    from gamornet.predictor import _resolve_shape
+
+    shape = _resolve_shape(model, input_shape, backend)
     partition_size = _checks.check_positive_int(partition_size, "partition_size")
     if hdu is not None:
         hdu = _checks.check_positive_int(hdu, "hdu", allow_zero=True)

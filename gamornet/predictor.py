@@ -374,6 +374,11 @@ def _resolve_shape(model, input_shape, backend):
         return _checks.check_input_shape(input_shape)
     if models.is_published_name(model):
         return tuple(models.published_model(model, backend).input_shape)
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"model must be the path of a model file or one of {', '.join(map(repr, models.PUBLISHED_MODEL_NAMES))}. "
+            f"Received an object of type {type(model).__name__} (save a Keras model to a file first)"
+        )  # fmt: skip
     raise ValueError(
         f"input_shape is needed with a model file ({os.fspath(model)!r}): 'SDSS', 'CANDELS' or a tuple "
         "(x, y, ndim). (Published models, such as 'SDSS_tl', know their input shape.)"

@@ -446,6 +446,8 @@ def test_argument_errors(tmp_path, case):
         call("run.txt")
     with pytest.raises(ValueError, match="partition_size must be a positive integer. Received: partition_size=0"):
         call(partition_size=0)
+    with pytest.raises(ValueError, match=r"input_shape is needed with a model file \('.*model.hdf5'\)"):
+        call(input_shape=None)
     with pytest.raises(ValueError, match=r"no handbook threshold set fits the input shape \(32, 32, 1\)"):
         call(thresholds=None)
     with pytest.raises(FileNotFoundError, match=r"the folder '.*missing', where the output goes, does not exist"):

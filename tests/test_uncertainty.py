@@ -281,6 +281,13 @@ def test_bad_arguments_of_predict_mc(models, keras_network, tmp_path):
         uncertainty.predict_mc(np.zeros((2, 30, 30, 1), np.float32), models.keras.path, SHAPE)
     with pytest.raises(ValueError, match="input_shape is needed with a model file"):
         uncertainty.predict_mc(models.images, models.keras.path)
+    from gamornet.keras_module import gamornet_build_model_keras
+
+    network = gamornet_build_model_keras(SHAPE)  # a Keras model, not a file
+    with pytest.raises(TypeError, match="path of a model file or one of 'SDSS_sim'.*Received an object of type Functional"):
+        uncertainty.predict_mc(models.images, network)
+    with pytest.raises(TypeError, match="Received an object of type Functional"):
+        gamornet.load_predictor(network)
     with pytest.raises(ValueError, match="backend must be one of"):
         uncertainty.predict_mc(models.images, models.keras.path, SHAPE, backend="torch")
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):

@@ -38,6 +38,7 @@ from gamornet.presets import N_WEIGHTED_LAYERS  # noqa: E402
 
 __all__ = [
     "LRN_FLAVOURS",
+    "ClassWeightedCrossentropy",
     "LocalResponseNormalization",
     "TFLearnLocalResponseNormalization",
     "build_network",
@@ -47,6 +48,33 @@ __all__ = [
 
 #: The LRN flavour of each backend's models.
 LRN_FLAVOURS = ("keras", "tflearn")
+
+
+@keras.saving.register_keras_serializable(package="gamornet")
+class ClassWeightedCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy with each galaxy's term multiplied by the weight of its true class.
+
+    The loss of a galaxy of class k with predicted probabilities p is
+    ``-weights[k] * log(p[k])`` (p clipped to [1e-7, 1 - 1e-7], as Keras'
+    cross-entropy does); a batch's loss is the mean over its galaxies, as with
+    ``model.fit(class_weight=...)``. Weights (1, 1, 1) give Keras'
+    ``categorical_crossentropy``. Build it with
+    :func:`gamornet.training.class_weighted_crossentropy`, which checks the
+    weights.
+    """
+
+    def __init__(self, weights=(1.0, 1.0, 1.0), name="class_weighted_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.weights = tuple(float(weight) for weight in weights)
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        y_pred = keras.ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        weights = keras.ops.sum(y_true * keras.ops.convert_to_tensor(self.weights, dtype=y_pred.dtype), axis=-1)
+        return -weights * keras.ops.sum(y_true * keras.ops.log(y_pred), axis=-1)
+
+    def get_config(self):
+        return dict(super().get_config(), weights=list(self.weights))
 
 
 @keras.saving.register_keras_serializable(package="gamornet")

@@ -56,6 +56,7 @@ __all__ = [
     "read_catalogue",
     "read_image",
     "catalogue_dataset",
+    "class_weighted_crossentropy",
 ]
 
 #: Catalogue formats, by file name ending, as astropy's ``Table.read`` formats.
@@ -468,6 +469,44 @@ class AugmentationSettings:
         if unknown:
             raise ValueError(f"unknown augmentation settings {unknown}; known: rotate_flip, max_shift, noise_factor")
         return cls(**settings)
+
+
+def class_weighted_crossentropy(disk=1.0, indeterminate=1.0, bulge=1.0):
+    """A training loss that counts the galaxies of each class with a weight: the ``loss`` of the train functions.
+
+    Near the boundary between the classes (L_B/L_T about 0.45-0.55 in Ghosh
+    et al. 2020), a disk with a bright bulge can look like a bulge-dominated
+    galaxy, and the plain cross-entropy then favours the class that covers
+    more of such galaxies. Weighting a class up moves the network's most
+    probable class towards it, trading the other class's recall for its own.
+    The probabilities then lean towards that class too: calibrate them
+    (:mod:`gamornet.calibration`) before reading them as probabilities.
+
+    Parameters
+    ----------
+    disk, indeterminate, bulge : float
+        The weight of each class's galaxies, finite and > 0. All 1: Keras'
+        ``categorical_crossentropy``.
+
+    Returns
+    -------
+    keras.losses.Loss
+        For ``loss=`` of :func:`gamornet.keras_module.gamornet_train_keras`
+        and :func:`gamornet.keras_module.gamornet_tl_keras`.
+
+    Raises
+    ------
+    ValueError
+        A weight that is not a finite number > 0.
+    """
+    weights = []
+    for name, value in (("disk", disk), ("indeterminate", indeterminate), ("bulge", bulge)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"the weight of the {name} class must be a finite number > 0. Received: {name}={value!r}")
+        weights.append(float(value))
+    from gamornet._network import ClassWeightedCrossentropy
+
+    return ClassWeightedCrossentropy(weights)
 
 
 def check_augmentation(augmentation):

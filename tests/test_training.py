@@ -8,6 +8,7 @@ cost about 18 M parameters, so runs are kept to a few steps.
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -358,8 +359,41 @@ def _mean_crossentropy(labels, predictions):
     return keras.ops.mean(keras.losses.categorical_crossentropy(labels, predictions))
 
 
+def test_class_weighted_crossentropy_against_numpy():
+    """Each galaxy's -log p(true class), clipped as Keras clips, times its class's weight; the batch's mean."""
+    from gamornet.training import class_weighted_crossentropy
+
+    rng = np.random.default_rng(3)
+    classes = np.array([0, 1, 2, 0, 2, 2, 1, 0])
+    probabilities = rng.dirichlet([1.0, 1.0, 1.0], size=len(classes)).astype("float32")
+    probabilities[0] = [0.0, 0.5, 0.5]  # log(0) is clipped to log(1e-7)
+    weights = np.array([2.5, 0.5, 1.0])
+    per_galaxy = -np.log(np.clip(probabilities[np.arange(len(classes)), classes], 1e-7, 1 - 1e-7)) * weights[classes]
+    loss = class_weighted_crossentropy(disk=2.5, indeterminate=0.5)
+    assert float(loss(_one_hot(classes), probabilities)) == pytest.approx(per_galaxy.mean(), rel=1e-6)
+    assert class_weighted_crossentropy().get_config()["weights"] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"disk": 0}, "disk=0"), ({"bulge": -1.0}, "bulge=-1.0"), ({"indeterminate": float("nan")}, "indeterminate=nan"),
+    ({"disk": True}, "disk=True"), ({"disk": "2"}, "disk='2'"), ({"bulge": float("inf")}, "bulge=inf"),
+])  # fmt: skip
+def test_class_weighted_crossentropy_refuses_bad_weights(weights, message):
+    from gamornet.training import class_weighted_crossentropy
+
+    with pytest.raises(ValueError, match="finite number > 0. Received: " + re.escape(message)):
+        class_weighted_crossentropy(**weights)
+
+
+def _class_weighted_loss():
+    from gamornet.training import class_weighted_crossentropy
+
+    return class_weighted_crossentropy(disk=3.0, bulge=0.5)
+
+
 @pytest.mark.numeric
-@pytest.mark.parametrize("loss", ["categorical_crossentropy", _mean_crossentropy], ids=["per-image", "batch-mean"])
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", _mean_crossentropy, "class-weighted"],
+                         ids=["per-image", "batch-mean", "class-weighted"])  # fmt: skip
 def test_custom_distributed_step_matches_fit(tmp_path, galaxies, loss):
     """One worker on the custom step (strategy.run, GradientTape, compute_average_loss) against model.fit.
 
@@ -373,6 +407,7 @@ def test_custom_distributed_step_matches_fit(tmp_path, galaxies, loss):
     """
     images, classes = galaxies
     labels = _one_hot(classes)
+    loss = _class_weighted_loss() if loss == "class-weighted" else loss
     runs = {}
     for engine in ("fit", "custom"):
         options = _training_loop.check_run_options(seed=0, engine=engine)

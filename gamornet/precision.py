@@ -81,8 +81,9 @@ _INT8_FP32_ROLES = ("conv_1", "dense_3")
 # those of a convolution. Their outputs feed int8 convolutions anyway; their arithmetic stays in floating point.
 _LRN_OPERATIONS = ["LRN", "AvgPool", "ReduceSum", "Power", "Divide", "Multiply", "Sqrt"]
 
-# Bumped whenever the int8 recipe changes, so that caches of an older recipe are not reused.
-_INT8_RECIPE_VERSION = 1
+# Bumped whenever the int8 recipe or the graph it quantizes changes, so that caches of an older one are not reused
+# (2: the Keras LRN's power 0.75 taken as two square roots).
+_INT8_RECIPE_VERSION = 2
 
 # CPU flags (Linux /proc/cpuinfo names) of native bfloat16 and int8 dot products.
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16

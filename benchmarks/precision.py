@@ -25,6 +25,7 @@ Usage::
     make demo   # writes demo_output/trained_model.hdf5 and preprocessing.json
     python benchmarks/precision.py --model demo_output/trained_model.hdf5
     python benchmarks/precision.py --quick         # tiny sizes, no trained network: a smoke run
+    python benchmarks/precision.py --shapes SDSS --profile   # and where an int8 batch spends its time
 """
 
 import argparse
@@ -67,6 +68,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--thresholds", default=None,
                         help="handbook threshold set of the classes (default: keras_<preset of the model>)")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the simulated galaxies (make demo uses 0)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where an int8 batch spends its time, layer by layer (OpenVINO's counters)")
     args = parser.parse_args(argv)
     args.sizes = tuple(int(v) for v in (args.sizes or ("8,24" if args.quick else "512,2048")).split(","))
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -122,8 +125,34 @@ def speed(args, shape_name, workdir):
             f"{'PASS' if ratio >= TARGETS[name][0] else 'FAIL'} (>= {TARGETS[name][0]} x fp32)")
         print(f"{name:<9} {median[name]:>9.1f} {ratio:>7.2f} {cpu[name]:>9.1f} {cpu_ratio:>7.2f} "
               f"{engines[name][1]:>9.1f}  {target}")
+    if args.profile:
+        int8_profile(engines["int8"][0], images[: args.batch_size])
     print("raw times (s): " + "; ".join(
         f"{name} n={n}: " + ",".join(f"{t:.2f}" for t in times[(name, n)]) for name in functions for n in args.sizes))
+
+
+def int8_profile(engine, batch, repeats=5, shown=10):
+    """The int8 engine's quantized model, compiled again with OpenVINO's per-layer counters: the layers that take most
+    of a batch's time, each as a share of the whole (the shares, unlike the times, hold on a busy machine)."""
+    import collections
+
+    import openvino
+
+    core = openvino.Core()
+    model = core.read_model(os.path.join(engine.provenance()["cache"], "model.xml"))
+    request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": "YES"}) \
+        .create_infer_request()  # fmt: skip
+    request.infer([batch])  # warm-up
+    seconds, kinds = collections.Counter(), {}
+    for _ in range(repeats):
+        request.infer([batch])
+        for layer in request.profiling_info:
+            seconds[layer.node_name] += layer.real_time.total_seconds()
+            kinds[layer.node_name] = f"{layer.node_type} ({layer.exec_type})"
+    total = sum(seconds.values())
+    print(f"int8, batch of {len(batch)}: {total / repeats * 1e3:.1f} ms of layer time; the {shown} longest layers:")
+    for name, value in seconds.most_common(shown):
+        print(f"  {value / total:6.1%}  {kinds[name]:<48} {name[:60]}")
 
 
 def simulated_set(args, settings_path):

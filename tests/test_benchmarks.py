@@ -23,7 +23,7 @@ SMOKE_RUNS = {
     "distributed.py": (["--quick"], "(d) / first run"),
     "mc_dropout.py": (["--quick"], "target (b) >= 0.5 x (a)"),
     "model_reuse.py": (["--repeats", "1", "--input-shape", "CANDELS"], "second / first"),
-    "precision.py": (["--quick"], "load average at end"),
+    "precision.py": (["--quick", "--profile"], "longest layers"),
     "predict_throughput.py": (["--quick"], "load average at end"),
     "reference_agreement.py": ([], "CANDELS"),
     "training_throughput.py": (["--quick", "--no-rss"], "(a) compiled train step (floor)"),

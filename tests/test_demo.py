@@ -56,10 +56,11 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     status = cli.main([
         "demo", "--output-dir", str(output), "--size", "32", "--n-train", "48", "--n-validation", "16",
         "--n-test", "30", "--epochs", "2", "--batch-size", "16", "--workers", "1", "--quiet", "--seed", "3",
-        "--exclude-indeterminate",
+        "--exclude-indeterminate", "--disk-weight", "2",
     ])  # fmt: skip
     assert status == 0
     printed = capsys.readouterr().out
+    assert "disks weighted x2 in the loss" in printed
     assert "| Actual Disks" in printed and "Disk recall:" in printed and "Indeterminate fraction" in printed
     for name in ("trained_model.hdf5", "metrics.csv", "predictions.csv", "preprocessing.json", "demo.png"):
         assert (output / name).is_file(), name
@@ -251,6 +252,8 @@ def test_demo_config_refuses_bad_settings():
 
     with pytest.raises(ValueError, match="lr must be a positive number"):
         DemoConfig(lr=0)
+    with pytest.raises(ValueError, match="disk_weight must be a positive number. Received: disk_weight=0"):
+        DemoConfig(disk_weight=0)
     with pytest.raises(ValueError, match="momentum must be a finite number >= 0"):
         DemoConfig(momentum=-1)
     with pytest.raises(TypeError, match="nesterov must be True or False"):

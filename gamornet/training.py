@@ -474,13 +474,14 @@ class AugmentationSettings:
 def class_weighted_crossentropy(disk=1.0, indeterminate=1.0, bulge=1.0):
     """A training loss that counts the galaxies of each class with a weight: the ``loss`` of the train functions.
 
-    Near the boundary between the classes (L_B/L_T about 0.45-0.55 in Ghosh
-    et al. 2020), a disk with a bright bulge can look like a bulge-dominated
-    galaxy, and the plain cross-entropy then favours the class that covers
-    more of such galaxies. Weighting a class up moves the network's most
-    probable class towards it, trading the other class's recall for its own.
-    The probabilities then lean towards that class too: calibrate them
-    (:mod:`gamornet.calibration`) before reading them as probabilities.
+    Weighting a class up moves the network's most probable class towards it,
+    trading the other classes' recall for its own: in ``gamornet demo``, the
+    disks just below the paper's boundary (L_B/L_T of 0.35-0.45, Ghosh et al.
+    2020), most of which the unweighted network calls bulges. The
+    probabilities then lean towards that class too, which a temperature
+    (:mod:`gamornet.calibration`) does not undo: choose the thresholds that
+    turn them into classes on labelled galaxies
+    (:func:`gamornet.calibration.choose_thresholds`).
 
     Parameters
     ----------

@@ -51,7 +51,7 @@ seen fewer times rather than the reverse (8,000 galaxies, 4 epochs, batches of
 no probability and its calibration error stays at about 0.08 after
 temperature scaling), and SGD with Nesterov momentum and a warm-up plus cosine
 learning-rate schedule peaking at 0.004. What they reach over three seeds
-(disk recall 0.88-0.92, bulge recall 0.93-0.96, calibrated ECE 0.021-0.033)
+(disk recall 0.87-0.91, bulge recall 0.94-0.96, calibrated ECE 0.024-0.031)
 is on the API page of this module.
 """
 

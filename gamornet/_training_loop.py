@@ -19,6 +19,7 @@ written beside a trained model.
 import contextlib
 import csv
 import dataclasses
+import functools
 import glob
 import json
 import logging
@@ -362,8 +363,11 @@ class DistributedSteps:
         self.model, self.strategy = model, strategy
         self.loss = _per_example_loss(loss)
         # reduce_retracing: an epoch's or the validation set's last, smaller batch is traced once, not per size.
-        self.train = tf.function(self._train, reduce_retracing=True)
-        self.evaluate = tf.function(self._evaluate, reduce_retracing=True)
+        # functools.partial, not the bound methods: TensorFlow counts traces per function's code across the whole
+        # process, and after a few training runs in one process it warned of "retracing" although each run traces
+        # once. A partial has no code of its own, so each run's functions are counted apart.
+        self.train = tf.function(functools.partial(DistributedSteps._train, self), reduce_retracing=True)
+        self.evaluate = tf.function(functools.partial(DistributedSteps._evaluate, self), reduce_retracing=True)
 
     def _totals(self, labels, predictions, per_example):
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(labels, axis=-1), tf.argmax(predictions, axis=-1)), tf.float32))

@@ -29,7 +29,8 @@ import numpy as np
 
 from gamornet.presets import CLASS_NAMES
 
-__all__ = ["Thresholds", "HANDBOOK_THRESHOLDS", "classify", "default_threshold_set", "resolve_thresholds"]
+__all__ = ["Thresholds", "HANDBOOK_THRESHOLDS", "MOST_PROBABLE", "classify", "default_threshold_set", "near_boundaries",
+           "resolve_thresholds"]
 
 # Rows of probabilities must sum to 1 within this tolerance (float32 softmax
 # outputs sum to 1 within ~1e-6; tables printed with 3 decimals within ~2e-3).
@@ -218,3 +219,83 @@ def classify(probabilities, thresholds="keras_SDSS"):
     if np.ndim(probabilities) == 1:
         return str(classes[0])
     return classes
+
+
+#: The rule "the most probable class" (argmax), as a name :func:`near_boundaries` accepts beside threshold sets.
+MOST_PROBABLE = "most_probable"
+
+
+def _check_margin(margin):
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0.0 < margin < 0.5:
+        raise ValueError(f"margin must be a probability in (0, 0.5). Received: margin={margin!r}")
+    return float(margin)
+
+
+def _resolve_rules(rules):
+    """A tuple of :class:`Thresholds` and :data:`MOST_PROBABLE` from one rule or a list of them."""
+    if isinstance(rules, (str, Thresholds)) or (
+        isinstance(rules, tuple) and len(rules) in (2, 3) and all(isinstance(value, numbers.Real) for value in rules)
+    ):
+        rules = [rules]
+    if not isinstance(rules, (list, tuple)) or not rules:
+        raise TypeError(f"rules must be a class rule ({MOST_PROBABLE!r}, {_ALLOWED}) or a non-empty list of them. "
+                        f"Received: {rules!r}")  # fmt: skip
+    return tuple(rule if rule == MOST_PROBABLE else resolve_thresholds(rule) for rule in rules)
+
+
+def near_boundaries(probabilities, rules, margin):
+    """Which galaxies could change class if their probabilities moved a little.
+
+    A galaxy is flagged when some comparison its class depends on, under any
+    of ``rules``, is decided by less than ``margin``: a probability within
+    ``margin`` of a threshold, or two probabilities within ``2 * margin`` of
+    each other (each may move by ``margin``). A galaxy that is not flagged
+    keeps its class under every rule when each of its three probabilities
+    moves by less than ``margin``. Reduced-precision prediction
+    (:mod:`gamornet.precision`) uses it to predict the flagged galaxies again
+    in fp32.
+
+    Parameters
+    ----------
+    probabilities : array_like of shape (n, 3)
+        [p_disk, p_indet, p_bulge] per galaxy; rows must sum to 1.
+    rules : str, tuple, Thresholds, or a list of them
+        The class rules: :data:`MOST_PROBABLE` (``'most_probable'``, the
+        largest probability), a handbook set name, a pair or triple of
+        thresholds, or a :class:`Thresholds` (see :func:`resolve_thresholds`).
+    margin : float
+        How far each probability may move, in (0, 0.5).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n,)
+
+    Raises
+    ------
+    ValueError, TypeError
+        Invalid probabilities, an unknown rule, or a margin outside (0, 0.5).
+    """
+    margin = _check_margin(margin)
+    rules = _resolve_rules(rules)
+    values = _check_probabilities(probabilities).astype(np.float64)
+    p_disk, p_indet, p_bulge = values[:, 0], values[:, 1], values[:, 2]
+    near = np.zeros(len(values), dtype=bool)
+
+    def close(a, b, slack):  # a comparison of a and b decided by less than slack
+        return np.abs(a - b) < slack
+
+    for rule in rules:
+        if rule == MOST_PROBABLE:
+            ordered = np.sort(values, axis=1)
+            near |= close(ordered[:, 2], ordered[:, 1], 2 * margin)
+            continue
+        disk_possible = p_disk > rule.disk - margin
+        bulge_possible = p_bulge > rule.bulge - margin
+        for probability, threshold in ((p_disk, rule.disk), (p_bulge, rule.bulge)):
+            if threshold > 0:  # a threshold of 0 is met by every probability
+                near |= close(probability, threshold, margin)
+        if rule.disk_must_lead:
+            near |= disk_possible & close(p_disk, np.maximum(p_bulge, p_indet), 2 * margin)
+        # Both rules may hold: the larger of p_disk and p_bulge then decides.
+        near |= disk_possible & bulge_possible & close(p_disk, p_bulge, 2 * margin)
+    return near

@@ -178,3 +178,77 @@ def test_bad_thresholds(thresholds, error, match):
 def test_bad_probabilities(probabilities, error, match):
     with pytest.raises(error, match=match):
         classify(probabilities, "keras_SDSS")
+
+
+# --------------------------------------------------------------------------- near_boundaries
+
+
+def _reference_class(p_disk, p_indet, p_bulge, disk, bulge, lead):
+    """The class rule written out from the handbook's table, one galaxy at a time (independent of classify)."""
+    is_disk = p_disk >= disk and (not lead or (p_disk > p_bulge and p_disk > p_indet))
+    is_bulge = p_bulge >= bulge
+    if is_disk and is_bulge:
+        return "disk" if p_disk > p_bulge else "bulge" if p_bulge > p_disk else "indeterminate"
+    return "disk" if is_disk else "bulge" if is_bulge else "indeterminate"
+
+
+_RULES = {"keras_SDSS": (0.70, 0.70, False), "keras_CANDELS": (0.0, 0.60, True), "tflearn_SDSS": (0.80, 0.80, False),
+          "tflearn_CANDELS": (0.36, 0.55, True), (0.4, 0.45): (0.4, 0.45, False)}  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", list(_RULES), ids=str)
+def test_galaxies_not_flagged_keep_their_class_when_their_probabilities_move_less_than_the_margin(rule):
+    from gamornet.classify import near_boundaries
+
+    rng = np.random.default_rng(7)
+    probabilities = rng.dirichlet([0.6, 0.3, 0.6], size=4000)
+    # Galaxies placed on and next to every boundary, where a rounding could change their class.
+    edges = np.array([[0.70, 0.10, 0.20], [0.69, 0.01, 0.30], [0.45, 0.10, 0.45], [0.30, 0.10, 0.60],
+                      [0.36, 0.34, 0.30], [0.40, 0.15, 0.45], [0.80, 0.0, 0.20], [0.2, 0.0, 0.8]])  # fmt: skip
+    probabilities = np.concatenate([probabilities, edges])
+    margin = 0.02
+    flagged = near_boundaries(probabilities, rule, margin)
+    disk, bulge, lead = _RULES[rule]
+    moves = rng.uniform(-margin, margin, size=(200, 3)) * 0.999
+    corners = np.array(np.meshgrid(*[[-0.999 * margin, 0.999 * margin]] * 3)).reshape(3, -1).T
+    changed = np.zeros(len(probabilities), dtype=bool)
+    for row, values in enumerate(probabilities):
+        before = _reference_class(*values, disk, bulge, lead)
+        changed[row] = any(_reference_class(*(values + move), disk, bulge, lead) != before
+                           for move in np.concatenate([moves, corners]))  # fmt: skip
+    assert not (changed & ~flagged).any()  # every galaxy that can change class is flagged
+    assert changed.sum() > 10  # the test does reach the boundaries
+    assert flagged.mean() < 0.25  # and the flag is not everything
+
+
+def test_near_boundaries_of_the_most_probable_class_and_of_several_rules():
+    from gamornet.classify import MOST_PROBABLE, near_boundaries
+
+    probabilities = np.array([[0.50, 0.02, 0.48], [0.60, 0.10, 0.30], [0.34, 0.33, 0.33], [0.71, 0.0, 0.29],
+                              [0.05, 0.0, 0.95]])  # fmt: skip
+    assert near_boundaries(probabilities, MOST_PROBABLE, 0.02).tolist() == [True, False, True, False, False]
+    assert near_boundaries(probabilities, "keras_SDSS", 0.02).tolist() == [False, False, False, True, False]
+    assert near_boundaries(probabilities, [MOST_PROBABLE, "keras_SDSS"], 0.02).tolist() == [
+        True, False, True, True, False]
+    # keras_CANDELS' disk threshold of 0 is met by every probability: a small p_disk is not near it.
+    assert not near_boundaries(probabilities[4:], "keras_CANDELS", 0.02).any()
+    # A wider margin flags more.
+    assert near_boundaries(probabilities, "keras_SDSS", 0.1).tolist() == [False, True, False, True, False]
+
+
+@pytest.mark.parametrize("rules, margin, error, match", [
+    ("keras_HST", 0.02, ValueError, "thresholds must be"),
+    ([], 0.02, TypeError, "a non-empty list of them"),
+    (None, 0.02, TypeError, "Received: None"),
+    ("keras_SDSS", 0.0, ValueError, r"margin must be a probability in \(0, 0.5\). Received: margin=0.0"),
+    ("keras_SDSS", 0.5, ValueError, "Received: margin=0.5"),
+    ("keras_SDSS", True, ValueError, "Received: margin=True"),
+    ("keras_SDSS", "0.1", ValueError, "Received: margin='0.1'"),
+])  # fmt: skip
+def test_near_boundaries_bad_input(rules, margin, error, match):
+    from gamornet.classify import near_boundaries
+
+    with pytest.raises(error, match=match):
+        near_boundaries(np.array([[0.5, 0.2, 0.3]]), rules, margin)
+    with pytest.raises(ValueError, match="must sum to 1"):
+        near_boundaries(np.array([[0.5, 0.5, 0.3]]), "keras_SDSS", 0.02)

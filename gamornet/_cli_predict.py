@@ -305,6 +305,7 @@ class _Outcome:
         self.blank_sources = []
         self.without_image = 0
         self.out_of_domain = None  # with a model card to check against: {statistic: images}, and "any"
+        self.refined = None  # bf16: {"predicted", "refined", "margin"}
 
     def count_out_of_domain(self, failed):
         counts = self.out_of_domain if self.out_of_domain is not None else {"any": 0}
@@ -548,13 +549,15 @@ def run(args):
     reader = _open_reader(args, input_shape, batch_size)
     if not _registry.is_published_name(args.model) and args.backend == "keras":
         _checks.check_model_file(args.model, "--model")
-    options = _predictor_options(args, input_shape)
+    options = dict(_predictor_options(args, input_shape), thresholds=thresholds)  # bf16 refines near their boundaries
     if args.output is not None:
         for path in _own_files(args.output):
             remove_stale_temporaries(path)
     outcome = _Outcome()
     with load_predictor(args.model, input_shape, args.backend, **options) as predictor:
         table = _write_table(args, reader, predictor, thresholds, kind, outcome)
+        if predictor.precision == "bf16":
+            outcome.refined = dict(predictor.engine.counts, margin=predictor.engine.refinement.margin)
     if args.output is not None and os.path.exists(partial_path(args.output)):
         # The partial rows of an earlier, stopped run are superseded by this complete table.
         os.remove(partial_path(args.output))
@@ -589,6 +592,11 @@ def _report(table, outcome, output, thresholds):
         by_name = "".join(f", {name} {count / classified:.1%}" for name, count in counts.items())
         lines.append(f"gamornet predict: {share:.1%} of the images lie outside the model card's central 99% range of "
                      f"the training images (the column out_of_domain names the statistics{by_name})")  # fmt: skip
+    if outcome.refined is not None and outcome.refined["predicted"]:
+        refined, predicted = outcome.refined["refined"], outcome.refined["predicted"]
+        lines.append(f"gamornet predict: bf16: {refined} of {predicted} images ({refined / predicted:.1%}), whose "
+                     f"class was decided by less than {outcome.refined['margin']:g} in probability, were predicted "
+                     "again in fp32 and keep fp32's probabilities")  # fmt: skip
     if outcome.bad_inputs:
         plural = "s" if len(outcome.bad_inputs) > 1 else ""
         lines.append(f"gamornet predict: skipped {len(outcome.bad_inputs)} bad input{plural}:")

@@ -931,7 +931,7 @@ def _check_predictor_options(options):
     from gamornet.predictor import load_predictor
 
     accepted = [name for name, parameter in inspect.signature(load_predictor).parameters.items()
-                if parameter.kind == inspect.Parameter.KEYWORD_ONLY]
+                if parameter.kind == inspect.Parameter.KEYWORD_ONLY and name != "thresholds"]  # predict_catalogue's own
     for name in options:
         if name not in accepted:
             raise TypeError(
@@ -956,6 +956,9 @@ def _settings(model, input_shape, backend, thresholds, partition_size, hdu, skip
     if thresholds is None:
         name = _default_thresholds(model, backend, shape)
     resolved = resolve_thresholds(name if thresholds is None else thresholds)
+    if options.get("precision") == "bf16" and options.get("thresholds") is None:
+        # bf16 predicts again in fp32 the galaxies near the boundaries of the classes this run makes.
+        options = dict(options, thresholds=(resolved.disk, resolved.bulge, bool(resolved.disk_must_lead)))
     local_path = models.resolve(model, backend)
     # Published models go by name (each worker finds them in its cache); files by their absolute path.
     for_workers = model if models.is_published_name(model) else os.path.abspath(os.fspath(model))

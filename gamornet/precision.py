@@ -9,13 +9,16 @@ precision:
     The network as it is, in 32-bit floats: the predictions of
     ``gamornet_predict_keras``, exactly.
 ``'bf16'``
-    Keras' bfloat16 policy (8-bit mantissa) for the inner layers, with the
-    layers whose rounding changes classes kept in fp32: the first three
-    convolutions (the first sees the raw pixel values), the local response
-    normalisations and the last dense layer with its softmax. The last two
-    convolutions and the first two dense layers run in bfloat16: on a CPU
-    with AVX512-BF16 or AMX, or on a GPU of compute capability 8.0 or more,
-    on the hardware's bfloat16 units.
+    Keras' bfloat16 policy (8-bit mantissa) for every layer but the first
+    convolution (which sees the raw pixel values), the local response
+    normalisations (TensorFlow has no bfloat16 CPU kernel of TFLearn's) and
+    the last dense layer with its softmax: on a CPU with AVX512-BF16 or AMX, or on a GPU of compute
+    capability 8.0 or more, on the hardware's bfloat16 units. bfloat16 moves
+    a probability by up to about 0.01, which would change the class of a few
+    galaxies in a thousand; so the galaxies whose class is decided by less
+    than :data:`BF16_MARGIN` under the class rules in use
+    (:func:`gamornet.classify.near_boundaries`) are predicted again in fp32
+    (:class:`Refinement`), and keep fp32's probabilities and class.
 ``'int8'``
     Post-training quantization with NNCF, run by OpenVINO on the CPU: the
     weights and input activations of the last four convolutions and of the
@@ -61,6 +64,9 @@ __all__ = [
     "calibrated_batches",
     "KerasEngine",
     "Int8Engine",
+    "Refinement",
+    "BF16_MARGIN",
+    "DEFAULT_REFINED_RULES",
 ]
 
 #: The precisions of :func:`make_engine`, fastest last.
@@ -74,7 +80,7 @@ FAST_EXTRA = 'pip install "gamornet[fast]" (or "gamornet-cpu[fast]"), which inst
 
 # Layers kept in fp32 by each reduced precision, by their role in the network (see _layer_roles): on a
 # trained network these are the layers whose rounding changed the most classes (docs/speed.rst).
-_BF16_FP32_ROLES = ("conv_1", "conv_2", "conv_3", "lrn", "dense_3")
+_BF16_FP32_ROLES = ("conv_1", "lrn", "dense_3")
 _INT8_FP32_ROLES = ("conv_1", "dense_3")
 
 # OpenVINO operations of the two LRN flavours: NNCF would quantize their inputs (squares, sums, powers) like
@@ -84,6 +90,20 @@ _LRN_OPERATIONS = ["LRN", "AvgPool", "ReduceSum", "Power", "Divide", "Multiply",
 # Bumped whenever the int8 recipe or the graph it quantizes changes, so that caches of an older one are not reused
 # (2: the Keras LRN's power 0.75 taken as two square roots).
 _INT8_RECIPE_VERSION = 2
+
+#: How far (in probability) a bf16 class decision must be from a boundary for its bf16 probabilities to be kept:
+#: about twice the largest difference from fp32 measured on a trained network (docs/speed.rst).
+BF16_MARGIN = 0.02
+
+#: bf16 predicts the images near a boundary again in fp32 in batches of this many, collected over several batches;
+#: batches are held back until their images are refined, at most this many images' worth.
+REFINE_BATCH = 64
+MAX_WAITING_IMAGES = 1024
+
+#: The class rules bf16 protects when none are given and the images are of neither handbook data set (SDSS, CANDELS):
+#: the most probable class and the four handbook sets. For SDSS and CANDELS images the predictor protects the most
+#: probable class and the handbook set of the backend and data set (see gamornet.load_predictor).
+DEFAULT_REFINED_RULES = ("most_probable", "keras_SDSS", "keras_CANDELS", "tflearn_SDSS", "tflearn_CANDELS")
 
 # CPU flags (Linux /proc/cpuinfo names) of native bfloat16 and int8 dot products.
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16
@@ -240,9 +260,9 @@ def _onednn_on():
 
 #: What bf16 gives when TensorFlow's oneDNN is off (measured: docs/speed.rst).
 ONEDNN_OFF_NOTE = (
-    "TensorFlow's oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0): bf16 runs on TensorFlow's own kernels, which round "
-    "more (on a trained network about twice the class changes: 0.2 % of the galaxies instead of under 0.1 %) "
-    "and are not faster. Turn oneDNN on, or use fp32 or int8"
+    "TensorFlow's oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0): bf16 runs on TensorFlow's own kernels, which are "
+    "slower than fp32 (about 0.6 x fp32's images per second on a CPU with AVX512-BF16). Turn oneDNN on, or use "
+    "fp32 or int8"
 )
 
 
@@ -304,6 +324,61 @@ def _check_batch(batch, input_shape):
     return batch
 
 
+@dataclasses.dataclass(frozen=True)
+class Refinement:
+    """Which bf16 predictions are made again in fp32: those of galaxies near a class boundary.
+
+    Parameters
+    ----------
+    rules : tuple
+        The class rules the probabilities will be classified with:
+        ``'most_probable'`` and threshold sets as
+        :func:`gamornet.classify.near_boundaries` takes them (default: the
+        most probable class and the four handbook sets).
+    margin : float
+        A galaxy whose class, under some rule, is decided by less than this
+        (in probability; twice this between two probabilities) is predicted
+        again in fp32 (default :data:`BF16_MARGIN`).
+    transform : callable, optional
+        Applied to the probabilities before they are compared with the rules:
+        the calibration's temperature when predictions are calibrated, so
+        that the rules see the probabilities they will classify.
+
+    Raises
+    ------
+    ValueError, TypeError
+        An unknown rule, or a margin outside (0, 0.5).
+    """
+
+    rules: tuple = DEFAULT_REFINED_RULES
+    margin: float = BF16_MARGIN
+    transform: object = None
+
+    def __post_init__(self):
+        from gamornet.classify import _check_margin, _resolve_rules
+
+        object.__setattr__(self, "rules", _resolve_rules(self.rules))
+        object.__setattr__(self, "margin", _check_margin(self.margin))
+        if self.transform is not None and not callable(self.transform):
+            raise TypeError("transform must be callable or None. Received an object of type "
+                            f"{type(self.transform).__name__}")
+
+    def mask(self, probabilities):
+        """(n,) bool: the galaxies of ``probabilities`` (n, 3) to predict again in fp32."""
+        from gamornet.classify import near_boundaries
+
+        if self.transform is not None:
+            probabilities = self.transform(probabilities)
+        return near_boundaries(probabilities, self.rules, self.margin)
+
+    def describe(self):
+        """The rules and margin, as plain values (for the provenance of a table)."""
+        rules = [rule if isinstance(rule, str) else {"disk": rule.disk, "bulge": rule.bulge,
+                                                     "disk_must_lead": bool(rule.disk_must_lead)}
+                 for rule in self.rules]  # fmt: skip
+        return {"rules": rules, "margin": self.margin}
+
+
 class KerasEngine:
     """The fp32 or bf16 engine: the Keras network, run by compiled TensorFlow functions.
 
@@ -316,29 +391,113 @@ class KerasEngine:
         A built GaMorNet network with its weights.
     precision : {'fp32', 'bf16'}
         ``'fp32'`` runs ``network`` as it is. ``'bf16'`` runs a copy of it
-        whose last two convolutions and first two dense layers compute in
-        bfloat16 (weights stored in bfloat16); the other layers stay in fp32.
+        that computes in bfloat16 (weights stored in bfloat16) except in its
+        first convolution, LRN layers and last dense layer, and predicts the galaxies
+        that ``refinement`` picks again with ``network`` in fp32.
     backend : {'keras', 'tflearn'}
         The backend whose model file the weights came from (recorded only).
+    refinement : Refinement, optional
+        For bf16: which galaxies are predicted again in fp32 (default
+        ``Refinement()``: near the boundaries of the most probable class and
+        of the handbook sets). Ignored by fp32.
+
+    Attributes
+    ----------
+    counts : dict
+        ``predicted`` and ``refined``: the galaxies :meth:`forward` has
+        predicted, and how many of them bf16 predicted again in fp32.
     """
 
     needs_calibration = False
 
-    def __init__(self, network, precision="fp32", backend="keras"):
+    def __init__(self, network, precision="fp32", backend="keras", refinement=None):
         from gamornet._engine import Engine
 
         precision = check_precision(precision)
         if precision == "int8":
             raise ValueError("KerasEngine runs fp32 and bf16; int8 is Int8Engine's. Received: precision='int8'")
+        if refinement is not None and not isinstance(refinement, Refinement):
+            raise TypeError(f"refinement must be a gamornet.precision.Refinement or None. Received an object of type "
+                            f"{type(refinement).__name__}")  # fmt: skip
         self.precision = precision
         self.input_shape = _check_network(network)
         self.network = network if precision == "fp32" else _bfloat16_copy(network)
         self._engine = Engine(self.network, backend)
         self.head_layers = self._engine.head_layers
+        self.refinement = None
+        self.counts = {"predicted": 0, "refined": 0}
+        if precision == "bf16":
+            self.refinement = Refinement() if refinement is None else refinement
+            self._reference = Engine(network, backend)  # fp32, for the galaxies near a class boundary
 
     def forward(self, batch):
         """Probabilities of a batch of images (b, x, y, ndim): (b, 3) float32 [p_disk, p_indet, p_bulge]."""
-        return np.asarray(self._engine.forward(_check_batch(batch, self.input_shape)), dtype=np.float32)
+        ((_, probabilities),) = self.forward_stream([(None, batch)])
+        return probabilities
+
+    def forward_stream(self, items, refine_batch=REFINE_BATCH, max_waiting=MAX_WAITING_IMAGES):
+        """Probabilities of a stream of batches, in order; bf16 refines in batches of its own.
+
+        A forward pass over a few images costs nearly as much as over a
+        batch (the dense layers' weights are read whole either way), so bf16
+        collects the images to predict again in fp32 from several batches and
+        predicts them together. A batch is yielded once its own images are
+        refined: its results may come a few batches late.
+
+        Parameters
+        ----------
+        items : iterable of (key, batch)
+            Any key (handed back) with a batch of images (b, x, y, ndim), an
+            array or a TensorFlow tensor.
+        refine_batch : int
+            bf16 predicts the collected images in fp32 once this many are
+            waiting.
+        max_waiting : int
+            ... or once the batches held back hold this many images.
+
+        Yields
+        ------
+        (key, numpy.ndarray of float32, shape (b, 3))
+        """
+        held, queued, n_queued, n_held = [], [], 0, 0
+        for key, batch in items:
+            batch = _check_batch(batch, self.input_shape)
+            if batch.shape[0] == 0:
+                probabilities = np.empty((0, 3), dtype=np.float32)
+            else:
+                probabilities = np.array(self._engine.forward(batch), dtype=np.float32)
+            self.counts["predicted"] += len(probabilities)
+            rows = np.empty(0, dtype=np.int64)
+            if self.refinement is not None and len(probabilities):
+                import tensorflow as tf
+
+                rows = np.flatnonzero(self.refinement.mask(probabilities))
+                if len(rows):
+                    queued.append(tf.gather(batch, rows))
+                    n_queued += len(rows)
+            held.append((key, probabilities, rows))
+            n_held += len(probabilities)
+            if n_queued >= refine_batch or n_held >= max_waiting or not n_queued:
+                yield from self._refined(held, queued, refine_batch)
+                held, queued, n_queued, n_held = [], [], 0, 0
+        yield from self._refined(held, queued, refine_batch)
+
+    def _refined(self, held, queued, refine_batch):
+        """The held batches, in order, with their queued images predicted again in fp32."""
+        if queued:
+            import tensorflow as tf
+
+            images = tf.concat(queued, axis=0)
+            starts = range(0, int(images.shape[0]), refine_batch)
+            refined = np.concatenate([np.asarray(self._reference.forward(images[start : start + refine_batch]),
+                                                 dtype=np.float32) for start in starts])  # fmt: skip
+            self.counts["refined"] += len(refined)
+            position = 0
+            for _, probabilities, rows in held:
+                probabilities[rows] = refined[position : position + len(rows)]
+                position += len(rows)
+        for key, probabilities, _ in held:
+            yield key, probabilities
 
     def features(self, batch):
         """The flattened output (b, F) of the convolutional part."""
@@ -360,6 +519,7 @@ class KerasEngine:
                      "keras": keras.__version__}  # fmt: skip
         if self.precision == "bf16":
             described["fp32_layers"] = list(_BF16_FP32_ROLES)
+            described["refined_in_fp32"] = dict(self.refinement.describe(), **self.counts)
         return described
 
 
@@ -717,7 +877,7 @@ def _write_model_folder(openvino, model, folder, record):
 
 
 def make_engine(network, precision="fp32", calibration_images=None, cache_folder=None, model_sha256=None,
-                backend="keras"):
+                backend="keras", refinement=None):
     """An engine that runs ``network`` in ``precision``.
 
     Parameters
@@ -740,6 +900,9 @@ def make_engine(network, precision="fp32", calibration_images=None, cache_folder
     backend : {'keras', 'tflearn'}
         The backend whose model file the weights came from (recorded in the
         provenance; the network's LRN layers already are of its flavour).
+    refinement : Refinement, optional
+        For bf16: which galaxies are predicted again in fp32 (see
+        :class:`KerasEngine`). Ignored by fp32 and int8.
 
     Returns
     -------
@@ -772,7 +935,7 @@ def make_engine(network, precision="fp32", calibration_images=None, cache_folder
     if note:
         warnings.warn(note, PrecisionWarning, stacklevel=2)
     if precision != "int8":
-        return KerasEngine(network, precision, backend)
+        return KerasEngine(network, precision, backend, refinement=refinement if precision == "bf16" else None)
     engine = Int8Engine(network, cache_folder=cache_folder, model_sha256=model_sha256)
     if calibration_images is not None:
         engine.calibrate(calibration_images)

@@ -189,8 +189,9 @@ class Predictor:
             self.engine.calibrate(array[:DEFAULT_CALIBRATION_SIZE])
         return self._result(array, array)
 
-    def _result(self, tensor, images):
-        """The results of a batch given as a tensor (or array) for the network and as an array."""
+    def _result(self, tensor, images, probabilities=None):
+        """The results of a batch given as a tensor (or array) for the network and as an array (and, when the
+        engine has already run it, its probabilities)."""
         if len(images) == 0:
             return BatchResult(np.empty((0, 3), np.float32), np.empty(0, bool),
                                {name: np.empty(0, str if name == "out_of_domain" else np.float32)
@@ -205,7 +206,9 @@ class Predictor:
             columns.update(summary.columns())
             result = BatchResult(summary.mean, _blank(images), columns, draws)
         else:
-            result = BatchResult(self._calibrated(self.engine.forward(tensor)), _blank(images), columns)
+            if probabilities is None:
+                probabilities = self.engine.forward(tensor)
+            result = BatchResult(self._calibrated(probabilities), _blank(images), columns)
         if "out_of_domain" in self.columns:
             from gamornet.model_card import check_domain
 
@@ -250,7 +253,14 @@ class Predictor:
                 images = np.asarray(batch.images, dtype=np.float32)
                 yield batch, (tf.convert_to_tensor(images) if len(images) else images), images
 
-        for batch, tensor, images in prefetch(prepared(), depth=2):
+        prepared_batches = prefetch(prepared(), depth=2)
+        if self._mc_head is None and hasattr(self.engine, "forward_stream"):
+            # bf16 refines the images near a class boundary in batches collected over several of these.
+            items = (((batch, images), tensor) for batch, tensor, images in prepared_batches)
+            for (batch, images), probabilities in self.engine.forward_stream(items):
+                yield batch, self._result(None, images, probabilities)
+            return
+        for batch, tensor, images in prepared_batches:
             yield batch, self._result(tensor, images)
 
     def predict(self, images, batch_size=64, progress=False):
@@ -386,7 +396,7 @@ def _resolve_shape(model, input_shape, backend):
 
 
 def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32", calibration_images=None,
-                   mc_samples=0, seed=None, calibration=None, model_card=None):
+                   mc_samples=0, seed=None, calibration=None, model_card=None, thresholds=None):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -423,6 +433,18 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         card (``model_card.json`` beside a model file; a published model's
         card holds no training statistics, so nothing is checked), or give a
         card or its path. None (the default) checks nothing.
+    thresholds : str, tuple, Thresholds or list of them, optional
+        For ``precision='bf16'``: the class rules the probabilities will be
+        classified with (see :func:`gamornet.classify.near_boundaries`).
+        The galaxies whose class under them is decided by less than
+        :data:`gamornet.precision.BF16_MARGIN` are predicted again in fp32,
+        so that they keep fp32's class. Default: the most probable class and
+        the handbook set of the backend and data set (``'keras_SDSS'`` for a
+        Keras model of SDSS images ...), what ``gamornet predict`` classifies
+        with by default; for another input shape, the most probable class and
+        all four handbook sets (:data:`gamornet.precision.DEFAULT_REFINED_RULES`).
+        The fewer the rules, the fewer galaxies are predicted twice. Other
+        precisions only check it.
 
     Returns
     -------
@@ -433,7 +455,7 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     ValueError, TypeError
         An unknown backend or precision, a missing or invalid input shape,
         calibration images of the wrong shape, a negative ``mc_samples``, a
-        bad seed, or MC dropout asked of an int8 network.
+        bad seed, unknown thresholds, or MC dropout asked of an int8 network.
     gamornet.errors.CalibrationMismatchError
         A calibration fitted for another model (a ``ValueError``).
     gamornet.errors.MissingDependencyError
@@ -465,21 +487,43 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         from gamornet.uncertainty import _check_seed
 
         seed = _check_seed(seed)
+    rules = _refined_rules(model, shape, backend) if thresholds is None else thresholds
+    _precision.Refinement(rules)  # checks the thresholds
     _precision.require_engine(precision)  # a missing extra is said before the model is loaded
     local_path = models.resolve(model, backend)
     from gamornet.model_card import resolve_model_card
 
     card = resolve_model_card(model_card, model if models.is_published_name(model) else local_path, backend, shape)
+    calibration = _model_calibration(calibration, local_path, backend)
     engine = _engine.engine_for(local_path, shape, backend)
     if precision != "fp32":
-        # A derived engine: the cached fp32 engine is left as it is.
+        # A derived engine: the cached fp32 engine is left as it is. bf16 refines near the boundaries of the
+        # classes as they will be made: of the calibrated probabilities, when there is a calibration.
+        refinement = _precision.Refinement(rules, transform=None if calibration is None else calibration.apply)
         engine = _precision.make_engine(
             engine.network, precision, calibration_images=calibration_images, backend=backend,
             cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=models.model_sha256(local_path, backend),
+            refinement=refinement,
         )  # fmt: skip
-    calibration = _model_calibration(calibration, local_path, backend)
     return Predictor(engine, model, local_path, backend, shape, precision=precision, mc_samples=mc_samples, seed=seed,
                      calibration=calibration, model_card=card)
+
+
+def _refined_rules(model, shape, backend):
+    """The class rules bf16 refines near when none are given: the most probable class and the handbook set of the
+    backend and data set (what ``gamornet predict`` classifies with by default); every handbook set for another
+    input shape."""
+    from gamornet.classify import MOST_PROBABLE, default_threshold_set
+    from gamornet.precision import DEFAULT_REFINED_RULES
+    from gamornet.presets import INPUT_SHAPES
+
+    if models.is_published_name(model):
+        data_set = os.fspath(model).split("_")[0]
+    else:
+        data_set = next((name for name, preset in INPUT_SHAPES.items() if tuple(preset) == tuple(shape)), None)
+    if data_set is None:
+        return DEFAULT_REFINED_RULES
+    return (MOST_PROBABLE, default_threshold_set(backend, data_set))
 
 
 def _model_calibration(calibration, local_path, backend):

@@ -399,6 +399,17 @@ def test_int8_is_calibrated_on_the_same_images_everywhere(tmp_path, case):
         stored.load()
 
 
+def test_bf16_refines_near_the_boundaries_of_the_run_thresholds(case):
+    """Every worker's bf16 predictor predicts again in fp32 the galaxies near the run's class boundaries."""
+    settings = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False, {"precision": "bf16"})
+    assert settings.spec.option("thresholds") == (0.6, 0.6, False)
+    assert settings.record()["predictor_options"] == {"precision": "bf16", "thresholds": [0.6, 0.6, False]}
+    with settings.spec.load() as predictor:
+        assert predictor.engine.refinement.describe()["rules"] == [{"disk": 0.6, "bulge": 0.6, "disk_must_lead": False}]
+    fp32 = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False, {"precision": "fp32"})
+    assert fp32.spec.option("thresholds") is None
+
+
 # --------------------------------------------------------------------------- bad inputs and errors
 
 

@@ -9,6 +9,7 @@ documentation's "Speed" page: at most 0.1 % of the galaxies for bf16 and
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -127,35 +128,102 @@ def test_fp32_is_the_reference_forward_pass(trained, fp32_predictions):
 
 def test_bf16_changes_at_most_0_1_percent_of_classes(trained, fp32_predictions):
     network, _, test_images = trained
-    if precision._onednn_on():
-        engine, budget = precision.make_engine(network, "bf16"), 0.001
-    else:
-        # TensorFlow's own bfloat16 kernels round more: gamornet says so (docs/speed.rst), and the budget is int8's.
-        with pytest.warns(PrecisionWarning, match="oneDNN is off"):
-            engine = precision.make_engine(network, "bf16")
-        budget = 0.005
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)  # oneDNN off: TensorFlow's own bfloat16 kernels
+        engine = precision.make_engine(network, "bf16")
     probabilities = predict(engine, test_images)
     assert probabilities.dtype == np.float32 and probabilities.shape == (N_TEST, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    assert class_changes(probabilities, fp32_predictions) <= budget * N_TEST
+    # Under every default rule (the most probable class and the four handbook sets), oneDNN on or off.
+    for rule in precision.DEFAULT_REFINED_RULES:
+        if rule == "most_probable":
+            changes = int((probabilities.argmax(axis=1) != fp32_predictions.argmax(axis=1)).sum())
+        else:
+            changes = int((classify(probabilities, rule) != classify(fp32_predictions, rule)).sum())
+        assert changes <= 0.001 * N_TEST, rule
     difference = np.abs(probabilities - fp32_predictions)
     assert 0 < difference.max() < 0.05  # it does run in bfloat16, and close to fp32
-    assert engine.provenance()["precision"] == "bf16"
+    described = engine.provenance()
+    assert described["precision"] == "bf16" and described["fp32_layers"] == ["conv_1", "lrn", "dense_3"]
+    refined = described["refined_in_fp32"]
+    assert refined["predicted"] == N_TEST and 0 < refined["refined"] < 0.5 * N_TEST
+    assert refined["margin"] == precision.BF16_MARGIN and refined["rules"][0] == "most_probable"
+
+
+def test_bf16_predicts_the_galaxies_near_a_boundary_again_in_fp32(trained, fp32_predictions):
+    from gamornet.classify import near_boundaries
+
+    network, _, test_images = trained
+    images, fp32 = test_images[:1000], fp32_predictions[:1000]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        bare = precision.make_engine(network, "bf16")
+        refined = precision.make_engine(network, "bf16", refinement=precision.Refinement((THRESHOLDS,)))
+    bare.refinement = None  # the bfloat16 pass alone
+    bare_probabilities, probabilities = predict(bare, images), predict(refined, images)
+    near = near_boundaries(bare_probabilities, THRESHOLDS, precision.BF16_MARGIN)
+    assert 0 < near.sum() < 200 and refined.counts == {"predicted": 1000, "refined": int(near.sum())}
+    # The galaxies near a boundary get fp32's probabilities, the others keep bf16's.
+    np.testing.assert_allclose(probabilities[near], fp32[near], atol=1e-5, rtol=0)  # other batch sizes
+    np.testing.assert_array_equal(probabilities[~near], bare_probabilities[~near])
+    assert np.abs(bare_probabilities[near] - fp32[near]).max() > 1e-4
+    # A galaxy not near a boundary keeps its class as long as bf16 moved it by less than the margin.
+    moved_far = np.abs(bare_probabilities - fp32).max(axis=1) >= precision.BF16_MARGIN
+    changed = classify(probabilities, THRESHOLDS) != classify(fp32, THRESHOLDS)
+    assert not (changed & ~moved_far).any()
+    # With a calibration, the rules see the calibrated probabilities.
+    hot = precision.Refinement((THRESHOLDS,), transform=lambda p: np.full_like(p, 1 / 3))
+    assert hot.mask(bare_probabilities[:5]).all()  # 1/3 each: p_disk ties for the lead
+
+
+def test_bf16_refines_in_batches_collected_over_several_batches(trained):
+    network, _, test_images = trained
+    images = test_images[:600]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        engine = precision.make_engine(network, "bf16")
+    one_by_one = [engine.forward(images[start : start + 50]) for start in range(0, 600, 50)]
+    for refine_batch, max_waiting in ((64, 1024), (8, 1024), (64, 120), (1, 1)):
+        items = ((start, images[start : start + 50]) for start in range(0, 600, 50))
+        streamed = list(engine.forward_stream(items, refine_batch=refine_batch, max_waiting=max_waiting))
+        assert [key for key, _ in streamed] == list(range(0, 600, 50))  # every batch, in order
+        for (_, probabilities), expected in zip(streamed, one_by_one):
+            np.testing.assert_allclose(probabilities, expected, atol=1e-5, rtol=0)  # fp32 batch sizes differ
+    empty = list(engine.forward_stream([("empty", images[:0]), ("two", images[:2])]))
+    assert [key for key, _ in empty] == ["empty", "two"] and empty[0][1].shape == (0, 3)
 
 
 def test_bf16_keeps_the_sensitive_layers_in_fp32(trained):
     network, _, _ = trained
     engine = precision.make_engine(network, "bf16")
     policies = {layer.name: layer.dtype_policy.name for layer in engine.network.layers if layer.weights}
-    assert policies == {"conv2d_1": "float32", "conv2d_2": "float32", "conv2d_3": "float32",
+    assert policies == {"conv2d_1": "float32", "conv2d_2": "bfloat16", "conv2d_3": "bfloat16",
                         "conv2d_4": "bfloat16", "conv2d_5": "bfloat16", "dense_1": "bfloat16",
                         "dense_2": "bfloat16", "dense_3": "float32"}  # fmt: skip
     others = {layer.name: layer.dtype_policy.name for layer in engine.network.layers if not layer.weights}
     # Pooling takes the precision of the layer before it: no activation is rounded between two fp32 layers.
-    assert others["max_pooling2d_1"] == others["max_pooling2d_2"] == "float32"
-    assert others["max_pooling2d_3"] == "bfloat16" and others["flatten_1"] == "float32"
+    assert others["max_pooling2d_1"] == others["flatten_1"] == "float32"
+    assert others["max_pooling2d_2"] == others["max_pooling2d_3"] == "bfloat16"
+    # The LRN layers stay in fp32: TensorFlow has no bfloat16 CPU kernel of TFLearn's LRN.
     assert {others[f"local_response_normalization_{i}"] for i in (1, 2, 3)} == {"float32"}
     assert network.layers[1].dtype_policy.name == "float32"  # the network given is left as it was
+
+
+@pytest.mark.parametrize("arguments, error, match", [
+    (dict(rules="keras_HST"), ValueError, "thresholds must be"),
+    (dict(margin=0.0), ValueError, r"margin must be a probability in \(0, 0.5\)"),
+    (dict(transform="temperature"), TypeError, "transform must be callable or None. Received an object of type str"),
+])  # fmt: skip
+def test_bad_refinement(arguments, error, match):
+    with pytest.raises(error, match=match):
+        precision.Refinement(**arguments)
+
+
+def test_a_refinement_must_be_a_refinement(trained):
+    network, _, _ = trained
+    with pytest.raises(TypeError, match="refinement must be a gamornet.precision.Refinement or None. Received an "
+                                        "object of type str"):  # fmt: skip
+        precision.KerasEngine(network, "bf16", refinement="keras_SDSS")
 
 
 def test_int8_changes_at_most_0_5_percent_of_classes(trained, fp32_predictions, model_file):
@@ -388,13 +456,28 @@ def test_load_predictor_with_each_precision(trained, fp32_predictions, model_fil
             results[name] = predictor.predict(images, batch_size=128)
             described = predictor.provenance()
         assert described["precision"] == name
+        if name == "bf16":
+            bf16_described = described
     np.testing.assert_allclose(results["fp32"], fp32_predictions[:400], atol=1e-6, rtol=0)
+    assert len(bf16_described["engine"]["refined_in_fp32"]["rules"]) == 5  # 32 x 32 images: every handbook set
     for name in ("bf16", "int8"):  # the budgets are checked on 6,000 galaxies above; here 1 % of 400
         assert class_changes(results[name], results["fp32"]) <= 4
     # int8 calibrated on the run's first 300 images, and cached beside the model file.
     assert described["engine"]["calibration_images"] == precision.DEFAULT_CALIBRATION_SIZE
     assert described["engine"]["calibration_sha256"] == precision.calibration_sha256(images[:300])
     assert os.path.dirname(described["engine"]["cache"]) == os.path.dirname(model_file)
+
+
+def test_the_rules_bf16_protects_by_default():
+    from gamornet.predictor import _refined_rules
+
+    # The handbook set of the backend and data set, as gamornet predict classifies by default, and the most
+    # probable class; for other input shapes, every handbook set.
+    assert _refined_rules("SDSS_tl", (167, 167, 1), "keras") == ("most_probable", "keras_SDSS")
+    assert _refined_rules("my_model.hdf5", (83, 83, 1), "tflearn") == ("most_probable", "tflearn_CANDELS")
+    assert _refined_rules("my_model.hdf5", SHAPE, "keras") == precision.DEFAULT_REFINED_RULES
+    assert set(precision.DEFAULT_REFINED_RULES) == {"most_probable", "keras_SDSS", "keras_CANDELS", "tflearn_SDSS",
+                                                    "tflearn_CANDELS"}  # fmt: skip
 
 
 def test_load_predictor_checks_precision_and_calibration_first(tmp_path):
@@ -405,6 +488,10 @@ def test_load_predictor_checks_precision_and_calibration_first(tmp_path):
         gamornet.load_predictor(missing, SHAPE, precision="half")
     with pytest.raises(ValueError, match=r"calibration_images holds images of shape \(x, y, ndim\) = \(8, 8, 1\)"):
         gamornet.load_predictor(missing, SHAPE, precision="int8", calibration_images=np.zeros((4, 8, 8, 1)))
+    with pytest.raises(ValueError, match="thresholds must be .* Received: thresholds='keras_HST'"):
+        gamornet.load_predictor(missing, SHAPE, precision="bf16", thresholds="keras_HST")
+    with pytest.raises(ValueError, match="the bulge threshold must be a probability between 0 and 1"):
+        gamornet.load_predictor(missing, SHAPE, thresholds=["most_probable", (0.5, 1.5)])
 
 
 def test_04x_functions_take_precision_as_their_last_argument(trained, fp32_predictions, model_file):
@@ -455,6 +542,12 @@ def test_cli_predict_with_precision_and_calibration_images(trained, model_file, 
     assert len(cached) == 1  # the int8 model of the first test was reused
 
     capsys.readouterr()
+    assert main(common + ["--precision", "bf16", "--output", str(tmp_path / "bf16.csv")]) == 0
+    bf16 = Table.read(tmp_path / "bf16.csv")
+    assert int((fp32["class"] != bf16["class"]).sum()) == 0  # the galaxies near a keras_CANDELS boundary: fp32's
+    message = capsys.readouterr().err
+    assert re.search(r"bf16: \d+ of 400 images \(\d+\.\d%\), whose class was decided by less than 0.02 in "
+                     r"probability, were predicted again in fp32", message)  # fmt: skip
     assert main(common + ["--precision", "bf16", "--calibration-images", str(tmp_path / "calibration.npy")]) == 1
     assert "--calibration-images calibrates the int8 quantization: give it with --precision int8" in (
         capsys.readouterr().err)

@@ -468,6 +468,26 @@ def test_load_predictor_with_each_precision(trained, fp32_predictions, model_fil
     assert os.path.dirname(described["engine"]["cache"]) == os.path.dirname(model_file)
 
 
+def test_bf16_with_a_calibration_protects_the_calibrated_classes(trained, fp32_predictions, model_file, tmp_path):
+    import gamornet
+    from gamornet.calibration import apply_temperature, save_calibration
+    from gamornet.models import model_sha256
+
+    _, _, test_images = trained
+    images = test_images[:1000]
+    path = save_calibration(str(tmp_path / "calibration.json"), 2.5, model_sha256(model_file, "keras"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        with gamornet.load_predictor(model_file, SHAPE, precision="bf16", calibration=path,
+                                     thresholds=THRESHOLDS) as predictor:  # fmt: skip
+            calibrated = predictor.predict(images, batch_size=128)
+            refined = predictor.engine.counts["refined"]
+    expected = apply_temperature(fp32_predictions[:1000], 2.5)
+    # A temperature of 2.5 draws the probabilities together: more galaxies near a boundary, all refined.
+    assert 0 < refined < 1000 and class_changes(calibrated, expected) == 0
+    np.testing.assert_allclose(calibrated, expected, atol=0.02, rtol=0)
+
+
 def test_the_rules_bf16_protects_by_default():
     from gamornet.predictor import _refined_rules
 

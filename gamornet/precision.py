@@ -12,13 +12,13 @@ precision:
     Keras' bfloat16 policy (8-bit mantissa) for every layer but the first
     convolution (which sees the raw pixel values), the local response
     normalisations (TensorFlow has no bfloat16 CPU kernel of TFLearn's) and
-    the last dense layer with its softmax: on a CPU with AVX512-BF16 or AMX, or on a GPU of compute
-    capability 8.0 or more, on the hardware's bfloat16 units. bfloat16 moves
-    a probability by up to about 0.01, which would change the class of a few
-    galaxies in a thousand; so the galaxies whose class is decided by less
-    than :data:`BF16_MARGIN` under the class rules in use
-    (:func:`gamornet.classify.near_boundaries`) are predicted again in fp32
-    (:class:`Refinement`), and keep fp32's probabilities and class.
+    the last dense layer with its softmax: on a CPU with AVX512-BF16 or AMX,
+    or on a GPU of compute capability 8.0 or more, on the hardware's bfloat16
+    units. bfloat16 moves a probability by up to about 0.01, which would
+    change the class of a few galaxies in a thousand; so the galaxies whose
+    class is decided by less than :data:`BF16_MARGIN` under the class rules
+    in use (:func:`gamornet.classify.near_boundaries`) are predicted again in
+    fp32 (:class:`Refinement`), and keep fp32's probabilities and class.
 ``'int8'``
     Post-training quantization with NNCF, run by OpenVINO on the CPU: the
     weights and input activations of the last four convolutions and of the
@@ -392,8 +392,8 @@ class KerasEngine:
     precision : {'fp32', 'bf16'}
         ``'fp32'`` runs ``network`` as it is. ``'bf16'`` runs a copy of it
         that computes in bfloat16 (weights stored in bfloat16) except in its
-        first convolution, LRN layers and last dense layer, and predicts the galaxies
-        that ``refinement`` picks again with ``network`` in fp32.
+        first convolution, LRN layers and last dense layer, and predicts the
+        galaxies that ``refinement`` picks again with ``network`` in fp32.
     backend : {'keras', 'tflearn'}
         The backend whose model file the weights came from (recorded only).
     refinement : Refinement, optional

@@ -63,7 +63,6 @@ from gamornet._progress import progress_bar
 from gamornet._tables import CsvTable, FitsTable, ParquetTable
 from gamornet.classify import Thresholds, default_threshold_set, resolve_thresholds
 from gamornet.errors import BadInputError, ModelFileError, ResumeMismatchError
-from gamornet.presets import INPUT_SHAPES
 
 __all__ = ["DEFAULT_PARTITION_SIZE", "MANIFEST_NAME", "Partition", "local_cluster", "plan_partitions",
            "predict_catalogue", "read_provenance"]
@@ -915,10 +914,9 @@ def _run(inputs, output, settings, client, batch_size, progress, command_line):
 
 
 def _default_thresholds(model, backend, input_shape):
-    if models.is_published_name(model):
-        data_set = model.split("_")[0]
-    else:
-        data_set = next((name for name, shape in INPUT_SHAPES.items() if input_shape == shape), None)
+    from gamornet.predictor import _handbook_data_set
+
+    data_set = _handbook_data_set(model, input_shape)
     if data_set is None:
         raise ValueError(
             f"no handbook threshold set fits the input shape {input_shape}: they exist for SDSS (167, 167, 1) and "
@@ -956,7 +954,7 @@ def _settings(model, input_shape, backend, thresholds, partition_size, hdu, skip
     if thresholds is None:
         name = _default_thresholds(model, backend, shape)
     resolved = resolve_thresholds(name if thresholds is None else thresholds)
-    if options.get("precision") == "bf16" and options.get("thresholds") is None:
+    if options.get("precision") == "bf16":
         # bf16 predicts again in fp32 the galaxies near the boundaries of the classes this run makes.
         options = dict(options, thresholds=(resolved.disk, resolved.bulge, bool(resolved.disk_must_lead)))
     local_path = models.resolve(model, backend)

@@ -49,6 +49,7 @@ import numpy as np
 
 from gamornet import _checks
 from gamornet._hashing import file_sha256
+from gamornet.classify import HANDBOOK_THRESHOLDS, MOST_PROBABLE
 from gamornet.errors import MissingDependencyError, PrecisionWarning
 
 __all__ = [
@@ -103,7 +104,7 @@ MAX_WAITING_IMAGES = 1024
 #: The class rules bf16 protects when none are given and the images are of neither handbook data set (SDSS, CANDELS):
 #: the most probable class and the four handbook sets. For SDSS and CANDELS images the predictor protects the most
 #: probable class and the handbook set of the backend and data set (see gamornet.load_predictor).
-DEFAULT_REFINED_RULES = ("most_probable", "keras_SDSS", "keras_CANDELS", "tflearn_SDSS", "tflearn_CANDELS")
+DEFAULT_REFINED_RULES = (MOST_PROBABLE,) + tuple(HANDBOOK_THRESHOLDS)
 
 # CPU flags (Linux /proc/cpuinfo names) of native bfloat16 and int8 dot products.
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16
@@ -935,7 +936,7 @@ def make_engine(network, precision="fp32", calibration_images=None, cache_folder
     if note:
         warnings.warn(note, PrecisionWarning, stacklevel=2)
     if precision != "int8":
-        return KerasEngine(network, precision, backend, refinement=refinement if precision == "bf16" else None)
+        return KerasEngine(network, precision, backend, refinement=refinement)
     engine = Int8Engine(network, cache_folder=cache_folder, model_sha256=model_sha256)
     if calibration_images is not None:
         engine.calibrate(calibration_images)

@@ -509,18 +509,24 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
                      calibration=calibration, model_card=card)
 
 
+def _handbook_data_set(model, shape):
+    """'SDSS' or 'CANDELS': the data set of a published model, or of a model file whose input shape is a preset's;
+    None for any other shape (no handbook threshold set fits it)."""
+    from gamornet.presets import INPUT_SHAPES
+
+    if models.is_published_name(model):
+        return os.fspath(model).split("_")[0]
+    return next((name for name, preset in INPUT_SHAPES.items() if tuple(preset) == tuple(shape)), None)
+
+
 def _refined_rules(model, shape, backend):
     """The class rules bf16 refines near when none are given: the most probable class and the handbook set of the
     backend and data set (what ``gamornet predict`` classifies with by default); every handbook set for another
     input shape."""
     from gamornet.classify import MOST_PROBABLE, default_threshold_set
     from gamornet.precision import DEFAULT_REFINED_RULES
-    from gamornet.presets import INPUT_SHAPES
 
-    if models.is_published_name(model):
-        data_set = os.fspath(model).split("_")[0]
-    else:
-        data_set = next((name for name, preset in INPUT_SHAPES.items() if tuple(preset) == tuple(shape)), None)
+    data_set = _handbook_data_set(model, shape)
     if data_set is None:
         return DEFAULT_REFINED_RULES
     return (MOST_PROBABLE, default_threshold_set(backend, data_set))

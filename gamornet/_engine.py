@@ -16,6 +16,7 @@ prediction with the same, unchanged file reuses the built network.
 """
 
 import collections
+import functools
 import os
 import threading
 
@@ -28,6 +29,10 @@ __all__ = ["Engine", "ENV_MODEL_CACHE", "clear_cache", "engine_for"]
 #: How many built models are kept for reuse (default 2; 0 keeps none).
 ENV_MODEL_CACHE = "GAMORNET_MODEL_CACHE"
 _DEFAULT_CACHE_SIZE = 2
+
+
+def _run(model, batch):
+    return model(batch, training=False)
 
 
 class Engine:
@@ -54,8 +59,10 @@ class Engine:
         spec = tf.TensorSpec((None,) + self.input_shape, tf.float32)
         feature_model = keras.Model(network.inputs, flatten.output)
         # An unknown batch size in the signature: the last, partial batch runs the same graph (no retracing).
-        self._forward = tf.function(lambda batch: network(batch, training=False), input_signature=[spec])
-        self._features = tf.function(lambda batch: feature_model(batch, training=False), input_signature=[spec])
+        # functools.partial rather than a lambda: TensorFlow counts traces per function's code across all engines
+        # of a process, and would warn of retracing once a few engines (each traced once) had been made.
+        self._forward = tf.function(functools.partial(_run, network), input_signature=[spec])
+        self._features = tf.function(functools.partial(_run, feature_model), input_signature=[spec])
 
     def forward(self, batch):
         """Probabilities (n, 3), float32, of a batch (an array or tensor of shape (n, x, y, ndim))."""

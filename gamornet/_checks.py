@@ -247,6 +247,19 @@ def check_model_file(path, name="model_load_path"):
     return path
 
 
+#: The optimisers of the Keras train functions: GaMorNet's stochastic gradient descent with momentum (Ghosh et al.
+#: 2020), and Adam (Kingma & Ba 2015), which learns faster in a short run from scratch.
+OPTIMIZERS = ("sgd", "adam")
+
+
+def check_optimizer(optimizer):
+    """``optimizer`` if it names one of :data:`OPTIMIZERS`."""
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be 'sgd' (stochastic gradient descent with momentum, as GaMorNet was "
+                         f"trained) or 'adam' (Kingma & Ba 2015). Received: optimizer={optimizer!r}")  # fmt: skip
+    return optimizer
+
+
 def resolve_nesterov(documented, alias):
     """Reconcile the two spellings of the Nesterov flag of the 0.4.x docs.
 

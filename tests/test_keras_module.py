@@ -325,6 +325,36 @@ def test_learning_rate_schedule_is_accepted(training_set):
     assert trained.optimizer.nesterov is True
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_optimizer_takes_its_own_first_step(tmp_path, training_set, optimizer):
+    """One gradient step from known weights, checked against each optimiser's update rule.
+
+    Adam's first step (Kingma & Ba 2015, Algorithm 1, bias-corrected) is
+    lr * m/(sqrt(v) + eps) with m = g and v = g**2: every weight whose gradient
+    is well above eps moves by lr exactly, whatever its gradient. SGD with
+    momentum starts from zero velocity and moves each weight by lr * |g|, far
+    less than lr here. The first convolution's 11 x 11 x 96 kernel tells the
+    two apart.
+    """
+    images, labels, validation_images, validation_labels = training_set
+    start = tmp_path / "start.hdf5"
+    initial = km.gamornet_build_model_keras(TRAIN_SHAPE)
+    initial.save(start)
+    before = initial.layers[1].get_weights()[0]
+    lr = 1e-3
+    model = km.gamornet_train_keras(images[:8], labels[:8], validation_images, validation_labels, TRAIN_SHAPE,
+                                    files_save_path="/dev/null", epochs=1, batch_size=8, lr=lr, momentum=0.9,
+                                    load_model=True, model_load_path=str(start), verbose=0, optimizer=optimizer)
+    assert type(model.optimizer).__name__ == {"adam": "Adam", "sgd": "SGD"}[optimizer]
+    step = np.abs(model.layers[1].get_weights()[0] - before)
+    assert step.max() <= lr * (1 + 1e-3)
+    moved_by_lr = np.mean(np.abs(step / lr - 1) < 1e-2)
+    if optimizer == "adam":
+        assert moved_by_lr > 0.8
+    else:
+        assert moved_by_lr < 0.01 and step.max() > 0
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -337,6 +367,8 @@ def test_learning_rate_schedule_is_accepted(training_set):
         ({"verbose": 3}, ValueError, "verbose must be 0"),
         ({"nestorov": "yes"}, TypeError, "must be True or False"),
         ({"nestorov": True, "nesterov": False}, ValueError, "two spellings of one flag"),
+        ({"optimizer": "rmsprop"}, ValueError, "optimizer must be 'sgd' .* or 'adam' .*Received: optimizer='rmsprop'"),
+        ({"optimizer": None}, ValueError, "optimizer must be 'sgd'"),
         ({"files_save_path": 3}, TypeError, "files_save_path must be the path of a folder"),
         ({"load_model": True, "model_load_path": "/no/such/model.hdf5"}, OSError, "/no/such/model.hdf5"),
     ],
@@ -456,6 +488,7 @@ def test_transfer_learning_presets_are_accepted(tmp_path, training_set):
         ({"trainable_bools": "load_bools_SDSS"}, ValueError, "'train_bools_SDSS', 'train_bools_CANDELS'"),
         ({"trainable_bools": 5}, TypeError, "list of 8 booleans"),
         ({"model_load_path": "/no/such/source.hdf5"}, OSError, "/no/such/source.hdf5"),
+        ({"optimizer": "Adam"}, ValueError, "optimizer must be 'sgd' .* or 'adam'"),
     ],
 )
 def test_transfer_learning_error_paths(training_set, kwargs, error, match):
@@ -534,7 +567,7 @@ def test_a_second_call_reuses_the_model_until_the_file_changes(tmp_path, keras_c
     assert _engine.cached_models() == []
 
 
-@pytest.mark.parametrize("bad", [{"lr": float("nan")}, {"momentum": -1.0}, {"loss": "no_such_loss"},
+@pytest.mark.parametrize("bad", [{"lr": float("nan")}, {"momentum": -1.0}, {"loss": "no_such_loss"}, {"optimizer": "adamw"},
                                  {"load_model": True, "model_load_path": "/no/such/model.hdf5"}])
 def test_bad_training_arguments_leave_no_folder(tmp_path, training_set, bad):
     images, labels, validation_images, validation_labels = training_set

@@ -415,7 +415,7 @@ def test_custom_distributed_step_matches_fit(tmp_path, galaxies, loss):
             (images[:16], labels[:16], images[24:], labels[24:]), SHAPE, options, load_model=False,
             model_load_path=None, files_save_path=str(tmp_path / engine), epochs=2, checkpoint_freq=0, batch_size=8,
             lr=1e-3, momentum=0.9, decay=0.0, nesterov=False, loss=loss, save_model=False,
-            verbose=0, path_column="path", label_column="label",
+            verbose=0, path_column="path", label_column="label", optimizer="sgd",
         )  # fmt: skip
         runs[engine] = (_metrics(tmp_path / engine / "metrics.csv"), _weights(model))
     (fit_rows, fit_weights), (custom_rows, custom_weights) = runs["fit"], runs["custom"]
@@ -496,6 +496,8 @@ def test_cli_train_resume_fresh_and_tl(tmp_path, catalogues, capsys):
     # Other settings are refused rather than mixed into the saved run.
     assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--momentum", "0.5")) == 1
     assert "holds a run started with other settings (momentum: 0.9 then, 0.5 now)" in capsys.readouterr().err
+    assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--optimizer", "adam")) == 1
+    assert "holds a run started with other settings (optimizer: 'sgd' then, 'adam' now)" in capsys.readouterr().err
     weights = output / "backup" / json.loads((output / "backup" / "state.json").read_text())["weights"]
     weights.rename(weights.with_suffix(".moved"))
     assert cli.main(_train_command(catalogues, output, "--epochs", "2")) == 1

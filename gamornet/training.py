@@ -477,7 +477,7 @@ def class_weighted_crossentropy(disk=1.0, indeterminate=1.0, bulge=1.0):
     Weighting a class up moves the network's most probable class towards it,
     trading the other classes' recall for its own: in ``gamornet demo``, the
     disks just below the paper's boundary (L_B/L_T of 0.35-0.45, Ghosh et al.
-    2020), a third of which the unweighted network calls bulges. The
+    2020), a quarter to a third of which a network trained for minutes misses. The
     probabilities then lean towards that class too, which a temperature
     (:mod:`gamornet.calibration`) does not undo: choose the thresholds that
     turn them into classes on labelled galaxies

@@ -61,6 +61,9 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     assert status == 0
     printed = capsys.readouterr().out
     assert "disks weighted x2 in the loss" in printed
+    from gamornet.demo import DEMO_DEFAULTS
+
+    assert f"batch 16, Adam lr={DEMO_DEFAULTS['lr']} (cosine)" in printed  # the demo's default optimiser
     assert "| Actual Disks" in printed and "Disk recall:" in printed and "Indeterminate fraction" in printed
     for name in ("trained_model.hdf5", "metrics.csv", "predictions.csv", "preprocessing.json", "demo.png"):
         assert (output / name).is_file(), name
@@ -84,22 +87,22 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     counts = confusion_counts(true, probabilities.argmax(axis=1))
     assert format_handbook_table(counts) in printed
     settings = json.loads((output / "preprocessing.json").read_text())
-    assert settings["input_shape"] == [32, 32, 1] and settings["preprocess_images"]["stretch"] == "asinh"
+    assert settings["input_shape"] == [32, 32, 1] and settings["preprocess_images"]["stretch"] == "none"
     assert settings["exclude_indeterminate_from_training"] is True
     assert (output / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The demo's other stages: calibration, thresholds, MC dropout, the model card and the shifted set.
     for text in ("Calibration: temperature T =", "Classes from thresholds chosen on the validation set",
                  "Indeterminate fraction (predicted)", "MC dropout (30 draws)", "Shifted test set",
-                 "no stretch, peak scaling", "lie outside the model card's central 99% range"):
+                 "asinh stretch, peak scaling", "lie outside the model card's central 99% range"):
         assert text in printed, text
     summary = json.loads((output / "demo_summary.json").read_text())
     assert summary["main"]["out_of_domain"].keys() == {"test", "shifted"}
-    assert summary["comparison"]["preprocessing"]["stretch"] == "none"
+    assert summary["comparison"]["preprocessing"]["stretch"] == "asinh"
     card = json.loads((output / "model_card.json").read_text())
-    assert card["trained_by"] == "gamornet demo" and card["preprocessing"]["stretch"] == "asinh"
+    assert card["trained_by"] == "gamornet demo" and card["preprocessing"]["stretch"] == "none"
     learned = re.search(r"left out of training: (\d+) training", printed)
     assert card["n_training_images"] == int(learned.group(1))
-    assert json.loads((output / "compare_none" / "model_card.json").read_text())["preprocessing"]["stretch"] == "none"
+    assert json.loads((output / "compare_asinh" / "model_card.json").read_text())["preprocessing"]["stretch"] == "asinh"
     # predictions.csv: the thresholded class follows the chosen rule on the calibrated probabilities.
     calibrated = np.array([[float(row[f"p_{name}_calibrated"]) for name in ("disk", "indeterminate", "bulge")]
                            for row in rows])  # fmt: skip
@@ -220,15 +223,16 @@ def test_demo_config_makes_the_command_line_options():
     args = parser.parse_args(["demo", "--preset", "SDSS", "--size", "40", "--magnitude-range", "15", "17",
                               "--exclude-indeterminate", "--lr", "0.01", "--momentum", "0.5", "--no-nesterov",
                               "--stretch", "log", "--scaling", "sum", "--softening", "2", "--seed", "9",
-                              "--thresholds", "keras_SDSS", "--lr-schedule", "constant",
+                              "--thresholds", "keras_SDSS", "--lr-schedule", "constant", "--optimizer", "sgd",
                               "--training-bulge-to-total", "0.1", "0.9"])  # fmt: skip
     from gamornet._cli_simulate import _demo_config
 
     config = _demo_config(args)
     assert config == DemoConfig(preset="SDSS", size=40, magnitude_range=(15.0, 17.0), exclude_indeterminate=True,
                                 lr=0.01, momentum=0.5, nesterov=False, stretch="log", scaling="sum", softening=2.0,
-                                seed=9, thresholds="keras_SDSS", lr_schedule="constant",
+                                seed=9, thresholds="keras_SDSS", lr_schedule="constant", optimizer="sgd",
                                 training_bulge_to_total=(0.1, 0.9))  # fmt: skip
+    assert DemoConfig().optimizer == "adam"
     assert config.survey.magnitude_range == (15.0, 17.0) and config.input_shape == (40, 40, 1)
     assert config.training_survey.bulge_to_total_range == (0.1, 0.9) and config.survey.bulge_to_total_range == (0, 1)
 
@@ -252,6 +256,8 @@ def test_demo_config_refuses_bad_settings():
 
     with pytest.raises(ValueError, match="lr must be a positive number"):
         DemoConfig(lr=0)
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' .* or 'adam' .*Received: optimizer='momentum'"):
+        DemoConfig(optimizer="momentum")
     with pytest.raises(ValueError, match="disk_weight must be a positive number. Received: disk_weight=0"):
         DemoConfig(disk_weight=0)
     with pytest.raises(ValueError, match="momentum must be a finite number >= 0"):
@@ -309,9 +315,9 @@ def test_demo_config_phase_settings():
     from gamornet.demo import DemoConfig
 
     config = DemoConfig()
-    assert config.comparison_preprocessing["stretch"] == "none" and config.comparison_preprocessing["scaling"] == "peak"
+    assert config.comparison_preprocessing["stretch"] == "asinh" and config.comparison_preprocessing["scaling"] == "peak"
     assert DemoConfig(compare_stretch="off").comparison_preprocessing is None
-    assert DemoConfig(compare_stretch="asinh").comparison_preprocessing is None  # the same as the main network's
+    assert DemoConfig(compare_stretch="none").comparison_preprocessing is None  # the same as the main network's
     assert "validation set" in config.class_rule and "keras_SDSS" in DemoConfig(thresholds="keras_SDSS").class_rule
     with pytest.raises(ValueError, match=r"disk_purity must be a fraction in \(0, 1\]"):
         DemoConfig(disk_purity=1.5)

@@ -40,7 +40,7 @@ COMMON_REQUIREMENTS = [
 EXTRAS = {
     "sim": ["galsim>=2.8", "matplotlib>=3.8"],
     "test": ["pytest>=8.0", "pyftpdlib>=2.0", "matplotlib>=3.8"],
-    # Cutouts by RA/Dec from survey images (gamornet.cutouts): reproject resamples, SciPy indexes the footprints,
+    # Cutouts by RA/Dec from survey images (gamornet.survey.cutouts): reproject resamples, SciPy indexes the footprints,
     # pyarrow reads catalogues in Parquet (as do gamornet train's). reproject 0.14.1 is the newest for Python 3.10
     # (0.21 on 3.11-3.13).
     "survey": ["reproject>=0.14.1", "scipy>=1.10", "pyarrow>=17.0"],
@@ -49,7 +49,7 @@ EXTRAS = {
     "fast": ["openvino>=2026.4", "nncf>=3.4"],
     "docs": ['sphinx>=9.0; python_version >= "3.11"', "furo>=2025.12.19", "nbclient>=0.11", "nbformat>=5.11", "ipykernel>=7.4",
              "matplotlib>=3.8"],
-    # gamornet.distributed and `gamornet predict --workers / --scheduler`: Dask, and pyarrow for the Parquet
+    # gamornet.survey.distributed and `gamornet predict --workers / --scheduler`: Dask, and pyarrow for the Parquet
     # output (dask[dataframe] brings pandas, to read it back as a data frame). tests/test_distributed.py passes
     # with these lower bounds (dask and distributed 2024.8.2, pyarrow 17.0) as with dask 2026.8 and pyarrow 26.
     "distributed": ["dask[dataframe]>=2024.8.2", "distributed>=2024.8.2", "pyarrow>=17.0"],
@@ -94,7 +94,7 @@ def setup_kwargs(variant):
         python_requires=">=3.10",
         install_requires=TENSORFLOW_REQUIREMENTS[variant] + COMMON_REQUIREMENTS,
         extras_require=EXTRAS,
-        entry_points={"console_scripts": ["gamornet = gamornet.cli:main"]},
+        entry_points={"console_scripts": ["gamornet = gamornet.cli.main:main"]},
         classifiers=[
             "Programming Language :: Python :: 3",
             "Programming Language :: Python :: 3.10",

@@ -76,9 +76,9 @@ def recalls(probabilities, labels):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    from gamornet.demo import DemoConfig, _learning_rate, demo_survey
+    from gamornet.demo.run import DemoConfig, _learning_rate, demo_survey
     from gamornet.presets import labels_from_bulge_to_total
-    from gamornet.simulate import simulate_galaxies
+    from gamornet.training.simulate import simulate_galaxies
 
     survey = demo_survey("CANDELS", 64, (19.0, 22.5))
     seeds = np.random.SeedSequence(arguments.seed).generate_state(3)
@@ -103,8 +103,8 @@ def main(argv=None):
 
     import gamornet
     from gamornet.keras_module import gamornet_train_keras
-    from gamornet.preprocess import preprocess_images
-    from gamornet.training import AugmentationSettings
+    from gamornet.science.preprocess import preprocess_images
+    from gamornet.training.data import AugmentationSettings
 
     settings = {"stretch": "asinh", "scaling": "peak", "softening": 3.0}
     steps = -(-len(sets["training"][1]) // 32)

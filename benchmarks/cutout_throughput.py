@@ -8,10 +8,10 @@ measures the images/s of
     arcsec, overlapping, a TAN WCS each), inside the prediction stream;
 (n) ``gamornet predict stamps.npy``: the very same stamps, cut beforehand and
     stored in a ``.npy`` file (the baseline);
-(r) the cutout reader alone (``gamornet.cutouts.CutoutReader``, no network),
+(r) the cutout reader alone (``gamornet.survey.cutouts.CutoutReader``, no network),
     to show what cutting costs.
 
-(t) and (n) run ``gamornet.cli.main`` in this process. Throughput is the
+(t) and (n) run ``gamornet.cli.main.main`` in this process. Throughput is the
 marginal rate between two catalogue sizes (512 and 2,048 rows by default),
 (n2 - n1) / (time(n2) - time(n1)), so fixed costs (loading the model, indexing
 the tiles, tracing) cancel; they are reported as the intercept. Sizes and
@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
+import gamornet.models.network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
@@ -111,8 +111,8 @@ def main(argv=None):
     n1, n2 = args.sizes
     import tensorflow as tf
 
-    from gamornet import cli
-    from gamornet.cutouts import CutoutReader
+    from gamornet.cli import main as cli
+    from gamornet.survey.cutouts import CutoutReader
 
     print("GaMorNet prediction throughput from survey tiles")
     print(f"  SDSS shape (167, 167, 1), {args.tiles} tiles of {TILE_SHAPE[1]} x {TILE_SHAPE[0]} pixels, batch size "

@@ -3,7 +3,7 @@
 In one run, on the same images (a .npy stack) and the same (random) weights:
 
 (a) one process, two TensorFlow threads: ``gamornet predict stack.npy --output x.csv``
-    (``gamornet.cli.main`` in this process, the model already loaded);
+    (``gamornet.cli.main.main`` in this process, the model already loaded);
 (b) a LocalCluster of 2 worker processes x 1 thread (TensorFlow limited to one
     thread each): ``predict_catalogue`` into Parquet, the workers' models
     already loaded, in partitions of 1,024 images: several per worker, as in a
@@ -70,7 +70,7 @@ def parse_arguments(argv=None):
 
 
 def _shape(text):
-    from gamornet._checks import check_input_shape
+    from gamornet._utils.checks import check_input_shape
 
     return check_input_shape(text if text in ("SDSS", "CANDELS") else tuple(int(v) for v in text.split(",")))
 
@@ -111,7 +111,7 @@ def make_inputs(folder, shape, n_images):
 
 
 def _warm_worker(spec):
-    from gamornet import distributed
+    from gamornet.survey import distributed
 
     distributed._worker_predictor(spec)
     return os.getpid()
@@ -141,7 +141,8 @@ def run(args):
 
 
 def measure(args, folder):
-    from gamornet import cli, distributed
+    from gamornet.cli import main as cli
+    from gamornet.survey import distributed
 
     shape = _shape(args.input_shape)
     shape_option = ",".join(map(str, shape))

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
+import gamornet.models.network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, "..", "tests"))  # the test helpers that write model files

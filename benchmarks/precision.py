@@ -2,9 +2,9 @@
 
 1. Agreement on a trained network (``--model``, for example the one
    ``make demo`` writes): galaxies freshly simulated with the demo's survey
-   (``gamornet.demo.demo_survey``), preprocessed as the model's
+   (``gamornet.demo.run.demo_survey``), preprocessed as the model's
    ``preprocessing.json`` says, predicted in each precision; the share of
-   galaxies whose handbook class (``gamornet.classify``) differs from fp32's,
+   galaxies whose handbook class (``gamornet.science.classify``) differs from fp32's,
    and the largest |p - p_fp32|. int8 is calibrated on the first 300 of these
    galaxies, as a run with no calibration set given is. bf16 is run twice:
    ``bf16`` refines near the boundaries of the run's threshold set (what
@@ -15,7 +15,7 @@
    each predicted again in fp32 is printed, and the speed of fp32 and both
    bf16 runs on these galaxies is timed as in part 2.
 2. Speed: for each input shape (SDSS and CANDELS by default), the marginal
-   images/s of each precision's engine (``gamornet.precision.make_engine``) on
+   images/s of each precision's engine (``gamornet.inference.precision.make_engine``) on
    the same images and the same (random, Keras-initialised) weights, as a ratio
    against fp32 measured in the same run. The marginal rate is taken between
    512 and 2,048 images, (n2 - n1) / (time(n2) - time(n1)), from the median
@@ -52,7 +52,7 @@ import warnings
 
 import numpy as np
 
-import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
+import gamornet.models.network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
@@ -101,8 +101,8 @@ DEMO_REFINED_SHARES = {"bf16": 0.028, "bf16-all-rules": 0.143}
 
 
 def share_refinement(share):
-    """A :class:`gamornet.precision.Refinement` that picks the first ``share`` of every batch (for random weights)."""
-    from gamornet.precision import Refinement
+    """A :class:`gamornet.inference.precision.Refinement` that picks the first ``share`` of every batch (for random weights)."""
+    from gamornet.inference.precision import Refinement
 
     class ShareRefinement(Refinement):
         def mask(self, probabilities):
@@ -116,7 +116,7 @@ def share_refinement(share):
 def engines_for(network, images, cache_folder, refinements):
     """{name: (engine, seconds to make it)}: fp32, bf16 per refinement ({name: Refinement}), int8 calibrated on the
     first 300 images."""
-    from gamornet.precision import DEFAULT_CALIBRATION_SIZE, make_engine
+    from gamornet.inference.precision import DEFAULT_CALIBRATION_SIZE, make_engine
 
     engines = {}
     for name in ("fp32",) + tuple(refinements) + ("int8",):
@@ -154,7 +154,7 @@ def run_engine(engine, images, batch_size):
 
 def speed(args, shape_name, workdir, refined_shares):
     """Print the speed table of one input shape."""
-    from gamornet._checks import check_input_shape
+    from gamornet._utils.checks import check_input_shape
     from gamornet.keras_module import gamornet_build_model_keras
 
     shape = check_input_shape(shape_name)
@@ -208,9 +208,9 @@ def int8_profile(engine, batch, repeats=5, shown=10):
 
 def simulated_set(args, settings_path):
     """Fresh galaxies of the demo's survey, preprocessed as the model was trained: (images, preset name)."""
-    from gamornet.demo import demo_survey
-    from gamornet.preprocess import preprocess_images
-    from gamornet.simulate import simulate_galaxies
+    from gamornet.demo.run import demo_survey
+    from gamornet.science.preprocess import preprocess_images
+    from gamornet.training.simulate import simulate_galaxies
 
     with open(settings_path, encoding="utf-8") as stream:
         settings = json.load(stream)
@@ -222,9 +222,9 @@ def simulated_set(args, settings_path):
 
 def agreement(args, workdir):
     """Print the class changes of bf16 and int8 against fp32 on a trained network; return bf16's refined share."""
-    from gamornet.classify import HANDBOOK_THRESHOLDS, MOST_PROBABLE, classify
+    from gamornet.science.classify import HANDBOOK_THRESHOLDS, MOST_PROBABLE, classify
     from gamornet.keras_module import gamornet_build_model_keras, gamornet_load_model_keras
-    from gamornet.precision import Refinement
+    from gamornet.inference.precision import Refinement
 
     settings_path = args.preprocessing or os.path.join(os.path.dirname(os.path.abspath(args.model)),
                                                        "preprocessing.json")
@@ -276,7 +276,7 @@ def main(argv=None):
     args = parse_arguments(argv)
     import tensorflow as tf
 
-    from gamornet.precision import hardware_support
+    from gamornet.inference.precision import hardware_support
 
     support = hardware_support()
     print("GaMorNet precisions: speed against fp32, and agreement with fp32")

@@ -5,7 +5,7 @@ images/s of
 
 (a) ``gamornet_predict_keras``;
 (b) ``gamornet_predict_tflearn``;
-(c) ``gamornet predict`` on a ``.npy`` file (``gamornet.cli.main`` in process);
+(c) ``gamornet predict`` on a ``.npy`` file (``gamornet.cli.main.main`` in process);
 (d) a bare compiled forward pass of the same Keras model (``tf.function`` over
     the same batches): the floor to reach.
 
@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
+import gamornet.models.network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, "..", "tests"))  # the test helpers that write legacy model files
@@ -84,7 +84,7 @@ def _pair(text, name):
 
 
 def _shape(text):
-    from gamornet._checks import check_input_shape
+    from gamornet._utils.checks import check_input_shape
 
     return check_input_shape(text if text in ("SDSS", "CANDELS") else tuple(int(v) for v in text.split(",")))
 
@@ -147,7 +147,8 @@ class Floor:
 
 def timers(args, shape, images, npy_files, keras_path, tflearn_prefix, workdir):
     """A function per method: n -> seconds to predict the first n images."""
-    from gamornet import cli, keras_module
+    from gamornet import keras_module
+    from gamornet.cli import main as cli
 
     shape_option = args.input_shape
     thresholds = [] if shape_option in ("SDSS", "CANDELS") else ["--thresholds", "0.7,0.7"]
@@ -226,7 +227,7 @@ def peak_rss(args, keras_path, shape, workdir):
             stack[start:stop] = block[: stop - start]
         stack.flush()
         del stack
-        command = [sys.executable, "-m", "gamornet.cli", "predict", path, "--model", keras_path, "--input-shape",
+        command = [sys.executable, "-m", "gamornet.cli.main", "predict", path, "--model", keras_path, "--input-shape",
                    args.input_shape, "--batch-size", str(args.batch_size), *thresholds, "--no-progress",
                    "--output", os.path.join(workdir, f"rss_{n}.csv")]
         start = time.perf_counter()
@@ -300,7 +301,7 @@ def main(argv=None):
                   f"compiled pass {floor.trace_seconds:.2f} s (each call of (a), (b) and (c) pays its own load)")
         if not args.no_rss:
             print()
-            print(f"peak RSS of (c), `python -m gamornet.cli predict` on a .npy file (subprocess, ru_maxrss):")
+            print(f"peak RSS of (c), `python -m gamornet.cli.main predict` on a .npy file (subprocess, ru_maxrss):")
             results = peak_rss(args, keras_path, shape, workdir)
             for n, megabytes, seconds in results:
                 print(f"  {n:>6} images: {megabytes:8.1f} MB peak RSS, {seconds:7.1f} s wall "

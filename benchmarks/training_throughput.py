@@ -51,7 +51,7 @@ import time
 
 import numpy as np
 
-import gamornet._network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
+import gamornet.models.network  # noqa: F401  (TensorFlow imported quietly, then Keras: no start-up lines)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
@@ -161,7 +161,8 @@ class Floor:
 
 def fit_on_arrays_as_before(images, labels, validation, shape, batch_size, folder, epochs):
     """(e): Keras' model.fit on the arrays, its array adapter shuffling, with the metrics.csv callback."""
-    from gamornet import _training_loop, keras_module
+    from gamornet import keras_module
+    from gamornet.training import _loop as _training_loop
 
     model = keras_module.gamornet_build_model_keras(shape)
     optimizer, loss = keras_module._check_compile_options(0.0001, 0.9, 0.0, False, "categorical_crossentropy")
@@ -242,7 +243,7 @@ def peak_rss(args, shape, workdir, validation_catalogue):
         catalogue = write_catalogue(workdir, f"rss_{n}", np.tile(images, (repeats, 1, 1, 1))[:n],
                                     np.tile(labels, (repeats, 1))[:n])  # fmt: skip
         for cache in ("stream", "memory"):
-            command = [sys.executable, "-m", "gamornet.cli", "train", "--catalog", catalogue, "--validation-catalog",
+            command = [sys.executable, "-m", "gamornet.cli.main", "train", "--catalog", catalogue, "--validation-catalog",
                        validation_catalogue, "--input-shape", args.input_shape, "--output-dir",
                        os.path.join(workdir, f"rss_run_{n}_{cache}"), "--epochs", "1", "--batch-size",
                        str(args.batch_size), "--cache", cache, "--quiet"]  # fmt: skip
@@ -259,7 +260,7 @@ def peak_rss(args, shape, workdir, validation_catalogue):
 
 def report_rss(results, sizes):
     print()
-    print("peak RSS of `python -m gamornet.cli train`, one epoch, FITS catalogue (subprocess, ru_maxrss):")
+    print("peak RSS of `python -m gamornet.cli.main train`, one epoch, FITS catalogue (subprocess, ru_maxrss):")
     for n, cache, megabytes, seconds in results:
         print(f"  {n:>6} images, --cache {cache:<6}: {megabytes:8.1f} MB peak RSS, {seconds:7.1f} s wall")
     peaks = {(n, cache): megabytes for n, cache, megabytes, _ in results}

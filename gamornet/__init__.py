@@ -17,7 +17,7 @@ __all__ = ["__version__", "__author__", "__copyright__", "__license__", "load_pr
 def __getattr__(name):
     # The predictor imports TensorFlow when a model is loaded; `import gamornet` stays light.
     if name in ("load_predictor", "Predictor"):
-        from gamornet import predictor
+        from gamornet.inference import predictor
 
         return getattr(predictor, name)
     raise AttributeError(f"module 'gamornet' has no attribute {name!r}")

@@ -46,7 +46,7 @@ import io
 import sys
 import threading
 
-from gamornet._tf_logging import import_tensorflow
+from gamornet._utils.tf_logging import import_tensorflow
 from gamornet.errors import _TensorFlow2BehaviourOff
 
 __all__ = ["import_tflearn", "installed_versions", "silenced_deprecations"]

@@ -59,7 +59,7 @@ class BadInputError(ValueError):
 class ResumeMismatchError(ValueError):
     """An output folder holds part of a run made with another model, other settings or other inputs.
 
-    :func:`gamornet.distributed.predict_catalogue` finishes a run only with
+    :func:`gamornet.survey.distributed.predict_catalogue` finishes a run only with
     what started it, so that every part of the output was made the same way.
     """
 

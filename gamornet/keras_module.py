@@ -10,12 +10,14 @@ models (legacy HDF5 files written by Keras 2.2.4 / 2.3.1) load unchanged.
 import os
 
 # First: it imports TensorFlow quietly, then Keras, and checks Keras' backend.
-from gamornet._network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: I100
+from gamornet.models.network import LocalResponseNormalization, build_network, set_weights, weighted_layers  # noqa: I100
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gamornet import _checks, formats, models  # noqa: E402
+from gamornet import models  # noqa: E402
+from gamornet._utils import checks as _checks
+from gamornet.models import formats
 from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 
 __all__ = [
@@ -122,7 +124,7 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
         New in 0.5 (0.4.x calls are unchanged): the arithmetic of the network.
         ``'fp32'`` (the default) gives the 0.4.x probabilities; ``'bf16'`` and
         ``'int8'`` run faster on CPUs with the instructions for them, at the
-        price of a few changed classes (see :mod:`gamornet.precision` and the
+        price of a few changed classes (see :mod:`gamornet.inference.precision` and the
         "Speed" page). ``'int8'`` is calibrated on the first 300 images of
         ``img_array`` and needs the extra ``gamornet[fast]``.
 
@@ -139,17 +141,17 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     OSError
         A missing or unreadable model file.
     """
-    from gamornet.predictor import predict_04x
+    from gamornet.inference.predictor import predict_04x
 
     return predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, "keras", precision)
 
 
 # --------------------------------------------------------------------------- training
-# The loop itself (engines, callbacks, resumable state, tf.distribute) is gamornet._training_loop; the data
-# (arrays, catalogues, tf.data streaming, augmentation) is gamornet.training.
+# The loop itself (engines, callbacks, resumable state, tf.distribute) is gamornet.training._loop; the data
+# (arrays, catalogues, tf.data streaming, augmentation) is gamornet.training.data.
 
-from gamornet import _training_loop  # noqa: E402
-from gamornet import training as _training_data  # noqa: E402
+from gamornet.training import _loop as _training_loop  # noqa: E402
+from gamornet.training import data as _training_data  # noqa: E402
 
 
 def _learning_rate(lr, decay):
@@ -298,8 +300,8 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     ----------
     training_imgs : numpy.ndarray of shape (n, x, y, ndim), or a catalogue, or a tf.data.Dataset
         Training images. Besides the 0.4.x array: a catalogue (its path, or a
-        :class:`gamornet.training.Catalogue`) of image files and labels, read
-        from disk as training needs them (:mod:`gamornet.training`); or a
+        :class:`gamornet.training.data.Catalogue`) of image files and labels, read
+        from disk as training needs them (:mod:`gamornet.training.data`); or a
         ``tf.data.Dataset`` of (images, one-hot labels) batches.
     training_labels : numpy.ndarray of shape (n, 3), or None
         One-hot labels: disk [1, 0, 0], indeterminate [0, 1, 0], bulge [0, 0, 1].
@@ -313,7 +315,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     files_save_path : str
         Folder (created if missing) for ``metrics.csv``, the checkpoints,
         ``trained_model.hdf5`` and its model card ``model_card.json``
-        (:mod:`gamornet.model_card`). ``'/dev/null'`` saves nothing.
+        (:mod:`gamornet.models.card`). ``'/dev/null'`` saves nothing.
     epochs : int
         Number of passes over the training images.
     checkpoint_freq : int
@@ -341,14 +343,14 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     verbose : {0, 1, 2}
         0 silent, 1 progress bar, 2 one line per epoch.
     preprocessing : dict, optional
-        Settings of :func:`gamornet.preprocess.preprocessing_settings`: applied
+        Settings of :func:`gamornet.science.preprocess.preprocessing_settings`: applied
         to every training and validation image, and saved beside the model in
         ``preprocessing.json``. Default: images as they are.
-    augmentation : gamornet.training.AugmentationSettings or dict, optional
+    augmentation : gamornet.training.data.AugmentationSettings or dict, optional
         Random rotations, flips, shifts and extra noise for the training
         images; saved in ``augmentation.json``. Default: none.
     path_column, label_column : str
-        The columns of a catalogue (:func:`gamornet.training.read_catalogue`).
+        The columns of a catalogue (:func:`gamornet.training.data.read_catalogue`).
     distribute : {None, 'mirrored', 'multiworker'}
         ``'mirrored'``: all local GPUs (``tf.distribute.MirroredStrategy``).
         ``'multiworker'``: several processes or machines
@@ -367,7 +369,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
         Seed of the initial weights, the shuffling, dropout and augmentation.
     cache : {'auto', True, False}
         For catalogues: keep the decoded images in memory, or stream them
-        (:func:`gamornet.training.catalogue_dataset`).
+        (:func:`gamornet.training.data.catalogue_dataset`).
     optimizer : {'sgd', 'adam'}
         ``'sgd'``: stochastic gradient descent with ``momentum`` (and
         ``nesterov``), as GaMorNet was trained (Ghosh et al. 2020) and as

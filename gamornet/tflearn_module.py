@@ -30,11 +30,13 @@ tflearn = import_tflearn()
 
 import tensorflow as tf  # noqa: E402
 
-from gamornet import _checks, formats, models  # noqa: E402
+from gamornet import models  # noqa: E402
+from gamornet._utils import checks as _checks
+from gamornet.models import formats
 from gamornet.errors import ModelFileError  # noqa: E402
-from gamornet.formats import tflearn_checkpoint  # noqa: E402
-from gamornet.formats.tflearn_checkpoint import TRAINING_CHECKPOINT_NAME, first_line  # noqa: E402
-from gamornet.predictor import predict_04x  # noqa: E402
+from gamornet.models.formats import tflearn_checkpoint  # noqa: E402
+from gamornet.models.formats.tflearn_checkpoint import TRAINING_CHECKPOINT_NAME, first_line  # noqa: E402
+from gamornet.inference.predictor import predict_04x  # noqa: E402
 from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
 
 __all__ = [
@@ -302,7 +304,7 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
         New in 0.5 (0.4.x calls are unchanged): the arithmetic of the network.
         ``'fp32'`` (the default) gives the 0.4.x probabilities; ``'bf16'`` and
         ``'int8'`` run faster on CPUs with the instructions for them, at the
-        price of a few changed classes (see :mod:`gamornet.precision` and the
+        price of a few changed classes (see :mod:`gamornet.inference.precision` and the
         "Speed" page). ``'int8'`` is calibrated on the first 300 images of
         ``img_array`` and needs the extra ``gamornet[fast]``.
 

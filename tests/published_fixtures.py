@@ -8,7 +8,7 @@
 
 import os
 
-from gamornet.formats.tflearn_checkpoint import WEIGHT_VARIABLES as TFLEARN_WEIGHT_VARIABLES
+from gamornet.models.formats.tflearn_checkpoint import WEIGHT_VARIABLES as TFLEARN_WEIGHT_VARIABLES
 
 
 def write_saver_checkpoint(prefix, weights, names=TFLEARN_WEIGHT_VARIABLES, global_step=562800):

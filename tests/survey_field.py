@@ -8,7 +8,7 @@ drawn at 0.04 arcsec/pixel with a rotated WCS: stamps cut from it must be resamp
 
 Each galaxy's *direct* stamp is drawn separately with GalSim, on the pixel grid where the stamp should be: the
 field's pixels around the pixel nearest the galaxy's position, or, for the resampled tile, the network's pixels
-centred on the position. Nothing here uses gamornet.cutouts.
+centred on the position. Nothing here uses gamornet.survey.cutouts.
 """
 
 import dataclasses
@@ -20,7 +20,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from gamornet.simulate import CANDELS, render_galaxy, sample_parameters
+from gamornet.training.simulate import CANDELS, render_galaxy, sample_parameters
 
 SCALE = 0.06  # arcsec/pixel: the field's and the CANDELS network's
 SHAPE = (83, 83)  # the CANDELS stamp (rows, columns)

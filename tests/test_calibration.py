@@ -1,4 +1,4 @@
-"""gamornet.calibration: ECE, temperature scaling, purity/completeness, thresholds, their files.
+"""gamornet.science.calibration: ECE, temperature scaling, purity/completeness, thresholds, their files.
 
 Every number is checked against an independent reference: a hand-computed
 example, brute-force counting with Python loops, a direct grid search of the
@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from gamornet import calibration
-from gamornet.classify import Thresholds, classify
+from gamornet.science import calibration
+from gamornet.science.classify import Thresholds, classify
 from gamornet.errors import CalibrationMismatchError, UnreachablePurityError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from gamornet.classify import HANDBOOK_THRESHOLDS, Thresholds, classify, default_threshold_set, resolve_thresholds
+from gamornet.science.classify import HANDBOOK_THRESHOLDS, Thresholds, classify, default_threshold_set, resolve_thresholds
 
 DTYPES = (np.float32, np.float64)
 
@@ -140,7 +140,7 @@ def test_default_threshold_set():
 
 
 def test_classify_is_backend_neutral():
-    code = "import sys, gamornet.classify; sys.exit(bool({'tensorflow', 'keras', 'tflearn'} & set(sys.modules)))"
+    code = "import sys, gamornet.science.classify; sys.exit(bool({'tensorflow', 'keras', 'tflearn'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -198,7 +198,7 @@ _RULES = {"keras_SDSS": (0.70, 0.70, False), "keras_CANDELS": (0.0, 0.60, True),
 
 @pytest.mark.parametrize("rule", list(_RULES), ids=str)
 def test_galaxies_not_flagged_keep_their_class_when_their_probabilities_move_less_than_the_margin(rule):
-    from gamornet.classify import near_boundaries
+    from gamornet.science.classify import near_boundaries
 
     rng = np.random.default_rng(7)
     probabilities = rng.dirichlet([0.6, 0.3, 0.6], size=4000)
@@ -222,7 +222,7 @@ def test_galaxies_not_flagged_keep_their_class_when_their_probabilities_move_les
 
 
 def test_near_boundaries_of_the_most_probable_class_and_of_several_rules():
-    from gamornet.classify import MOST_PROBABLE, near_boundaries
+    from gamornet.science.classify import MOST_PROBABLE, near_boundaries
 
     probabilities = np.array([[0.50, 0.02, 0.48], [0.60, 0.10, 0.30], [0.34, 0.33, 0.33], [0.71, 0.0, 0.29],
                               [0.05, 0.0, 0.95]])  # fmt: skip
@@ -246,7 +246,7 @@ def test_near_boundaries_of_the_most_probable_class_and_of_several_rules():
     ("keras_SDSS", "0.1", ValueError, "Received: margin='0.1'"),
 ])  # fmt: skip
 def test_near_boundaries_bad_input(rules, margin, error, match):
-    from gamornet.classify import near_boundaries
+    from gamornet.science.classify import near_boundaries
 
     with pytest.raises(error, match=match):
         near_boundaries(np.array([[0.5, 0.2, 0.3]]), rules, margin)

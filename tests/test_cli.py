@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import gamornet
-from gamornet import cli
+from gamornet.cli import main as cli
 
 
 def test_version(capsys):
@@ -17,7 +17,7 @@ def test_version(capsys):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "gamornet.cli", "--version"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "gamornet.cli.main", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and gamornet.__version__ in result.stdout
 
 

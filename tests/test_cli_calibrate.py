@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from gamornet import calibration, cli
-from gamornet.classify import classify
+from gamornet.science import calibration
+from gamornet.cli import main as cli
+from gamornet.science.classify import classify
 from gamornet.presets import CLASS_NAMES
 
 N = 3000

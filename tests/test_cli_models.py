@@ -10,8 +10,9 @@ from servers import environment  # noqa: F401  (autouse: private cache, empty wo
 from legacy_files import write_keras2_file
 from published_fixtures import write_saver_checkpoint
 
-from gamornet import _registry, cli
-from gamornet.formats import tflearn_checkpoint
+from gamornet.models import _registry
+from gamornet.cli import main as cli
+from gamornet.models.formats import tflearn_checkpoint
 
 KERAS_SIM = _registry.published_model("CANDELS_sim", "keras")
 TFLEARN_SIM = _registry.published_model("CANDELS_sim", "tflearn")
@@ -158,7 +159,7 @@ def test_bad_settings_are_reported(capsys, monkeypatch):
 
 
 def test_ctrl_c_during_a_download_says_what_is_kept(ftp, environment, monkeypatch, capsys):
-    from gamornet._download import transfer
+    from gamornet.models._download import transfer
 
     original = transfer._transfer
 

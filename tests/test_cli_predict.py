@@ -17,9 +17,9 @@ from astropy.table import Table
 import reference
 from legacy_files import write_keras2_file
 
-from gamornet import _cli_predict
-from gamornet.classify import classify
-from gamornet.cli import main
+from gamornet.cli import predict as _cli_predict
+from gamornet.science.classify import classify
+from gamornet.cli.main import main
 
 TOLERANCE = 1e-4
 CANDELS = (83, 83, 1)
@@ -120,10 +120,10 @@ def test_csv_on_standard_output_with_a_glob(tmp_path, case, capsys):
 
 def test_published_names_set_the_input_shape_and_the_thresholds(tmp_path, case, monkeypatch):
     images, model, expected = case
-    import gamornet._download
+    import gamornet.models._download
 
     fetched = []
-    monkeypatch.setattr(gamornet._download, "fetch_model",
+    monkeypatch.setattr(gamornet.models._download, "fetch_model",
                         lambda name, backend, **options: fetched.append((name, backend)) or model)
     np.save(tmp_path / "stack.npy", images)
     output = str(tmp_path / "predictions.csv")
@@ -418,7 +418,7 @@ def test_a_second_run_does_not_read_its_own_table_as_an_image(tmp_path, case, ca
 
 
 def test_a_successful_run_removes_stale_partial_and_temporary_files(tmp_path, case):
-    from gamornet._atomic import _owner
+    from gamornet._utils.atomic import _owner
 
     images, model, expected = case
     np.save(tmp_path / "stack.npy", images)
@@ -441,7 +441,7 @@ def test_sigterm_keeps_the_rows_and_leaves_no_temporary_file(tmp_path, case):
     images, model, expected = case
     np.save(tmp_path / "stack.npy", np.concatenate([images] * 400))  # 2,000 images: long enough to stop mid-run
     output = tmp_path / "p.csv"
-    command = [sys.executable, "-m", "gamornet.cli", "predict", str(tmp_path / "stack.npy"), "--model", model,
+    command = [sys.executable, "-m", "gamornet.cli.main", "predict", str(tmp_path / "stack.npy"), "--model", model,
                "--input-shape", "CANDELS", "--batch-size", "8", "--output", str(output), "--no-progress"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 300
@@ -499,8 +499,9 @@ def test_the_help_cites_the_handbook(capsys):
 
 
 def test_thresholds_and_calibration_from_files(tmp_path, case):
-    from gamornet import calibration, models
-    from gamornet.classify import Thresholds
+    from gamornet import models
+    from gamornet.science import calibration
+    from gamornet.science.classify import Thresholds
 
     images, model, expected = case
     np.save(tmp_path / "stack.npy", images)
@@ -523,7 +524,7 @@ def test_thresholds_and_calibration_from_files(tmp_path, case):
 
 
 def test_a_calibration_for_another_model_is_refused(tmp_path, case, capsys):
-    from gamornet import calibration
+    from gamornet.science import calibration
 
     images, model, expected = case
     np.save(tmp_path / "stack.npy", images)

@@ -1,10 +1,10 @@
-"""Tests of the command line's number types (gamornet._cli_types)."""
+"""Tests of the command line's number types (gamornet.cli._types)."""
 
 import argparse
 
 import pytest
 
-from gamornet import _cli_types
+from gamornet.cli import _types as _cli_types
 
 
 @pytest.mark.parametrize("function, text, expected", [

@@ -9,17 +9,19 @@ import textwrap
 import numpy as np
 import pytest
 
-from gamornet import _atomic, _checks, presets
+from gamornet import presets
+from gamornet._utils import atomic as _atomic
+from gamornet._utils import checks as _checks
 
 
 def test_core_imports_neither_tensorflow_nor_tflearn():
     script = (
         "import sys\n"
-        "import gamornet, gamornet.presets, gamornet._checks, gamornet._registry, gamornet._atomic, "
-        "gamornet._progress, gamornet.cli, gamornet.models, gamornet.errors, gamornet.formats, "
-        "gamornet.formats.keras_hdf5, gamornet.formats.tflearn_checkpoint, gamornet._download, gamornet.io, "
-        "gamornet._tables, gamornet._prefetch\n"
-        "gamornet.cli.build_parser()\n"
+        "import gamornet, gamornet.presets, gamornet._utils.checks, gamornet.models._registry, gamornet._utils.atomic, "
+        "gamornet._utils.progress, gamornet.cli.main, gamornet.models, gamornet.errors, gamornet.models.formats, "
+        "gamornet.models.formats.keras_hdf5, gamornet.models.formats.tflearn_checkpoint, gamornet.models._download, gamornet.io.images, "
+        "gamornet.io.tables, gamornet._utils.prefetch\n"
+        "gamornet.cli.main.build_parser()\n"
         "assert callable(gamornet.load_predictor) and gamornet.models.list_models()\n"
         "heavy = [m for m in ('tensorflow', 'tflearn', 'keras') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -174,7 +176,7 @@ def test_atomic_files_get_the_permissions_open_gives(tmp_path, umask, expected, 
     """A new file gets 0666 less the umask, a replaced file keeps its mode: as ``open(path, 'w')`` does."""
     code = f"""
         import json, os, stat
-        from gamornet import _atomic
+        from gamornet._utils import atomic as _atomic
         os.umask({umask:#o})
         if {umask_source!r} == "fallback":
             _atomic._STATUS_FILE = os.path.join(os.getcwd(), "no-such-status-file")

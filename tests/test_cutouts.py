@@ -1,4 +1,4 @@
-"""gamornet.cutouts and ``gamornet cutouts``, on a simulated survey field (tests/survey_field.py).
+"""gamornet.survey.cutouts and ``gamornet cutouts``, on a simulated survey field (tests/survey_field.py).
 
 The field's galaxies are drawn with GalSim at known sky positions into overlapping TAN tiles with Gaussian noise
 of known standard deviation; each galaxy's direct stamp is drawn separately on the pixels where its stamp should
@@ -21,8 +21,8 @@ import survey_field
 from legacy_files import write_keras2_file
 from survey_field import NOISE
 
-from gamornet.cli import main
-from gamornet.cutouts import (
+from gamornet.cli.main import main
+from gamornet.survey.cutouts import (
     FLAG_COLUMNS,
     CutoutReader,
     SurveyImages,
@@ -31,7 +31,7 @@ from gamornet.cutouts import (
     write_stamps,
 )
 from gamornet.errors import GamornetWarning, PixelScaleWarning
-from gamornet.io import BadInput, ImageReader, MissingRow
+from gamornet.io.images import BadInput, ImageReader, MissingRow
 
 
 @pytest.fixture(scope="session")
@@ -429,7 +429,7 @@ def test_the_cutouts_command_writes_a_cube_and_a_table(field, tmp_path, capsys):
     names = list(field.catalog["name"])
     assert np.isnan(cube[names.index("off_image")]).all() and rows["off_image"][names.index("off_image")]
     assert rows["partial"][names.index("edge")]
-    # The cube holds the same stamps as the reader, and gamornet.io reads it back.
+    # The cube holds the same stamps as the reader, and gamornet.io.images reads it back.
     reader = CutoutReader(field.catalog, field.tiles, "CANDELS", batch_size=3)
     for batch in reader:
         for index, source in enumerate(batch.sources):

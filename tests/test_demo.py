@@ -1,4 +1,4 @@
-"""Tests of the demo pipeline (gamornet.demo) and the `gamornet simulate` / `gamornet demo` subcommands."""
+"""Tests of the demo pipeline (gamornet.demo.run) and the `gamornet simulate` / `gamornet demo` subcommands."""
 
 import csv
 import dataclasses
@@ -10,10 +10,10 @@ import re
 import numpy as np
 import pytest
 
-from gamornet import cli
-from gamornet.demo import run_demo
-from gamornet.metrics import confusion_counts, format_handbook_table, summary_metrics
-from gamornet.simulate import read_parameter_table
+from gamornet.cli import main as cli
+from gamornet.demo.run import run_demo
+from gamornet.science.metrics import confusion_counts, format_handbook_table, summary_metrics
+from gamornet.training.simulate import read_parameter_table
 
 pytest.importorskip("galsim")
 
@@ -61,7 +61,7 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     assert status == 0
     printed = capsys.readouterr().out
     assert "disks weighted x2 in the loss" in printed
-    from gamornet.demo import DEMO_DEFAULTS
+    from gamornet.demo.run import DEMO_DEFAULTS
 
     assert f"batch 16, Adam lr={DEMO_DEFAULTS['lr']} (cosine)" in printed  # the demo's default optimiser
     assert "| Actual Disks" in printed and "Disk recall:" in printed and "Indeterminate fraction" in printed
@@ -107,10 +107,10 @@ def test_demo_end_to_end_through_the_command_line(tmp_path, capsys):
     calibrated = np.array([[float(row[f"p_{name}_calibrated"]) for name in ("disk", "indeterminate", "bulge")]
                            for row in rows])  # fmt: skip
     rule = (summary["thresholds"]["disk"], summary["thresholds"]["bulge"])
-    from gamornet.classify import classify
+    from gamornet.science.classify import classify
 
     assert [row["thresholded_label"] for row in rows] == classify(calibrated, rule).tolist()
-    from gamornet.model_card import STATISTICS
+    from gamornet.models.card import STATISTICS
 
     assert all(set(row["out_of_domain"].split(";")) <= set(STATISTICS) for row in rows if row["out_of_domain"])
     assert np.allclose(calibrated.sum(axis=1), 1.0, atol=1e-3)
@@ -177,7 +177,7 @@ def test_subcommands_refuse_bad_command_lines(tmp_path, capsys):
 def test_demo_defaults_are_those_of_run_demo_and_the_command_line():
     import inspect
 
-    from gamornet.demo import DEMO_DEFAULTS
+    from gamornet.demo.run import DEMO_DEFAULTS
 
     parameters = inspect.signature(run_demo).parameters
     for key, value in DEMO_DEFAULTS.items():
@@ -188,7 +188,7 @@ def test_demo_defaults_are_those_of_run_demo_and_the_command_line():
 
 
 def test_demo_survey_keeps_disks_inside_the_cutout(tmp_path):
-    from gamornet.demo import demo_survey
+    from gamornet.demo.run import demo_survey
 
     survey = demo_survey("CANDELS", 64)
     # 0.4 x the half-width of 64 pixels of 0.06 arcsec.
@@ -206,7 +206,7 @@ def test_demo_survey_keeps_disks_inside_the_cutout(tmp_path):
 def test_demo_config_makes_the_command_line_options():
     import inspect
 
-    from gamornet.demo import DEMO_DEFAULTS, DemoConfig
+    from gamornet.demo.run import DEMO_DEFAULTS, DemoConfig
 
     parser = cli.build_parser()
     demo_parser = parser._subparsers._group_actions[0].choices["demo"]
@@ -225,7 +225,7 @@ def test_demo_config_makes_the_command_line_options():
                               "--stretch", "log", "--scaling", "sum", "--softening", "2", "--seed", "9",
                               "--thresholds", "keras_SDSS", "--lr-schedule", "constant", "--optimizer", "sgd",
                               "--training-bulge-to-total", "0.1", "0.9"])  # fmt: skip
-    from gamornet._cli_simulate import _demo_config
+    from gamornet.cli.simulate import _demo_config
 
     config = _demo_config(args)
     assert config == DemoConfig(preset="SDSS", size=40, magnitude_range=(15.0, 17.0), exclude_indeterminate=True,
@@ -238,13 +238,13 @@ def test_demo_config_makes_the_command_line_options():
 
 
 def test_demo_defaults_are_what_make_demo_runs():
-    from gamornet.demo import DemoConfig
+    from gamornet.demo.run import DemoConfig
 
     with open(os.path.join(os.path.dirname(__file__), os.pardir, "Makefile"), encoding="utf-8") as stream:
         line = next(text for text in stream if "gamornet demo" in text)
     words = line.split()
     args = cli.build_parser().parse_args(words[words.index("demo"):])
-    from gamornet._cli_simulate import _demo_config
+    from gamornet.cli.simulate import _demo_config
 
     assert _demo_config(args).survey == DemoConfig().survey
     assert DemoConfig().survey.magnitude_range == (19.0, 22.5)
@@ -252,7 +252,7 @@ def test_demo_defaults_are_what_make_demo_runs():
 
 
 def test_demo_config_refuses_bad_settings():
-    from gamornet.demo import DemoConfig
+    from gamornet.demo.run import DemoConfig
 
     with pytest.raises(ValueError, match="lr must be a positive number"):
         DemoConfig(lr=0)
@@ -278,11 +278,11 @@ def test_demo_config_refuses_bad_settings():
 
 
 def test_demo_takes_numpy_integer_seeds_as_simulate_does(tmp_path):
-    from gamornet.demo import DemoConfig
+    from gamornet.demo.run import DemoConfig
 
     config = DemoConfig(seed=np.int64(7))
     assert config.seed == 7 and type(config.seed) is int
-    # Before, the demo refused a numpy seed that gamornet.simulate accepts; now it goes on to the folder check.
+    # Before, the demo refused a numpy seed that gamornet.training.simulate accepts; now it goes on to the folder check.
     file_path = tmp_path / "a_file"
     file_path.write_text("")
     with pytest.raises(NotADirectoryError, match="output_dir must be a folder"):
@@ -292,7 +292,7 @@ def test_demo_takes_numpy_integer_seeds_as_simulate_does(tmp_path):
 
 
 def test_shifted_survey_changes_the_psf_and_scales_the_noise():
-    from gamornet.demo import DemoConfig, shifted_survey
+    from gamornet.demo.run import DemoConfig, shifted_survey
 
     survey = DemoConfig().survey
     shifted = shifted_survey(survey, psf_fwhm=0.5, noise=3.0)
@@ -312,7 +312,7 @@ def test_shifted_survey_changes_the_psf_and_scales_the_noise():
 
 
 def test_demo_config_phase_settings():
-    from gamornet.demo import DemoConfig
+    from gamornet.demo.run import DemoConfig
 
     config = DemoConfig()
     assert config.comparison_preprocessing["stretch"] == "asinh" and config.comparison_preprocessing["scaling"] == "peak"
@@ -336,8 +336,8 @@ def test_demo_config_phase_settings():
 
 
 def test_evaluation_falls_back_when_the_validation_set_cannot_give_a_temperature_or_a_purity():
-    from gamornet._demo_evaluate import fitted_temperature, threshold_rule
-    from gamornet.demo import DemoConfig
+    from gamornet.demo._evaluate import fitted_temperature, threshold_rule
+    from gamornet.demo.run import DemoConfig
 
     messages = []
 

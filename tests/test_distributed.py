@@ -1,4 +1,4 @@
-"""gamornet.distributed: sharded, resumable prediction on a real Dask LocalCluster (processes on 127.0.0.1)."""
+"""gamornet.survey.distributed: sharded, resumable prediction on a real Dask LocalCluster (processes on 127.0.0.1)."""
 
 import csv
 import dataclasses
@@ -22,9 +22,9 @@ pytest.importorskip("distributed")
 pq = pytest.importorskip("pyarrow.parquet")
 pd = pytest.importorskip("pandas")
 
-from gamornet import distributed  # noqa: E402
-from gamornet.classify import classify, resolve_thresholds  # noqa: E402
-from gamornet.cli import main  # noqa: E402
+from gamornet.survey import distributed  # noqa: E402
+from gamornet.science.classify import classify, resolve_thresholds  # noqa: E402
+from gamornet.cli.main import main  # noqa: E402
 from gamornet.errors import BadInputError, ModelFileError, ResumeMismatchError  # noqa: E402
 
 SHAPE = (32, 32, 1)
@@ -63,7 +63,7 @@ def single_process(case):
     output = str(case["folder"] / "single.csv")
     code = (
         "import sys\n"
-        "from gamornet.cli import main\n"
+        "from gamornet.cli.main import main\n"
         "status = main(sys.argv[1:])\n"
         "imported = sorted(m for m in ('dask', 'distributed') if m in sys.modules)\n"
         "sys.exit(status or (3 if imported else 0))\n"
@@ -336,7 +336,7 @@ def test_other_settings_or_inputs_on_an_existing_output_are_refused(tmp_path, ca
 
 def test_extra_columns_of_the_predictor_are_written_generically(tmp_path):
     """Whatever ``predictor.columns`` holds goes into the parts, typed even in a part without rows, and into CSV."""
-    from gamornet._tables import ParquetTable
+    from gamornet.io.tables import ParquetTable
 
     columns, types = ("p_disk_std", "flagged"), {"p_disk_std": np.dtype(np.float32), "flagged": np.dtype(bool)}
     partitions = [distributed.Partition(0, ("a.npy[0:2]",), 2), distributed.Partition(1, ("a.npy[2:4]",), 2)]
@@ -378,7 +378,7 @@ def test_options_of_the_predictor_reach_the_workers(tmp_path, case, client):
 
 def test_int8_is_calibrated_on_the_same_images_everywhere(tmp_path, case):
     """Without calibration images, every worker gets the first 300 images of the inputs, through a file."""
-    from gamornet.precision import calibration_sha256
+    from gamornet.inference.precision import calibration_sha256
 
     settings = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False,
                                      {"precision": "int8", "calibration_images": None})
@@ -502,7 +502,7 @@ def test_cli_options_that_need_a_cluster(tmp_path, case, capsys):
 
 
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
-    from gamornet._atomic import _owner
+    from gamornet._utils.atomic import _owner
 
     host = _owner().split(".")[0]
     dead = tmp_path / f".tmp-part-000001-{'a' * 20}.parquet-{host}.999999999-x1.parquet"

@@ -114,9 +114,9 @@ def test_api_pages_document_the_public_functions(built):
     tflearn_page = _read(html, "api/tflearn_module")
     for name in ("gamornet_predict_tflearn", "gamornet_train_tflearn", "gamornet_tl_tflearn"):
         assert f'id="gamornet.tflearn_module.{name}"' in tflearn_page, name
-    assert 'id="gamornet.classify.classify"' in _read(html, "api/classify")
+    assert 'id="gamornet.science.classify.classify"' in _read(html, "api/classify")
     assert 'id="gamornet.models.fetch"' in _read(html, "api/published")
-    assert 'id="gamornet.predictor.load_predictor"' in _read(html, "api/predictor")
+    assert 'id="gamornet.inference.predictor.load_predictor"' in _read(html, "api/predictor")
 PAGES = ("index", "getting_started", "tutorials", "survey_images", "handbook", "uncertainty", "api", "cli",
          "speed", "cluster", "scaling", "architecture", "faq", "attribution")
 API_PAGES = ("api/keras_module", "api/tflearn_module", "api/predictor", "api/classify", "api/simulate",
@@ -125,7 +125,7 @@ API_PAGES = ("api/keras_module", "api/tflearn_module", "api/predictor", "api/cla
 
 
 def test_cli_page_holds_the_help_of_every_subcommand(built):
-    from gamornet.cli import build_parser
+    from gamornet.cli.main import build_parser
 
     html, _ = built
     page = _read(html, "cli")
@@ -137,7 +137,7 @@ def test_cli_page_holds_the_help_of_every_subcommand(built):
 
 
 def test_handbook_tables_come_from_the_registry(built):
-    from gamornet import _registry
+    from gamornet.models import _registry
 
     html, _ = built
     page = _read(html, "handbook")

@@ -1,4 +1,4 @@
-"""The downloader (gamornet._download) against real servers on 127.0.0.1, and file:// URLs.
+"""The downloader (gamornet.models._download) against real servers on 127.0.0.1, and file:// URLs.
 
 A pyftpdlib FTP server serves stand-ins of the published files in the exact
 layout of ftp.astro.yale.edu (pub/aghosh/...); http.server plays an HTTP
@@ -27,9 +27,10 @@ from servers import environment  # noqa: F401  (autouse: private cache, empty wo
 from legacy_files import write_keras2_file
 from published_fixtures import write_saver_checkpoint
 
-from gamornet import _download, _registry
-from gamornet.formats import tflearn_checkpoint
-from gamornet.formats.keras_hdf5 import check as check_keras_model_file
+from gamornet.models import _download
+from gamornet.models import _registry
+from gamornet.models.formats import tflearn_checkpoint
+from gamornet.models.formats.keras_hdf5 import check as check_keras_model_file
 from gamornet.presets import weight_shapes
 
 CANDELS = (83, 83, 1)
@@ -525,7 +526,7 @@ def test_offline_without_cache_says_what_to_do(monkeypatch, environment):
 
 _CONCURRENT_FETCH = r"""
 import os, sys, time
-from gamornet import _download
+from gamornet.models import _download
 ready, go = sys.argv[1], sys.argv[2]
 open(ready, "w").close()
 deadline = time.monotonic() + 60

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from gamornet import io
-from gamornet._prefetch import prefetch
+from gamornet.io import images as io
+from gamornet._utils.prefetch import prefetch
 
 SHAPE = (12, 10, 1)  # non-square, so that a transposed image would not fit
 
@@ -228,7 +228,7 @@ def test_npy_windows_never_exceed_one_batch(tmp_path, monkeypatch):
 _RSS_SCRIPT = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from gamornet import io
+    from gamornet.io import images as io
     reader = io.ImageReader([sys.argv[1]], (167, 167, 1), batch_size=64)
     batches = iter(reader)
     next(batches)
@@ -403,7 +403,7 @@ def test_input_errors(tmp_path):
 
 
 def test_io_is_backend_neutral():
-    code = "import sys, gamornet.io; sys.exit(bool({'tensorflow', 'keras', 'tflearn'} & set(sys.modules)))"
+    code = "import sys, gamornet.io.images; sys.exit(bool({'tensorflow', 'keras', 'tflearn'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -215,9 +215,9 @@ def test_published_names_use_the_downloader(monkeypatch, tmp_path, keras_case):
         calls.append((name, backend))
         return path
 
-    import gamornet._download
+    import gamornet.models._download
 
-    monkeypatch.setattr(gamornet._download, "fetch_model", fake_fetch)
+    monkeypatch.setattr(gamornet.models._download, "fetch_model", fake_fetch)
     got = km.gamornet_predict_keras(images, "CANDELS_tl", "CANDELS")
     assert calls == [("CANDELS_tl", "keras")]
     assert np.abs(got - reference.forward(images, weights)).max() < TOLERANCE
@@ -262,7 +262,7 @@ def test_training_writes_its_files_and_they_load_back(tmp_path, training_set):
     )
     assert sorted(os.listdir(folder)) == ["metrics.csv", "model_01.hdf5", "model_02.hdf5", "model_card.json",
                                           "trained_model.hdf5"]
-    from gamornet.model_card import read_model_card
+    from gamornet.models.card import read_model_card
 
     card = read_model_card(folder)  # beside the model: the training images' statistics
     assert card["trained_by"] == "gamornet.keras_module" and card["n_training_images"] == 16
@@ -546,7 +546,7 @@ def test_blank_and_saturated_images_are_named(tmp_path, keras_case):
 
 
 def test_a_second_call_reuses_the_model_until_the_file_changes(tmp_path, keras_case):
-    from gamornet import _engine
+    from gamornet.inference import _engine
 
     images, weights = keras_case("CANDELS")
     path = write_keras2_file(str(tmp_path / "m.hdf5"), weights)

@@ -1,9 +1,9 @@
-"""Tests of gamornet.metrics beyond those of the demo's table (tests/test_demo.py)."""
+"""Tests of gamornet.science.metrics beyond those of the demo's table (tests/test_demo.py)."""
 
 import numpy as np
 import pytest
 
-from gamornet.metrics import classes_from_names, confusion_counts, format_handbook_table, summary_metrics
+from gamornet.science.metrics import classes_from_names, confusion_counts, format_handbook_table, summary_metrics
 
 
 def test_purity_and_class_names():

@@ -1,4 +1,4 @@
-"""Tests of gamornet.model_card: per-image statistics against analytic profiles, cards, and the domain check."""
+"""Tests of gamornet.models.card: per-image statistics against analytic profiles, cards, and the domain check."""
 
 import json
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from gamornet import classify
-from gamornet.model_card import (
+from gamornet.science import classify
+from gamornet.models.card import (
     STATISTICS,
     check_domain,
     find_model_card,
@@ -81,7 +81,7 @@ def test_background_noise_and_peak_snr_of_noisy_images():
 
 
 def test_statistics_survive_negative_and_preprocessed_images():
-    from gamornet.preprocess import preprocess_images
+    from gamornet.science.preprocess import preprocess_images
 
     rng = np.random.default_rng(4)
     radius = _radius_grid()
@@ -199,9 +199,9 @@ def test_the_predictor_and_gamornet_predict_check_images_against_the_card_beside
     import reference
     from legacy_files import write_keras2_file
 
-    from gamornet.cli import main
-    from gamornet.model_card import has_statistics, resolve_model_card
-    from gamornet.predictor import load_predictor
+    from gamornet.cli.main import main
+    from gamornet.models.card import has_statistics, resolve_model_card
+    from gamornet.inference.predictor import load_predictor
 
     shape = (83, 83, 1)
     _, weights = keras_case("CANDELS")

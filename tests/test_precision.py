@@ -1,4 +1,4 @@
-"""The precisions of gamornet.precision: fp32 against the numpy reference, bf16 and int8 against fp32.
+"""The precisions of gamornet.inference.precision: fp32 against the numpy reference, bf16 and int8 against fp32.
 
 A small GaMorNet (32 x 32 pixels) is trained here, in a few seconds, on
 bulge + disk galaxies drawn with numpy, so that the class changes that bf16
@@ -21,8 +21,8 @@ import reference
 
 keras = pytest.importorskip("keras")
 
-from gamornet import precision  # noqa: E402
-from gamornet.classify import classify  # noqa: E402
+from gamornet.inference import precision  # noqa: E402
+from gamornet.science.classify import classify  # noqa: E402
 from gamornet.errors import MissingDependencyError, PrecisionWarning  # noqa: E402
 from gamornet.presets import labels_from_bulge_to_total  # noqa: E402
 
@@ -151,7 +151,7 @@ def test_bf16_changes_at_most_0_1_percent_of_classes(trained, fp32_predictions):
 
 
 def test_bf16_predicts_the_galaxies_near_a_boundary_again_in_fp32(trained, fp32_predictions):
-    from gamornet.classify import near_boundaries
+    from gamornet.science.classify import near_boundaries
 
     network, _, test_images = trained
     images, fp32 = test_images[:1000], fp32_predictions[:1000]
@@ -221,7 +221,7 @@ def test_bad_refinement(arguments, error, match):
 
 def test_a_refinement_must_be_a_refinement(trained):
     network, _, _ = trained
-    with pytest.raises(TypeError, match="refinement must be a gamornet.precision.Refinement or None. Received an "
+    with pytest.raises(TypeError, match="refinement must be a gamornet.inference.precision.Refinement or None. Received an "
                                         "object of type str"):  # fmt: skip
         precision.KerasEngine(network, "bf16", refinement="keras_SDSS")
 
@@ -362,7 +362,7 @@ def test_batch_of_the_wrong_shape(trained):
 _WITHOUT_OPENVINO = """
 import sys
 sys.modules["openvino"] = None  # as if the extra gamornet[fast] were not installed
-from gamornet import precision
+from gamornet.inference import precision
 from gamornet.errors import MissingDependencyError
 try:
     precision.make_engine(None, "int8")
@@ -470,7 +470,7 @@ def test_load_predictor_with_each_precision(trained, fp32_predictions, model_fil
 
 def test_bf16_with_a_calibration_protects_the_calibrated_classes(trained, fp32_predictions, model_file, tmp_path):
     import gamornet
-    from gamornet.calibration import apply_temperature, save_calibration
+    from gamornet.science.calibration import apply_temperature, save_calibration
     from gamornet.models import model_sha256
 
     _, _, test_images = trained
@@ -489,7 +489,7 @@ def test_bf16_with_a_calibration_protects_the_calibrated_classes(trained, fp32_p
 
 
 def test_the_rules_bf16_protects_by_default():
-    from gamornet.predictor import _refined_rules
+    from gamornet.inference.predictor import _refined_rules
 
     # The handbook set of the backend and data set, as gamornet predict classifies by default, and the most
     # probable class; for other input shapes, every handbook set.
@@ -538,7 +538,7 @@ def test_04x_functions_take_precision_as_their_last_argument(trained, fp32_predi
 
 
 def test_cli_predict_with_precision_and_calibration_images(trained, model_file, tmp_path, capsys):
-    from gamornet.cli import main
+    from gamornet.cli.main import main
 
     _, _, test_images = trained
     np.save(tmp_path / "images.npy", test_images[:400])

@@ -1,4 +1,4 @@
-"""Tests of gamornet.preprocess: per-image scalings and stretches, computed independently with numpy."""
+"""Tests of gamornet.science.preprocess: per-image scalings and stretches, computed independently with numpy."""
 
 import ast
 import os
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import gamornet
-from gamornet import preprocess
-from gamornet.preprocess import estimate_background, preprocess_images, preprocessing_settings
+from gamornet.science import preprocess
+from gamornet.science.preprocess import estimate_background, preprocess_images, preprocessing_settings
 
 
 def _galaxies(n=5, size=32, noise=2.0, seed=0):
@@ -147,7 +147,7 @@ def test_the_largest_border_allowed_is_the_one_the_message_names():
 def test_nothing_in_the_package_applies_preprocessing_implicitly():
     # Only the demo (which trains from scratch on purpose) and training from catalogues (where preprocessing is an
     # option, off unless given: tests/test_training.py checks that images reach the network as read) may call
-    # preprocess_images. Other modules may use the measurements of gamornet.preprocess (estimate_background ...).
+    # preprocess_images. Other modules may use the measurements of gamornet.science.preprocess (estimate_background ...).
     allowed = {"preprocess.py", "demo.py", "training.py", "_training_loop.py"}
     folder = os.path.dirname(gamornet.__file__)
     for root, _, files in os.walk(folder):

@@ -1,4 +1,4 @@
-"""Tests of gamornet.simulate: the physics of the simulated galaxies, determinism, files and errors.
+"""Tests of gamornet.training.simulate: the physics of the simulated galaxies, determinism, files and errors.
 
 Expected values are computed here from the instrument numbers (zero point,
 exposure, gain, sky brightness, pixel scale) and measured on the images with
@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from gamornet import simulate
-from gamornet.simulate import (
+from gamornet.training import simulate
+from gamornet.training.simulate import (
     PARAMETER_DTYPE,
     get_preset,
     read_parameter_table,

@@ -1,4 +1,4 @@
-"""TensorFlow's start-up log lines stay hidden unless asked for (gamornet._tf_logging, ``gamornet --verbose``).
+"""TensorFlow's start-up log lines stay hidden unless asked for (gamornet._utils.tf_logging, ``gamornet --verbose``).
 
 The helper is checked in fresh interpreters with small modules that write to
 file descriptor 2, fail or crash while imported, as a C++ library does; then
@@ -19,7 +19,7 @@ import pytest
 import reference
 from legacy_files import write_keras2_file
 
-from gamornet import _tf_logging
+from gamornet._utils import tf_logging as _tf_logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANDELS = (83, 83, 1)
@@ -54,7 +54,7 @@ _NOISY_MODULE = f"""
 def test_quiet_import_hides_descriptor_2_only_and_restores_it_exactly(tmp_path):
     code = """
         import os, sys
-        from gamornet._tf_logging import quiet_import
+        from gamornet._utils.tf_logging import quiet_import
         before, stream, descriptors = os.fstat(2), sys.stderr, sorted(os.listdir("/proc/self/fd"))
         module = quiet_import("helper_module")
         after = os.fstat(2)
@@ -77,7 +77,7 @@ def test_quiet_import_hides_descriptor_2_only_and_restores_it_exactly(tmp_path):
 
 @pytest.mark.parametrize("value, shown", [("1", True), ("yes", True), ("0", False), ("", False)])
 def test_the_environment_variable_shows_the_lines(tmp_path, value, shown):
-    code = "from gamornet._tf_logging import quiet_import; quiet_import('helper_module')"
+    code = "from gamornet._utils.tf_logging import quiet_import; quiet_import('helper_module')"
     result = _run(code, tmp_path, _NOISY_MODULE, **{_tf_logging.ENVIRONMENT_VARIABLE: value})
     assert result.returncode == 0, result.stderr
     assert (NOISE in result.stderr) is shown
@@ -92,7 +92,7 @@ def test_what_a_failing_import_wrote_is_shown_with_its_error(tmp_path):
     """
     code = """
         import os
-        from gamornet._tf_logging import quiet_import
+        from gamornet._utils.tf_logging import quiet_import
         try:
             quiet_import("helper_module")
         except ImportError as error:
@@ -111,7 +111,7 @@ def test_a_crash_during_the_import_is_not_silent(tmp_path):
         os.write(2, b"{NOISE}\\n")
         os.abort()
     """
-    code = "from gamornet._tf_logging import quiet_import; quiet_import('helper_module')"
+    code = "from gamornet._utils.tf_logging import quiet_import; quiet_import('helper_module')"
     result = _run(code, tmp_path, module)
     assert result.returncode != 0
     assert "Fatal Python error" in result.stderr
@@ -149,7 +149,7 @@ def _predict(tiny_catalogue, *options, **environment):
     """Standard error's lines of ``gamornet [options] predict`` run with oneDNN on."""
     folder, model, images = tiny_catalogue
     env = _onednn_environment(**environment)
-    command = [sys.executable, "-m", "gamornet.cli", *options, "predict", images, "--model", model,
+    command = [sys.executable, "-m", "gamornet.cli.main", *options, "predict", images, "--model", model,
                "--input-shape", "CANDELS", "--output", str(folder / "predictions.csv")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=folder)
     assert result.returncode == 0, result.stderr
@@ -171,7 +171,7 @@ def test_gamornet_predict_shows_only_its_own_lines_unless_asked(tiny_catalogue):
 
 def test_verbose_holds_for_the_command_only(monkeypatch, tmp_path):
     """``--verbose`` sets the variable while the command runs (so child processes inherit it), then restores it."""
-    from gamornet import cli
+    from gamornet.cli import main as cli
 
     seen = []
     monkeypatch.delenv(_tf_logging.ENVIRONMENT_VARIABLE, raising=False)
@@ -188,7 +188,7 @@ def test_verbose_holds_for_the_command_only(monkeypatch, tmp_path):
 def test_the_demo_loads_tensorflow_quietly(tmp_path):
     """The demo's first use of Keras (its learning-rate schedule, before training) goes through the quiet import."""
     env = _onednn_environment()
-    code = ("from gamornet.demo import DemoConfig, _learning_rate\n"
+    code = ("from gamornet.demo.run import DemoConfig, _learning_rate\n"
             "schedule = _learning_rate(DemoConfig(), 100)\n"
             "print(type(schedule).__name__, float(schedule(150)) > 0)")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,

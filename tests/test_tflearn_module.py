@@ -195,7 +195,7 @@ def test_published_names_use_the_downloader(monkeypatch, checkpoints):
         calls.append((name, backend))
         return prefix
 
-    monkeypatch.setitem(sys.modules, "gamornet._download", types.SimpleNamespace(fetch_model=fake_fetch))
+    monkeypatch.setitem(sys.modules, "gamornet.models._download", types.SimpleNamespace(fetch_model=fake_fetch))
     got = tm.gamornet_predict_tflearn(images, "SDSS_tl", SMALL)
     assert calls == [("SDSS_tl", "tflearn")]
     assert np.abs(got - reference.forward(images, weights, reference.lrn_tflearn)).max() < TOLERANCE
@@ -558,7 +558,7 @@ def test_non_finite_weights_in_a_checkpoint_are_refused(folder):
 
 
 def test_tensorflow_errors_without_a_message_are_reported():
-    from gamornet.formats.tflearn_checkpoint import first_line
+    from gamornet.models.formats.tflearn_checkpoint import first_line
 
     assert first_line(tf.errors.DataLossError(None, None, "")) == "DataLossError"
     assert first_line(ValueError("first\nsecond")) == "first"

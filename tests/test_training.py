@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import reference
-from gamornet import training
+from gamornet.training import data as training
 
 SHAPE = (32, 32, 1)
 CLASS_NAMES = ("disk", "indeterminate", "bulge")
@@ -186,7 +186,7 @@ def test_cached_and_streamed_pipelines_give_the_same_batches(catalogues, galaxie
 
 
 def test_preprocessing_is_applied_on_the_way(catalogues, galaxies):
-    from gamornet.preprocess import preprocess_images
+    from gamornet.science.preprocess import preprocess_images
 
     settings = {"stretch": "asinh", "scaling": "peak"}
     dataset = training.catalogue_dataset(catalogues[1], SHAPE, batch_size=8, training=False, preprocessing=settings)
@@ -257,7 +257,8 @@ def test_augmentation_settings():
 
 # --------------------------------------------------------------------------- training through the 0.4.x functions
 
-from gamornet import _training_loop, cli  # noqa: E402
+from gamornet.training import _loop as _training_loop  # noqa: E402
+from gamornet.cli import main as cli
 from gamornet import keras_module as km  # noqa: E402
 
 
@@ -272,7 +273,7 @@ def _metrics(path):
 
 @pytest.mark.numeric
 def test_training_from_a_catalogue_of_fits_files(tmp_path, catalogues, galaxies):
-    from gamornet.preprocess import preprocess_images
+    from gamornet.science.preprocess import preprocess_images
 
     images, classes = galaxies
     settings = {"stretch": "asinh", "scaling": "peak"}
@@ -361,7 +362,7 @@ def _mean_crossentropy(labels, predictions):
 
 def test_class_weighted_crossentropy_against_numpy():
     """Each galaxy's -log p(true class), clipped as Keras clips, times its class's weight; the batch's mean."""
-    from gamornet.training import class_weighted_crossentropy
+    from gamornet.training.data import class_weighted_crossentropy
 
     rng = np.random.default_rng(3)
     classes = np.array([0, 1, 2, 0, 2, 2, 1, 0])
@@ -379,14 +380,14 @@ def test_class_weighted_crossentropy_against_numpy():
     ({"disk": True}, "disk=True"), ({"disk": "2"}, "disk='2'"), ({"bulge": float("inf")}, "bulge=inf"),
 ])  # fmt: skip
 def test_class_weighted_crossentropy_refuses_bad_weights(weights, message):
-    from gamornet.training import class_weighted_crossentropy
+    from gamornet.training.data import class_weighted_crossentropy
 
     with pytest.raises(ValueError, match="finite number > 0. Received: " + re.escape(message)):
         class_weighted_crossentropy(**weights)
 
 
 def _class_weighted_loss():
-    from gamornet.training import class_weighted_crossentropy
+    from gamornet.training.data import class_weighted_crossentropy
 
     return class_weighted_crossentropy(disk=3.0, bulge=0.5)
 
@@ -547,7 +548,7 @@ def _environment(**extra):
 
 
 def _gamornet(arguments, **extra):
-    return subprocess.Popen([sys.executable, "-m", "gamornet.cli", *arguments], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "gamornet.cli.main", *arguments], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_environment(**extra))  # fmt: skip
 
 

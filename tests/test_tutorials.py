@@ -24,7 +24,7 @@ import servers
 from legacy_files import write_keras2_file
 from tflearn_files import write_tflearn_checkpoint
 
-from gamornet._registry import published_model
+from gamornet.models._registry import published_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIALS = os.path.join(ROOT, "tutorials")
@@ -35,7 +35,7 @@ USES = {
     "1_predictions": ("gamornet.keras_module", "gamornet.tflearn_module", "simulate_galaxies"),
     "2_training": ("gamornet.keras_module", "gamornet.tflearn_module", "simulate_galaxies"),
     "3_transfer_learning": ("gamornet.keras_module", "gamornet.tflearn_module", "simulate_galaxies"),
-    "5_survey_images": ("gamornet.keras_module", "gamornet.tflearn_module", "render_galaxy", "gamornet.cutouts",
+    "5_survey_images": ("gamornet.keras_module", "gamornet.tflearn_module", "render_galaxy", "gamornet.survey.cutouts",
                         '"cutouts"'),
 }
 
@@ -287,7 +287,7 @@ def test_uncertainty_notebook_is_committed_clean_with_a_parameters_cell():
 
 @pytest.mark.slow
 def test_uncertainty_tutorial(monkeypatch, tmp_path):
-    from gamornet.calibration import load_calibration, model_sha256
+    from gamornet.science.calibration import load_calibration, model_sha256
 
     monkeypatch.setenv("GAMORNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,4 +1,4 @@
-"""gamornet.uncertainty: the MC-dropout summaries, and the dropout head against the numpy reference."""
+"""gamornet.science.uncertainty: the MC-dropout summaries, and the dropout head against the numpy reference."""
 
 from types import SimpleNamespace
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import reference
-from gamornet import uncertainty
+from gamornet.science import uncertainty
 
 LN3 = np.log(3.0)
 
@@ -327,7 +327,7 @@ def test_error_detection_auroc_bad_input():
 def test_gamornet_predict_with_mc_samples_writes_the_mc_columns(models, tmp_path, capsys):
     import csv
 
-    from gamornet import cli
+    from gamornet.cli import main as cli
 
     stack = tmp_path / "images.npy"
     np.save(stack, models.images)

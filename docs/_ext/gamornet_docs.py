@@ -2,7 +2,7 @@
 
 ``.. gamornet-cli-help::``
     The ``--help`` text of the ``gamornet`` command and of each of its
-    subcommands, taken from :func:`gamornet.cli.build_parser` at build time, so
+    subcommands, taken from :func:`gamornet.cli.main.build_parser` at build time, so
     the page lists exactly the subcommands that are installed.
 
 ``.. gamornet-published-models::``
@@ -74,7 +74,7 @@ class CliHelp(SphinxDirective):
     has_content = False
 
     def run(self):
-        from gamornet.cli import build_parser
+        from gamornet.cli.main import build_parser
 
         parser = build_parser()
         result = [_literal(_format_help(parser))]

@@ -1,0 +1,335 @@
+"""``gamornet calibrate`` and ``gamornet thresholds``: learn from labelled galaxies.
+
+Both read a table written by ``gamornet predict`` (CSV or FITS: source,
+p_disk, p_indet, p_bulge, class) and a CSV of the true classes of some of those
+galaxies, matched by ``source``. ``calibrate`` fits the temperature that
+calibrates the probabilities and writes it, with the model's sha256, as JSON
+for ``gamornet predict --calibration``. ``thresholds`` chooses the lowest
+thresholds on p_disk and p_bulge that reach given purities and writes them as
+JSON for ``gamornet predict --thresholds``. Neither imports TensorFlow.
+"""
+
+import argparse
+import csv
+import os
+import sys
+
+import numpy as np
+
+from gamornet.science import calibration
+from gamornet._utils.hashing import file_sha256
+from gamornet.presets import CLASS_NAMES
+
+_PROBABILITY_COLUMNS = ("p_disk", "p_indet", "p_bulge")
+_FITS_ENDINGS = (".fits", ".fit", ".fits.gz", ".fit.gz")
+
+_LABELS_HELP = """\
+labels file (CSV, one row per labelled galaxy, matched to the predictions by source):
+  source,label             label: disk, indeterminate or bulge (or 0, 1, 2)
+  source,disk,indeterminate,bulge    one-hot: 1 in the true class's column, 0 elsewhere
+Only galaxies present in both files are used; how many were left out is printed.
+"""
+
+_CALIBRATE_DESCRIPTION = """\
+Fit the temperature T that calibrates a model's probabilities on labelled
+galaxies (temperature scaling, Guo et al. 2017): the calibrated probabilities
+are softmax(log(p) / T), T being chosen to maximise the likelihood of the true
+classes. T > 1 means the model was over-confident. Each galaxy keeps its most
+probable class; only the probabilities change.
+
+The JSON output records T, the sha256 of the model that made the predictions
+(a temperature holds only for that model), the files it was fitted on with
+their sha256, and the expected calibration error (ECE) before and after.
+`gamornet predict --calibration calib.json` applies it and refuses it for any
+other model.
+"""
+
+_THRESHOLDS_DESCRIPTION = """\
+Choose the thresholds that turn probabilities into classes from labelled
+galaxies: the lowest threshold on p_disk whose disk-dominated galaxies are at
+least --disk-purity pure, and the same on p_bulge for bulges. Prints the
+purity, completeness and indeterminate fraction of the rule, writes the
+purity/completeness curves as a PNG (--plot; as in Figs. 8 and 9 of Ghosh et
+al. 2020), and the rule as JSON (--output) for `gamornet predict --thresholds`.
+Use predictions made the way you will use the thresholds (calibrated or not).
+"""
+
+
+def add_parser(subparsers):
+    calibrate = subparsers.add_parser(
+        "calibrate",
+        help="fit the temperature that calibrates a model's probabilities on labelled galaxies",
+        description=_CALIBRATE_DESCRIPTION,
+        epilog=_LABELS_HELP + "\nexamples:\n"
+        "  gamornet calibrate predictions.csv --labels labels.csv --output calib.json\n"
+        "  gamornet calibrate predictions.csv --labels labels.csv --model SDSS_tl --output calib.json "
+        "--plot reliability.png\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(calibrate)
+    calibrate.add_argument("--output", required=True, metavar="CALIB.json", help="the calibration file to write")
+    calibrate.add_argument(
+        "--model", metavar="NAME_OR_PATH",
+        help="the model that made the predictions (published name or file), when the predictions file does not "
+             "record its sha256",
+    )
+    calibrate.add_argument("--backend", choices=("keras", "tflearn"), default="keras",
+                           help="the backend of --model (default: keras)")
+    calibrate.add_argument("--n-bins", type=int, default=15, metavar="N",
+                           help="confidence bins of the ECE (default: 15)")
+    calibrate.add_argument("--plot", metavar="FILE.png", help="also write a reliability diagram, before and after")
+    calibrate.set_defaults(command_name="calibrate", handler=run_calibrate)
+
+    thresholds = subparsers.add_parser(
+        "thresholds",
+        help="choose probability thresholds reaching given purities from labelled galaxies",
+        description=_THRESHOLDS_DESCRIPTION,
+        epilog=_LABELS_HELP + "\nexamples:\n"
+        "  gamornet thresholds predictions.csv --labels labels.csv --plot curves.png\n"
+        "  gamornet thresholds predictions.csv --labels labels.csv --disk-purity 0.9 --bulge-purity 0.9 "
+        "--output thr.json\n"
+        "  gamornet predict cutouts/ --model SDSS_tl --thresholds thr.json --output classes.csv\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(thresholds)
+    thresholds.add_argument("--disk-purity", type=float, default=0.95, metavar="P",
+                            help="the purity of disk-dominated galaxies to reach (default: 0.95)")
+    thresholds.add_argument("--bulge-purity", type=float, default=0.95, metavar="P",
+                            help="the purity of bulge-dominated galaxies to reach (default: 0.95)")
+    thresholds.add_argument("--output", metavar="THR.json", help="write the thresholds for gamornet predict")
+    thresholds.add_argument("--plot", metavar="FILE.png", help="write the purity and completeness curves")
+    thresholds.set_defaults(command_name="thresholds", handler=run_thresholds)
+
+
+def _add_common(parser):
+    parser.add_argument("predictions", metavar="PREDICTIONS.csv",
+                        help="a table written by gamornet predict (CSV, or FITS: .fits)")
+    parser.add_argument("--labels", required=True, metavar="LABELS.csv", help="the true classes (see below)")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_csv(path, what):
+    """(header comments {key: value}, column names, rows) of a CSV file whose first lines may be '# key: value'."""
+    comments = {}
+    with open(path, newline="", encoding="utf-8") as stream:
+        lines = iter(stream)
+        body = []
+        for line in lines:
+            if line.startswith("#"):
+                key, separator, value = line[1:].replace("=", ":", 1).partition(":")
+                if separator:
+                    comments[key.strip()] = value.strip()
+                continue
+            body.append(line)
+            break
+        body.extend(lines)
+    rows = list(csv.reader(body))
+    if not rows:
+        raise ValueError(f"the {what} file {path!r} is empty: expected a header line and one row per galaxy")
+    header = [name.strip() for name in rows[0]]
+    if "source" not in header:
+        raise ValueError(f"the {what} file {path!r} has no 'source' column. Its columns: {', '.join(header)}")
+    return comments, header, rows[1:]
+
+
+def _row_by_source(path, header, rows, what):
+    column = header.index("source")
+    by_source = {}
+    for number, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise ValueError(f"{path!r}, line {number}: {len(row)} fields, but the header has {len(header)}")
+        source = row[column]
+        if source in by_source:
+            raise ValueError(f"{path!r}: the source {source!r} appears twice ({what} must name each galaxy once)")
+        by_source[source] = row
+    if not by_source:
+        raise ValueError(f"the {what} file {path!r} has a header but no rows")
+    return by_source
+
+
+def _read_fits_predictions(path):
+    """As _read_predictions, for a FITS table of gamornet predict (the model's sha256 in the header's MODELSHA)."""
+    from astropy.table import Table
+
+    table = Table.read(path)
+    missing = [name for name in ("source",) + _PROBABILITY_COLUMNS if name not in table.colnames]
+    if missing:
+        raise ValueError(f"{path!r} is not a gamornet predict table: it lacks the column(s) {', '.join(missing)}. "
+                         f"Its columns: {', '.join(table.colnames)}")
+    values = np.stack([np.asarray(table[name], dtype=np.float64) for name in _PROBABILITY_COLUMNS], axis=1)
+    probabilities = {}
+    for source, row in zip((str(value) for value in table["source"]), values):
+        if source in probabilities:
+            raise ValueError(f"{path!r}: the source {source!r} appears twice (predictions must name each galaxy once)")
+        probabilities[source] = row.tolist()
+    if not probabilities:
+        raise ValueError(f"the predictions file {path!r} has no rows")
+    return probabilities, table.meta.get("MODELSHA")
+
+
+def _read_predictions(path):
+    """({source: [p_disk, p_indet, p_bulge]}, model sha256 recorded in the file or None)."""
+    if path.lower().endswith(_FITS_ENDINGS):
+        return _read_fits_predictions(path)
+    comments, header, rows = _read_csv(path, "predictions")
+    missing = [name for name in _PROBABILITY_COLUMNS if name not in header]
+    if missing:
+        raise ValueError(
+            f"{path!r} is not a gamornet predict table: it lacks the column(s) {', '.join(missing)} "
+            f"(expected source, p_disk, p_indet, p_bulge, class). Its columns: {', '.join(header)}"
+        )
+    by_source = _row_by_source(path, header, rows, "predictions")
+    indices = [header.index(name) for name in _PROBABILITY_COLUMNS]
+    probabilities = {}
+    for source, row in by_source.items():
+        try:
+            probabilities[source] = [float(row[i]) for i in indices]
+        except ValueError:
+            raise ValueError(f"{path!r}: the probabilities of {source!r} are not numbers: "
+                             f"{[row[i] for i in indices]}") from None
+    recorded = {comments["model_sha256"]} if "model_sha256" in comments else set()
+    if "model_sha256" in header:
+        recorded |= {row[header.index("model_sha256")] for row in by_source.values()}
+    if len(recorded) > 1:
+        raise ValueError(f"{path!r} holds predictions of several models (sha256 {', '.join(sorted(recorded))}); "
+                         "calibrate each model on its own predictions")
+    return probabilities, (recorded.pop() if recorded else None)
+
+
+def _read_labels(path):
+    """{source: class index} from a labels CSV (see _LABELS_HELP)."""
+    _, header, rows = _read_csv(path, "labels")
+    by_source = _row_by_source(path, header, rows, "labels")
+    if "label" in header:
+        column = header.index("label")
+        values = [row[column].strip() for row in by_source.values()]
+        numeric = {"0": 0, "1": 1, "2": 2}
+        names = {name: index for index, name in enumerate(CLASS_NAMES)}
+        labels = []
+        for source, value in zip(by_source, values):
+            index = numeric.get(value, names.get(value.lower()))
+            if index is None:
+                raise ValueError(f"{path!r}: the label of {source!r} is {value!r}; expected disk, indeterminate or "
+                                 "bulge, or 0, 1 or 2")
+            labels.append(index)
+        return dict(zip(by_source, labels))
+    if all(name in header for name in CLASS_NAMES):
+        columns = [header.index(name) for name in CLASS_NAMES]
+        labels = {}
+        for source, row in by_source.items():
+            one_hot = [row[i].strip() for i in columns]
+            if sorted(one_hot) not in (["0", "0", "1"], ["0.0", "0.0", "1.0"]):
+                raise ValueError(f"{path!r}: the one-hot label of {source!r} is {one_hot}; expected one 1 and two 0s")
+            labels[source] = one_hot.index(max(one_hot))
+        return labels
+    raise ValueError(
+        f"the labels file {path!r} needs a 'label' column (disk, indeterminate, bulge or 0, 1, 2) or one-hot columns "
+        f"disk, indeterminate, bulge. Its columns: {', '.join(header)}"
+    )
+
+
+def _labelled_set(args):
+    """(probabilities (n, 3), labels (n,), description dict, model sha256 from the predictions or None)."""
+    probabilities, recorded_sha256 = _read_predictions(args.predictions)
+    labels = _read_labels(args.labels)
+    common = [source for source in probabilities if source in labels]
+    if not common:
+        raise ValueError(
+            f"no galaxy of {args.predictions!r} is in {args.labels!r}: the labels' sources must be written as in "
+            f"the predictions' source column (such as {next(iter(probabilities))!r})"
+        )
+    unmatched_predictions, unmatched_labels = len(probabilities) - len(common), len(labels) - len(common)
+    if unmatched_predictions or unmatched_labels:
+        print(f"gamornet {args.command_name}: {len(common)} galaxies are in both files; left out "
+              f"{unmatched_predictions} predictions without a label and {unmatched_labels} labels without a "
+              "prediction", file=sys.stderr)
+    description = {
+        "n": len(common),
+        "predictions": {"file": os.path.abspath(args.predictions),
+                        "sha256": file_sha256(args.predictions)},
+        "labels": {"file": os.path.abspath(args.labels), "sha256": file_sha256(args.labels)},
+        "unmatched_predictions": unmatched_predictions,
+        "unmatched_labels": unmatched_labels,
+        "class_counts": {name: sum(labels[s] == i for s in common) for i, name in enumerate(CLASS_NAMES)},
+    }
+    return (np.array([probabilities[s] for s in common]), np.array([labels[s] for s in common]),
+            description, recorded_sha256)
+
+
+def _check_output(path, ending, option):
+    if path is None:
+        return
+    if not path.lower().endswith(ending):
+        raise ValueError(f"{option} must end in {ending}. Received: {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{option}: the folder {folder!r} does not exist")
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def _model_sha256(args, recorded):
+    if args.model is None:
+        if recorded is None:
+            raise ValueError(
+                f"{args.predictions!r} does not record which model made it (no model_sha256): give the model with "
+                "--model NAME_OR_PATH (a published name such as SDSS_tl, or the model file)"
+            )
+        return recorded, None
+    computed = calibration.model_sha256(args.model, backend=args.backend)
+    if recorded is not None and recorded.lower() != computed:
+        raise ValueError(
+            f"{args.predictions!r} was made by the model with sha256 {recorded[:16]}..., but --model {args.model!r} "
+            f"has sha256 {computed[:16]}...: calibrate a model on its own predictions"
+        )
+    return computed, args.model
+
+
+def run_calibrate(args):
+    """Run ``gamornet calibrate``; return the exit status."""
+    _check_output(args.output, ".json", "--output")
+    _check_output(args.plot, ".png", "--plot")
+    calibration._check_n_bins(args.n_bins)
+    probabilities, labels, description, recorded = _labelled_set(args)
+    sha256, model = _model_sha256(args, recorded)
+    temperature = calibration.fit_temperature(probabilities, labels)
+    calibrated = calibration.apply_temperature(probabilities, temperature)
+    before = calibration.expected_calibration_error(probabilities, labels, args.n_bins)
+    after = calibration.expected_calibration_error(calibrated, labels, args.n_bins)
+    description.update(ece_before=before, ece_after=after, n_bins=args.n_bins)
+    calibration.save_calibration(args.output, temperature, sha256, model=model, fitted_on=description)
+    if args.plot:
+        calibration.reliability_diagram(probabilities, labels, args.plot, args.n_bins, calibrated=calibrated)
+    print(f"temperature T = {temperature:.4f}, fitted on {len(labels)} labelled galaxies "
+          f"({'over' if temperature > 1 else 'under'}-confident model)")
+    print(f"expected calibration error ({args.n_bins} bins): {before:.4f} before, {after:.4f} after")
+    print(f"written: {args.output}" + (f", {args.plot}" if args.plot else ""))
+    return 0
+
+
+def run_thresholds(args):
+    """Run ``gamornet thresholds``; return the exit status."""
+    _check_output(args.output, ".json", "--output")
+    _check_output(args.plot, ".png", "--plot")
+    calibration._check_purity(args.disk_purity, "--disk-purity")
+    calibration._check_purity(args.bulge_purity, "--bulge-purity")
+    probabilities, labels, description, recorded = _labelled_set(args)
+    choice = calibration.choose_thresholds(probabilities, labels, args.disk_purity, args.bulge_purity)
+    print(choice)
+    if recorded is not None:
+        description["model_sha256"] = recorded
+    written = []
+    if args.output:
+        written.append(calibration.save_thresholds(args.output, choice, chosen_from=description))
+    if args.plot:
+        written.append(calibration.purity_completeness_diagram(probabilities, labels, args.plot, choice))
+    if written:
+        print(f"written: {', '.join(written)}")
+    if args.output:
+        print(f"use them with: gamornet predict ... --thresholds {args.output}")
+    return 0

@@ -1,0 +1,2 @@
+"""``make demo``: simulate a survey, train GaMorNet on it, and measure how well it classifies.
+"""

@@ -1,0 +1,4 @@
+"""Reading and writing files: galaxy images (FITS, cubes, ``.npy`` stacks) and prediction tables.
+
+Imports no TensorFlow.
+"""

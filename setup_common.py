@@ -57,7 +57,7 @@ EXTRAS = {
 
 
 def _read_version():
-    with open(os.path.join(HERE, "gamornet", "__init__.py"), encoding="utf-8") as init:
+    with open(os.path.join(HERE, "gamornet", "_version.py"), encoding="utf-8") as init:
         return re.search(r'^__version__ = "([^"]+)"', init.read(), re.M).group(1)
 
 

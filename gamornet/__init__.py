@@ -6,7 +6,8 @@ disk-dominated, indeterminate or bulge-dominated. The two backends live in
 package itself loads neither TensorFlow nor tflearn.
 """
 
-__version__ = "0.5.0.dev0"
+from gamornet._version import __version__
+
 __author__ = "Aritra Ghosh and contributors"
 __copyright__ = "Copyright 2020-2026, Aritra Ghosh and contributors"
 __license__ = "GPL-3.0-or-later"

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-import gamornet
+from gamornet._version import __version__
 from gamornet._utils import tf_logging as _tf_logging
 from gamornet.errors import Terminated
 
@@ -43,7 +43,7 @@ def build_parser():
             f"--verbose, or the environment variable {_tf_logging.ENVIRONMENT_VARIABLE}=1, shows them."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"gamornet {gamornet.__version__}")
+    parser.add_argument("--version", action="version", version=f"gamornet {__version__}")
     parser.add_argument(
         "--verbose",
         action="store_true",

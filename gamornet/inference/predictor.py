@@ -149,10 +149,10 @@ class Predictor:
             backend, input shape, precision (and, for bf16 and int8, what ran
             the network: ``engine``).
         """
-        import gamornet
+        from gamornet._version import __version__
 
         described = {
-            "gamornet_version": gamornet.__version__,
+            "gamornet_version": __version__,
             "model": os.fspath(self.model),
             "model_path": self.model_path,
             "model_sha256": self.model_sha256,

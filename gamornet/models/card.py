@@ -259,13 +259,13 @@ def model_card(images, *, input_shape=None, survey=None, band=None, pixel_scale=
     TypeError, ValueError
         Invalid images (as :func:`image_statistics`).
     """
-    import gamornet
+    from gamornet._version import __version__
 
     statistics = image_statistics(images, border)
     return {
         "format": _FORMAT,
         "version": _VERSION,
-        "gamornet_version": gamornet.__version__,
+        "gamornet_version": __version__,
         "trained_by": trained_by,
         "survey": survey,
         "band": band,

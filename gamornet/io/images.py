@@ -41,7 +41,21 @@ import numpy as np
 from gamornet._utils import checks as _checks
 from gamornet._utils.atomic import is_temporary_name
 
-__all__ = ["BadInput", "Batch", "MissingRow", "ImageReader", "expand_inputs", "FITS_EXTENSIONS"]
+__all__ = [
+    "BadInput",
+    "Batch",
+    "MissingRow",
+    "ImageInput",
+    "ImageReader",
+    "expand_inputs",
+    "expand_inputs_with_ranges",
+    "FITS_EXTENSIONS",
+    "image_layout",
+    "bad_pixels_reason",
+    "describe_error",
+    "find_image_hdu",
+    "read_npy_header",
+]
 
 #: File name endings read as FITS when a folder is given.
 FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
@@ -119,8 +133,19 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class _Input:
-    """One input file, and the range of its images to read (``stop`` None: to the end)."""
+class ImageInput:
+    """One input file, and the range of its images to read (``stop`` None: to the end).
+
+    Attributes
+    ----------
+    kind : {'fits', 'npy'}
+        How the file is read.
+    path : str
+        The file.
+    start, stop : int
+        The range of its images (``stop`` None: to the end); ``str()`` writes
+        it as ``'path[start:stop]'`` (the path alone when it is the whole file).
+    """
 
     kind: str
     path: str
@@ -129,6 +154,7 @@ class _Input:
 
     @property
     def ranged(self):
+        """True when only a range of the file's images is asked for."""
         return self.start != 0 or self.stop is not None
 
     def bounds(self, n_images):
@@ -193,11 +219,28 @@ def expand_inputs(inputs, exclude=()):
     TypeError
         An input that is not a path.
     """
-    return [(item.kind, item.path) for item in _expand(inputs, exclude)]
+    return [(item.kind, item.path) for item in expand_inputs_with_ranges(inputs, exclude)]
 
 
-def _expand(inputs, exclude=()):
-    """As :func:`expand_inputs`, as a list of :class:`_Input` (with their ranges)."""
+def expand_inputs_with_ranges(inputs, exclude=()):
+    """As :func:`expand_inputs`, as a list of :class:`ImageInput` (with their ranges).
+
+    Parameters
+    ----------
+    inputs : str or list of str
+        As for :func:`expand_inputs`.
+    exclude : iterable of str
+        As for :func:`expand_inputs`.
+
+    Returns
+    -------
+    list of ImageInput
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, TypeError
+        As :func:`expand_inputs`.
+    """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     excluded = {os.path.realpath(path) for path in exclude}
@@ -216,9 +259,9 @@ def _expand(inputs, exclude=()):
                 raise ValueError(
                     f"the folder {path!r} holds no FITS files (names ending in {', '.join(FITS_EXTENSIONS)})"
                 )
-            entries.extend(_Input("fits", file) for file in files)
+            entries.extend(ImageInput("fits", file) for file in files)
         elif os.path.exists(path):
-            entries.append(_Input(_kind(path), path))
+            entries.append(ImageInput(_kind(path), path))
         elif (ranged := _ranged_input(path)) is not None:
             entries.append(ranged)
         elif _GLOB_CHARACTERS & set(path):
@@ -229,7 +272,7 @@ def _expand(inputs, exclude=()):
             )
             if not files:
                 raise FileNotFoundError(f"the pattern {path!r} matches no files")
-            entries.extend(_Input(_kind(file), file) for file in files)
+            entries.extend(ImageInput(_kind(file), file) for file in files)
         else:
             raise FileNotFoundError(f"no such file or folder: {path!r}")
     if not entries:
@@ -238,7 +281,7 @@ def _expand(inputs, exclude=()):
 
 
 def _ranged_input(text):
-    """The :class:`_Input` of ``'file[start:stop]'`` when the file exists, else None."""
+    """The :class:`ImageInput` of ``'file[start:stop]'`` when the file exists, else None."""
     match = _RANGE.match(text)
     if match is None or not os.path.isfile(match["path"]):
         return None
@@ -249,17 +292,27 @@ def _ranged_input(text):
             f"the range of {text!r} ends before it starts: give [start:stop] with start <= stop, such as "
             f"{match['path'] + '[0:4096]'!r}"
         )
-    return _Input(_kind(match["path"]), match["path"], start, stop)
+    return ImageInput(_kind(match["path"]), match["path"], start, stop)
 
 
 # --------------------------------------------------------------------------- image checks
 
 
-def _layout(shape, input_shape):
+def image_layout(shape, input_shape):
     """How a stored array of ``shape`` holds images of ``input_shape``.
 
-    Returns (is_cube, to_images) where ``to_images`` maps a stored array (with
-    a leading image axis) to (n, x, y, ndim), or None when it does not fit.
+    Parameters
+    ----------
+    shape : tuple of int
+        The shape of the stored array (a FITS image or a ``.npy`` array).
+    input_shape : tuple of int
+        The network's (x, y, ndim).
+
+    Returns
+    -------
+    tuple (bool, callable) or None
+        (is_cube, to_images) where ``to_images`` maps a stored array (with
+        a leading image axis) to (n, x, y, ndim), or None when it does not fit.
     """
     x, y, ndim = input_shape
     shape = tuple(shape)
@@ -283,8 +336,20 @@ def _expected_layouts(input_shape, cube):
     return " or ".join(single) + ", or a cube " + " or ".join(f"(n, {text[1:]}" for text in single)
 
 
-def _bad_pixels_reason(image):
-    """None if every pixel is finite; else why the image is bad."""
+def bad_pixels_reason(image):
+    """None if every pixel is finite; else why the image is bad.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        One image.
+
+    Returns
+    -------
+    str or None
+        The reason, in plain words (blank, no finite pixel, or how many NaN or
+        infinite pixels it holds).
+    """
     finite = np.isfinite(image)
     if finite.all():
         return None
@@ -309,7 +374,7 @@ def _split_finite(sources, images):
     for index in np.flatnonzero(~finite):
         if index > start:
             yield _Chunk(sources[start:index], images[start:index])
-        yield BadInput(sources[index], _bad_pixels_reason(images[index]))
+        yield BadInput(sources[index], bad_pixels_reason(images[index]))
         start = index + 1
     if start < len(images):
         yield _Chunk(sources[start:], images[start:])
@@ -318,13 +383,37 @@ def _split_finite(sources, images):
 # --------------------------------------------------------------------------- readers
 
 
-def _describe(error):
+def describe_error(error):
+    """The first line of an exception's message, or its type's name when it has none.
+
+    Parameters
+    ----------
+    error : BaseException
+
+    Returns
+    -------
+    str
+    """
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
 
 
-def _image_hdu(hdulist, hdu):
-    """Return (hdu object, None) or (None, reason)."""
+def find_image_hdu(hdulist, hdu):
+    """The HDU of an open FITS file that holds the image.
+
+    Parameters
+    ----------
+    hdulist : astropy.io.fits.HDUList
+        The open file.
+    hdu : int or None
+        The HDU asked for; None: the first image HDU with data.
+
+    Returns
+    -------
+    tuple
+        (hdu object, None), or (None, the reason in plain words) when there is
+        no such image HDU.
+    """
     from astropy.io import fits
 
     image_types = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
@@ -345,7 +434,8 @@ def _image_hdu(hdulist, hdu):
 
 
 def _read_fits(path, input_shape, hdu, chunk_size, on_cube, item=None):
-    """Yield the images of one FITS file (of the range of ``item``, an :class:`_Input`) as _Chunk / BadInput items."""
+    """Yield the images of one FITS file (of the range of ``item``, an :class:`ImageInput`) as _Chunk / BadInput
+    items."""
     from astropy.io import fits
 
     try:
@@ -353,16 +443,16 @@ def _read_fits(path, input_shape, hdu, chunk_size, on_cube, item=None):
         # reads, so a large cube never becomes resident.
         hdulist = fits.open(path, memmap=False, lazy_load_hdus=True)
     except Exception as error:  # noqa: BLE001 - any failure makes this one file bad
-        yield BadInput(path, f"cannot be read as FITS ({_describe(error)})")
+        yield BadInput(path, f"cannot be read as FITS ({describe_error(error)})")
         return
     with hdulist:
         try:
-            image_hdu, reason = _image_hdu(hdulist, hdu)
+            image_hdu, reason = find_image_hdu(hdulist, hdu)
             if image_hdu is None:
                 yield BadInput(path, reason)
                 return
             shape = tuple(image_hdu.shape)
-            layout = _layout(shape, input_shape)
+            layout = image_layout(shape, input_shape)
             if layout is None:
                 yield BadInput(
                     path,
@@ -386,11 +476,30 @@ def _read_fits(path, input_shape, hdu, chunk_size, on_cube, item=None):
                 sources = [f"{path}[{index}]" for index in range(start, stop)]
                 yield from _split_finite(sources, np.ascontiguousarray(to_images(data)))
         except Exception as error:  # noqa: BLE001 - a truncated or corrupt file is one bad file
-            yield BadInput(path, f"cannot be read as FITS ({_describe(error)})")
+            yield BadInput(path, f"cannot be read as FITS ({describe_error(error)})")
 
 
-def _npy_header(path):
-    """(shape, dtype, fortran_order, data offset) of a .npy file, without reading its data."""
+def read_npy_header(path):
+    """(shape, dtype, fortran_order, data offset) of a .npy file, without reading its data.
+
+    Parameters
+    ----------
+    path : str
+        The ``.npy`` file.
+
+    Returns
+    -------
+    tuple
+        (shape as a tuple of int, numpy.dtype, bool, int): Fortran order is
+        True only for arrays of more than one dimension.
+
+    Raises
+    ------
+    OSError
+        The file cannot be opened.
+    ValueError
+        Not a ``.npy`` file, or a format version other than 1.0 and 2.0.
+    """
     with open(path, "rb") as stream:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -405,14 +514,14 @@ def _npy_header(path):
 def _read_npy(path, input_shape, chunk_size, header=None, item=None):
     """Yield the images of one .npy file (of the range of ``item``) through one small memory map per chunk."""
     try:
-        shape, dtype, fortran_order, offset = header or _npy_header(path)
+        shape, dtype, fortran_order, offset = header or read_npy_header(path)
     except Exception as error:  # noqa: BLE001
-        yield BadInput(path, f"cannot be read as a .npy array ({_describe(error)})")
+        yield BadInput(path, f"cannot be read as a .npy array ({describe_error(error)})")
         return
     if dtype.hasobject or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         yield BadInput(path, f"holds {dtype} values, not real pixel values")
         return
-    layout = _layout(shape[1:], input_shape) if len(shape) >= 3 else None
+    layout = image_layout(shape[1:], input_shape) if len(shape) >= 3 else None
     if layout is None or layout[0]:
         yield BadInput(
             path,
@@ -496,7 +605,7 @@ class ImageReader:
             hdu = _checks.check_positive_int(hdu, "hdu", allow_zero=True)
         self.hdu = hdu
         self.skip_bad = bool(skip_bad)
-        self._inputs = _expand(inputs, exclude)
+        self._inputs = expand_inputs_with_ranges(inputs, exclude)
         self.entries = [(item.kind, item.path) for item in self._inputs]
         self._npy_headers = {}
         self.total = 0
@@ -505,7 +614,7 @@ class ImageReader:
 
     def _npy_count(self, item):
         try:
-            header = self._npy_headers.get(item.path) or _npy_header(item.path)
+            header = self._npy_headers.get(item.path) or read_npy_header(item.path)
         except Exception:  # noqa: BLE001 - reported as a bad file when read
             return 1
         self._npy_headers[item.path] = header

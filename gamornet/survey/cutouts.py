@@ -93,7 +93,7 @@ from gamornet._utils import checks as _checks
 from gamornet._utils.atomic import atomic_path
 from gamornet._utils.progress import progress_bar
 from gamornet.errors import PixelScaleWarning
-from gamornet.io.images import BadInput, Batch, MissingRow, expand_inputs
+from gamornet.io.images import BadInput, Batch, MissingRow, describe_error, expand_inputs, find_image_hdu
 from gamornet.presets import INPUT_SHAPES, PIXEL_SCALES
 
 __all__ = [
@@ -143,11 +143,6 @@ _RESAMPLING_KERNEL = "hann"
 _MAX_OPEN_FILES = 8
 
 _DEGREE = math.pi / 180.0
-
-
-def _describe(error):
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def _import_optional(module, purpose):
@@ -251,7 +246,7 @@ def _read_table(path, table_format, names=None):
             return Table.read(path, format=table_format, data_end=1)
         return Table.read(path, format=table_format, include_names=names)
     except (ValueError, TypeError, OSError, KeyError) as error:
-        raise OSError(f"cannot read the catalogue {path!r} as a {table_format} table ({_describe(error)})") from error
+        raise OSError(f"cannot read the catalogue {path!r} as a {table_format} table ({describe_error(error)})") from error
 
 
 def _pick_column(names, wanted, candidates, option, catalog_name):
@@ -422,13 +417,11 @@ def _open_image_hdu(path, hdu):
     """(hdulist, hdu index, image HDU) of a survey image; the caller closes the list."""
     from astropy.io import fits
 
-    from gamornet.io.images import _image_hdu
-
     try:
         hdulist = fits.open(path, memmap=False, lazy_load_hdus=True)
     except Exception as error:  # noqa: BLE001 - any failure means the file is not a readable FITS file
-        raise OSError(f"cannot read the image {path!r} as FITS ({_describe(error)})") from error
-    image_hdu, reason = _image_hdu(hdulist, hdu)
+        raise OSError(f"cannot read the image {path!r} as FITS ({describe_error(error)})") from error
+    image_hdu, reason = find_image_hdu(hdulist, hdu)
     if image_hdu is None:
         hdulist.close()
         raise ValueError(f"the image {path!r} cannot be used: {reason}")
@@ -454,7 +447,9 @@ def _read_tile(path, hdu):
                 warnings.simplefilter("ignore", FITSFixedWarning)
                 wcs = WCS(header, fobj=hdulist, relax=True)
         except Exception as error:  # noqa: BLE001 - astropy raises many kinds for malformed WCS keywords
-            raise ValueError(f"the image {path!r} has a WCS that astropy cannot read ({_describe(error)})") from error
+            raise ValueError(
+                f"the image {path!r} has a WCS that astropy cannot read ({describe_error(error)})"
+            ) from error
         if not wcs.has_celestial:
             raise ValueError(
                 f"the image {path!r} has no celestial WCS: expected sky axes (CTYPE1/CTYPE2 such as 'RA---TAN' and "
@@ -464,7 +459,9 @@ def _read_tile(path, hdu):
         try:
             frame = wcs_to_celestial_frame(wcs)
         except ValueError as error:
-            raise ValueError(f"the image {path!r} has a sky frame astropy does not know ({_describe(error)})") from None
+            raise ValueError(
+                f"the image {path!r} has a sky frame astropy does not know ({describe_error(error)})"
+            ) from None
         primary = hdulist[0].header
         bunit = header.get("BUNIT", primary.get("BUNIT"))
         band = header.get("FILTER", primary.get("FILTER"))
@@ -1021,7 +1018,7 @@ class CutoutReader:
         except Exception as error:  # noqa: BLE001 - a truncated or corrupt image file
             raise OSError(
                 f"cannot read the pixels of {self.images.tiles[option.tile].path!r} for row {row} "
-                f"({self.catalog.id_name} {self.catalog.source(row)}): {_describe(error)}"
+                f"({self.catalog.id_name} {self.catalog.source(row)}): {describe_error(error)}"
             ) from error
 
     def _row(self, row, options, files):

@@ -131,10 +131,10 @@ def _fits_planes(path, input_shape, hdu):
 
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdulist:
-            image_hdu, _ = io._image_hdu(hdulist, hdu)
+            image_hdu, _ = io.find_image_hdu(hdulist, hdu)
             if image_hdu is None:
                 return None
-            layout = io._layout(image_hdu.shape, input_shape)
+            layout = io.image_layout(image_hdu.shape, input_shape)
             return int(image_hdu.shape[0]) if layout is not None and layout[0] else None
     except Exception:  # noqa: BLE001 - the reader names the bad file when a worker reads it
         return None
@@ -144,7 +144,7 @@ def _image_range(item, input_shape, hdu):
     """(first, last) image of an input that can be split into ranges (an array or a cube), else None."""
     if item.kind == "npy":
         try:
-            shape = io._npy_header(item.path)[0]
+            shape = io.read_npy_header(item.path)[0]
         except Exception:  # noqa: BLE001 - reported as a bad file when read
             return None
         return item.bounds(int(shape[0])) if len(shape) >= 3 else None
@@ -197,7 +197,7 @@ def plan_partitions(inputs, input_shape, partition_size=DEFAULT_PARTITION_SIZE, 
             partitions.append(Partition(len(partitions), tuple(current), filled))
         current, filled = [], 0
 
-    for item in io._expand(inputs, exclude):
+    for item in io.expand_inputs_with_ranges(inputs, exclude):
         item = dataclasses.replace(item, path=os.path.abspath(item.path))
         bounds = _image_range(item, shape, hdu)
         if bounds is None:

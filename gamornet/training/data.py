@@ -305,8 +305,8 @@ def _read_npy_image(path, input_shape):
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as error:  # noqa: BLE001 - any failure makes this one file bad
-        raise ValueError(f"{path}: cannot be read as a .npy array ({io._describe(error)})") from None
-    layout = io._layout(array.shape, input_shape)
+        raise ValueError(f"{path}: cannot be read as a .npy array ({io.describe_error(error)})") from None
+    layout = io.image_layout(array.shape, input_shape)
     if layout is None or (layout[0] and array.shape[0] != 1):
         x, y, ndim = input_shape
         raise ValueError(
@@ -318,7 +318,7 @@ def _read_npy_image(path, input_shape):
     is_cube, to_images = layout
     stack = np.asarray(array if is_cube else array[np.newaxis], dtype=np.float32)
     image = np.ascontiguousarray(to_images(stack)[0])
-    reason = io._bad_pixels_reason(image)
+    reason = io.bad_pixels_reason(image)
     if reason is not None:
         raise ValueError(f"{path}: {reason}")
     return image
@@ -481,7 +481,7 @@ def class_weighted_crossentropy(disk=1.0, indeterminate=1.0, bulge=1.0):
     probabilities then lean towards that class too, which a temperature
     (:mod:`gamornet.science.calibration`) does not undo: choose the thresholds that
     turn them into classes on labelled galaxies
-    (:func:`gamornet.science.calibration.choose_thresholds`).
+    (:func:`gamornet.science.thresholds.choose_thresholds`).
 
     Parameters
     ----------

@@ -222,6 +222,30 @@ def check_positive_int(value, name, allow_zero=False):
     return int(value)
 
 
+def check_hdu(hdu, name="hdu"):
+    """Check a FITS HDU number: None (the first HDU with data) or an integer >= 0 (0 is the primary HDU).
+
+    Parameters
+    ----------
+    hdu : int or None
+        The HDU number.
+    name : str
+        Its name in the message (``'hdu'``, or ``'--hdu'`` on the command line).
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    ValueError
+        Anything but None or a non-negative integer.
+    """
+    if hdu is None:
+        return None
+    return check_positive_int(hdu, name, allow_zero=True)
+
+
 def check_non_negative_float(value, name):
     """Check a finite, non-negative real parameter (momentum, decay)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:

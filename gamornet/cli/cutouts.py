@@ -72,7 +72,7 @@ def survey_reader(args, input_shape, batch_size, exclude=()):
     ``exclude`` left out)."""
     from gamornet.survey.cutouts import CutoutReader
 
-    hdu = None if args.hdu is None else _checks.check_positive_int(args.hdu, "--hdu", allow_zero=True)
+    hdu = _checks.check_hdu(args.hdu, "--hdu")
     return CutoutReader(args.catalog, args.images, input_shape, batch_size=batch_size, pixel_scale=args.pixel_scale,
                         resample=not args.no_resample, hdu=hdu, skip_bad=args.skip_bad, id_column=args.id_column,
                         ra_column=args.ra_column, dec_column=args.dec_column, exclude=exclude)

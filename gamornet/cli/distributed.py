@@ -94,8 +94,7 @@ def run(args):
     partition_size = args.partition_size or distributed.DEFAULT_PARTITION_SIZE
     if args.partition_size is not None and args.partition_size < 1:
         raise ValueError(f"--partition-size must be a positive number of images. Received: {args.partition_size}")
-    if args.hdu is not None and args.hdu < 0:
-        raise ValueError(f"--hdu must be 0 or a positive HDU number. Received: {args.hdu}")
+    _checks.check_hdu(args.hdu, "--hdu")
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
     if not models.is_published_name(args.model) and args.backend == "keras":
         _checks.check_model_file(args.model, "--model")

@@ -444,8 +444,7 @@ def _open_reader(args, input_shape, batch_size):
             "give the images to classify (FITS files, folders, glob patterns or .npy files), or a catalogue and "
             "survey images with --catalog and --images"
         )
-    if args.hdu is not None:
-        _checks.check_positive_int(args.hdu, "--hdu", allow_zero=True)
+    _checks.check_hdu(args.hdu, "--hdu")
     reader = ImageReader(args.inputs, input_shape, batch_size=batch_size, hdu=args.hdu, skip_bad=args.skip_bad,
                          exclude=_own_files(args.output))
     _refuse_overwriting_inputs(reader, args.output)

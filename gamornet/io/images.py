@@ -601,9 +601,7 @@ class ImageReader:
     def __init__(self, inputs, input_shape, batch_size=64, hdu=None, skip_bad=False, exclude=()):
         self.input_shape = _checks.check_input_shape(input_shape)
         self.batch_size = _checks.check_positive_int(batch_size, "batch_size")
-        if hdu is not None:
-            hdu = _checks.check_positive_int(hdu, "hdu", allow_zero=True)
-        self.hdu = hdu
+        self.hdu = _checks.check_hdu(hdu)
         self.skip_bad = bool(skip_bad)
         self._inputs = expand_inputs_with_ranges(inputs, exclude)
         self.entries = [(item.kind, item.path) for item in self._inputs]

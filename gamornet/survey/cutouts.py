@@ -536,8 +536,7 @@ class SurveyImages:
     """
 
     def __init__(self, images, hdu=None, exclude=()):
-        if hdu is not None:
-            hdu = _checks.check_positive_int(hdu, "hdu", allow_zero=True)
+        hdu = _checks.check_hdu(hdu)
         paths, seen = [], set()
         for kind, path in expand_inputs(images, exclude):
             if kind != "fits":

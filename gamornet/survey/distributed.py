@@ -949,8 +949,7 @@ def _settings(model, input_shape, backend, thresholds, partition_size, hdu, skip
 
     shape = _resolve_shape(model, input_shape, backend)
     partition_size = _checks.check_positive_int(partition_size, "partition_size")
-    if hdu is not None:
-        hdu = _checks.check_positive_int(hdu, "hdu", allow_zero=True)
+    hdu = _checks.check_hdu(hdu)
     _check_predictor_options(options)
     name = thresholds if isinstance(thresholds, str) else None
     if thresholds is None:

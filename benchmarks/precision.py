@@ -101,8 +101,8 @@ DEMO_REFINED_SHARES = {"bf16": 0.028, "bf16-all-rules": 0.143}
 
 
 def share_refinement(share):
-    """A :class:`gamornet.inference.precision.Refinement` that picks the first ``share`` of every batch (for random weights)."""
-    from gamornet.inference.precision import Refinement
+    """A :class:`gamornet.inference.bf16.Refinement` that picks the first ``share`` of every batch (for random weights)."""
+    from gamornet.inference.bf16 import Refinement
 
     class ShareRefinement(Refinement):
         def mask(self, probabilities):
@@ -116,7 +116,8 @@ def share_refinement(share):
 def engines_for(network, images, cache_folder, refinements):
     """{name: (engine, seconds to make it)}: fp32, bf16 per refinement ({name: Refinement}), int8 calibrated on the
     first 300 images."""
-    from gamornet.inference.precision import DEFAULT_CALIBRATION_SIZE, make_engine
+    from gamornet.inference.int8 import DEFAULT_CALIBRATION_SIZE
+    from gamornet.inference.precision import make_engine
 
     engines = {}
     for name in ("fp32",) + tuple(refinements) + ("int8",):
@@ -224,7 +225,7 @@ def agreement(args, workdir):
     """Print the class changes of bf16 and int8 against fp32 on a trained network; return bf16's refined share."""
     from gamornet.science.classify import HANDBOOK_THRESHOLDS, MOST_PROBABLE, classify
     from gamornet.keras_module import gamornet_build_model_keras, gamornet_load_model_keras
-    from gamornet.inference.precision import Refinement
+    from gamornet.inference.bf16 import Refinement
 
     settings_path = args.preprocessing or os.path.join(os.path.dirname(os.path.abspath(args.model)),
                                                        "preprocessing.json")
@@ -276,7 +277,7 @@ def main(argv=None):
     args = parse_arguments(argv)
     import tensorflow as tf
 
-    from gamornet.inference.precision import hardware_support
+    from gamornet.inference.hardware import hardware_support
 
     support = hardware_support()
     print("GaMorNet precisions: speed against fp32, and agreement with fp32")

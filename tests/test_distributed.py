@@ -378,7 +378,7 @@ def test_options_of_the_predictor_reach_the_workers(tmp_path, case, client):
 
 def test_int8_is_calibrated_on_the_same_images_everywhere(tmp_path, case):
     """Without calibration images, every worker gets the first 300 images of the inputs, through a file."""
-    from gamornet.inference.precision import calibration_sha256
+    from gamornet.inference.int8 import calibration_sha256
 
     settings = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False,
                                      {"precision": "int8", "calibration_images": None})

@@ -21,7 +21,9 @@ import reference
 
 keras = pytest.importorskip("keras")
 
-from gamornet.inference import precision  # noqa: E402
+from gamornet.inference import hardware, precision  # noqa: E402
+from gamornet.inference.bf16 import BF16_MARGIN, DEFAULT_REFINED_RULES, KerasEngine, Refinement  # noqa: E402
+from gamornet.inference.int8 import DEFAULT_CALIBRATION_SIZE, calibrated_batches, calibration_sha256  # noqa: E402
 from gamornet.science.classify import classify  # noqa: E402
 from gamornet.errors import MissingDependencyError, PrecisionWarning  # noqa: E402
 from gamornet.presets import labels_from_bulge_to_total  # noqa: E402
@@ -135,7 +137,7 @@ def test_bf16_changes_at_most_0_1_percent_of_classes(trained, fp32_predictions):
     assert probabilities.dtype == np.float32 and probabilities.shape == (N_TEST, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     # Under every default rule (the most probable class and the four handbook sets), oneDNN on or off.
-    for rule in precision.DEFAULT_REFINED_RULES:
+    for rule in DEFAULT_REFINED_RULES:
         if rule == "most_probable":
             changes = int((probabilities.argmax(axis=1) != fp32_predictions.argmax(axis=1)).sum())
         else:
@@ -147,7 +149,7 @@ def test_bf16_changes_at_most_0_1_percent_of_classes(trained, fp32_predictions):
     assert described["precision"] == "bf16" and described["fp32_layers"] == ["conv_1", "lrn", "dense_3"]
     refined = described["refined_in_fp32"]
     assert refined["predicted"] == N_TEST and 0 < refined["refined"] < 0.5 * N_TEST
-    assert refined["margin"] == precision.BF16_MARGIN and refined["rules"][0] == "most_probable"
+    assert refined["margin"] == BF16_MARGIN and refined["rules"][0] == "most_probable"
 
 
 def test_bf16_predicts_the_galaxies_near_a_boundary_again_in_fp32(trained, fp32_predictions):
@@ -158,21 +160,21 @@ def test_bf16_predicts_the_galaxies_near_a_boundary_again_in_fp32(trained, fp32_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionWarning)
         bare = precision.make_engine(network, "bf16")
-        refined = precision.make_engine(network, "bf16", refinement=precision.Refinement((THRESHOLDS,)))
+        refined = precision.make_engine(network, "bf16", refinement=Refinement((THRESHOLDS,)))
     bare.refinement = None  # the bfloat16 pass alone
     bare_probabilities, probabilities = predict(bare, images), predict(refined, images)
-    near = near_boundaries(bare_probabilities, THRESHOLDS, precision.BF16_MARGIN)
+    near = near_boundaries(bare_probabilities, THRESHOLDS, BF16_MARGIN)
     assert 0 < near.sum() < 200 and refined.counts == {"predicted": 1000, "refined": int(near.sum())}
     # The galaxies near a boundary get fp32's probabilities, the others keep bf16's.
     np.testing.assert_allclose(probabilities[near], fp32[near], atol=1e-5, rtol=0)  # other batch sizes
     np.testing.assert_array_equal(probabilities[~near], bare_probabilities[~near])
     assert np.abs(bare_probabilities[near] - fp32[near]).max() > 1e-4
     # A galaxy not near a boundary keeps its class as long as bf16 moved it by less than the margin.
-    moved_far = np.abs(bare_probabilities - fp32).max(axis=1) >= precision.BF16_MARGIN
+    moved_far = np.abs(bare_probabilities - fp32).max(axis=1) >= BF16_MARGIN
     changed = classify(probabilities, THRESHOLDS) != classify(fp32, THRESHOLDS)
     assert not (changed & ~moved_far).any()
     # With a calibration, the rules see the calibrated probabilities.
-    hot = precision.Refinement((THRESHOLDS,), transform=lambda p: np.full_like(p, 1 / 3))
+    hot = Refinement((THRESHOLDS,), transform=lambda p: np.full_like(p, 1 / 3))
     assert hot.mask(bare_probabilities[:5]).all()  # 1/3 each: p_disk ties for the lead
 
 
@@ -216,14 +218,14 @@ def test_bf16_keeps_the_sensitive_layers_in_fp32(trained):
 ])  # fmt: skip
 def test_bad_refinement(arguments, error, match):
     with pytest.raises(error, match=match):
-        precision.Refinement(**arguments)
+        Refinement(**arguments)
 
 
 def test_a_refinement_must_be_a_refinement(trained):
     network, _, _ = trained
-    with pytest.raises(TypeError, match="refinement must be a gamornet.inference.precision.Refinement or None. Received an "
+    with pytest.raises(TypeError, match="refinement must be a gamornet.inference.bf16.Refinement or None. Received an "
                                         "object of type str"):  # fmt: skip
-        precision.KerasEngine(network, "bf16", refinement="keras_SDSS")
+        KerasEngine(network, "bf16", refinement="keras_SDSS")
 
 
 def test_int8_changes_at_most_0_5_percent_of_classes(trained, fp32_predictions, model_file):
@@ -279,12 +281,12 @@ def test_int8_calibration_on_the_run_and_its_cache(trained, tmp_path):
         engine.forward(test_images[:4])
     # Calibrated on the first 40 images of a stream of batches, which go through unchanged.
     batches = [test_images[i : i + 16] for i in range(0, 64, 16)]
-    seen = list(precision.calibrated_batches(engine, iter(batches), n_images=40))
+    seen = list(calibrated_batches(engine, iter(batches), n_images=40))
     assert len(seen) == 4 and all(a is b for a, b in zip(seen, batches))
     assert not engine.needs_calibration
     calibration = test_images[:40]
     described = engine.provenance()
-    assert described["calibration_sha256"] == precision.calibration_sha256(calibration)
+    assert described["calibration_sha256"] == calibration_sha256(calibration)
     assert described["from_cache"] is False
     folder = described["cache"]
     assert os.path.dirname(folder) == os.path.join(os.environ["GAMORNET_CACHE_DIR"], "int8")
@@ -293,7 +295,7 @@ def test_int8_calibration_on_the_run_and_its_cache(trained, tmp_path):
     assert not [name for name in os.listdir(os.path.dirname(folder)) if name.startswith(".tmp")]
     with open(os.path.join(folder, "key.json"), encoding="utf-8") as stream:
         record = json.load(stream)
-    assert record["calibration_sha256"] == precision.calibration_sha256(calibration)
+    assert record["calibration_sha256"] == calibration_sha256(calibration)
     assert record["model_sha256"] and record["openvino"] and record["nncf"]
     expected = predict(engine, test_images[:64])
 
@@ -384,15 +386,15 @@ def test_missing_dependency_error_is_an_import_and_a_value_error():
 
 
 def test_hardware_support_reads_the_cpu_flags():
-    this_cpu = precision.hardware_support("flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16\n")
+    this_cpu = hardware.hardware_support("flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16\n")
     assert this_cpu.bf16 is True and this_cpu.int8 is True
     assert this_cpu.cpu_flags == ("avx512_bf16", "avx512_vnni")
-    assert precision.precision_note("bf16", this_cpu) is None and precision.precision_note("int8", this_cpu) is None
-    older = precision.hardware_support("flags\t\t: fpu sse avx2 avx512f\n")
+    assert hardware.precision_note("bf16", this_cpu) is None and hardware.precision_note("int8", this_cpu) is None
+    older = hardware.hardware_support("flags\t\t: fpu sse avx2 avx512f\n")
     assert older.bf16 is False and older.int8 is False
-    arm = precision.hardware_support("Features\t: fp asimd asimddp bf16 i8mm\n")
+    arm = hardware.hardware_support("Features\t: fp asimd asimddp bf16 i8mm\n")
     assert arm.bf16 is True and arm.int8 is True
-    unknown = precision.hardware_support("")
+    unknown = hardware.hardware_support("")
     assert unknown.bf16 is None and unknown.int8 is None
 
 
@@ -403,27 +405,27 @@ def test_hardware_support_reads_the_cpu_flags():
     ("", "int8", "could not tell whether this CPU has int8"),
 ])  # fmt: skip
 def test_precision_note_says_what_a_cpu_without_the_instructions_gives(flags, name, match):
-    support = precision.hardware_support(f"flags : {flags}\n" if flags else "")
-    assert precision.precision_note("fp32", support) is None
-    assert precision.precision_note(name, support) is not None
+    support = hardware.hardware_support(f"flags : {flags}\n" if flags else "")
+    assert hardware.precision_note("fp32", support) is None
+    assert hardware.precision_note(name, support) is not None
     with pytest.raises(AssertionError, match=match):
-        raise AssertionError(precision.precision_note(name, support))
+        raise AssertionError(hardware.precision_note(name, support))
 
 
 def test_precision_note_on_gpus():
-    ampere = precision.hardware_support("flags : avx2\n", gpus=[("NVIDIA A100", (8, 0))])
-    assert precision.precision_note("bf16", ampere) is None
-    assert "int8 runs on the CPU with OpenVINO" in precision.precision_note("int8", ampere)
-    volta = precision.hardware_support("flags : avx2\n", gpus=[("Tesla V100", (7, 0))])
-    assert "compute capability 7.0" in precision.precision_note("bf16", volta)
+    ampere = hardware.hardware_support("flags : avx2\n", gpus=[("NVIDIA A100", (8, 0))])
+    assert hardware.precision_note("bf16", ampere) is None
+    assert "int8 runs on the CPU with OpenVINO" in hardware.precision_note("int8", ampere)
+    volta = hardware.hardware_support("flags : avx2\n", gpus=[("Tesla V100", (7, 0))])
+    assert "compute capability 7.0" in hardware.precision_note("bf16", volta)
 
 
 def test_no_warning_on_this_machine_when_it_has_the_instructions(trained):
     network, _, _ = trained
-    support = precision.hardware_support()
+    support = hardware.hardware_support()
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrecisionWarning)
-        if not precision._onednn_on():
+        if not hardware.onednn_on():
             with pytest.raises(PrecisionWarning, match="oneDNN is off"):
                 precision.make_engine(network, "bf16")
         elif support.bf16:
@@ -463,8 +465,8 @@ def test_load_predictor_with_each_precision(trained, fp32_predictions, model_fil
     for name in ("bf16", "int8"):  # the budgets are checked on 6,000 galaxies above; here 1 % of 400
         assert class_changes(results[name], results["fp32"]) <= 4
     # int8 calibrated on the run's first 300 images, and cached beside the model file.
-    assert described["engine"]["calibration_images"] == precision.DEFAULT_CALIBRATION_SIZE
-    assert described["engine"]["calibration_sha256"] == precision.calibration_sha256(images[:300])
+    assert described["engine"]["calibration_images"] == DEFAULT_CALIBRATION_SIZE
+    assert described["engine"]["calibration_sha256"] == calibration_sha256(images[:300])
     assert os.path.dirname(described["engine"]["cache"]) == os.path.dirname(model_file)
 
 
@@ -495,9 +497,9 @@ def test_the_rules_bf16_protects_by_default():
     # probable class; for other input shapes, every handbook set.
     assert _refined_rules("SDSS_tl", (167, 167, 1), "keras") == ("most_probable", "keras_SDSS")
     assert _refined_rules("my_model.hdf5", (83, 83, 1), "tflearn") == ("most_probable", "tflearn_CANDELS")
-    assert _refined_rules("my_model.hdf5", SHAPE, "keras") == precision.DEFAULT_REFINED_RULES
-    assert set(precision.DEFAULT_REFINED_RULES) == {"most_probable", "keras_SDSS", "keras_CANDELS", "tflearn_SDSS",
-                                                    "tflearn_CANDELS"}  # fmt: skip
+    assert _refined_rules("my_model.hdf5", SHAPE, "keras") == DEFAULT_REFINED_RULES
+    assert set(DEFAULT_REFINED_RULES) == {"most_probable", "keras_SDSS", "keras_CANDELS", "tflearn_SDSS",
+                                          "tflearn_CANDELS"}  # fmt: skip
 
 
 def test_load_predictor_checks_precision_and_calibration_first(tmp_path):
@@ -558,7 +560,7 @@ def test_cli_predict_with_precision_and_calibration_images(trained, model_file, 
     assert int((fp32["class"] != int8["class"]).sum()) <= 4  # 1 % of 400
     cached = [name for name in os.listdir(os.path.dirname(model_file)) if name.startswith("gamornet-int8-")]
     with open(os.path.join(os.path.dirname(model_file), cached[0], "key.json"), encoding="utf-8") as stream:
-        assert json.load(stream)["calibration_sha256"] == precision.calibration_sha256(test_images[:300])
+        assert json.load(stream)["calibration_sha256"] == calibration_sha256(test_images[:300])
     assert len(cached) == 1  # the int8 model of the first test was reused
 
     capsys.readouterr()

@@ -497,7 +497,7 @@ def _read_calibration_images(args, input_shape):
             f"Received --precision {args.precision}"
         )
     from gamornet.io.images import ImageReader
-    from gamornet.inference.precision import DEFAULT_CALIBRATION_SIZE
+    from gamornet.inference.int8 import DEFAULT_CALIBRATION_SIZE
 
     reader = ImageReader([args.calibration_images], input_shape, batch_size=DEFAULT_CALIBRATION_SIZE, hdu=args.hdu,
                          exclude=_own_files(args.output))  # fmt: skip

@@ -185,7 +185,7 @@ class Predictor:
         """
         array = np.asarray(images, dtype=np.float32)
         if getattr(self.engine, "needs_calibration", False) and len(array):
-            from gamornet.inference.precision import DEFAULT_CALIBRATION_SIZE
+            from gamornet.inference.int8 import DEFAULT_CALIBRATION_SIZE
 
             self.engine.calibrate(array[:DEFAULT_CALIBRATION_SIZE])
         return self._result(array, array)
@@ -244,7 +244,7 @@ class Predictor:
         import tensorflow as tf
 
         if getattr(self.engine, "needs_calibration", False):
-            from gamornet.inference.precision import calibrated_batches
+            from gamornet.inference.int8 import calibrated_batches
 
             # int8 without calibration images: calibrated on the first images of the run.
             batches = calibrated_batches(self.engine, batches, images_of=lambda batch: batch.images)
@@ -438,12 +438,12 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         For ``precision='bf16'``: the class rules the probabilities will be
         classified with (see :func:`gamornet.science.classify.near_boundaries`).
         The galaxies whose class under them is decided by less than
-        :data:`gamornet.inference.precision.BF16_MARGIN` are predicted again in fp32,
+        :data:`gamornet.inference.bf16.BF16_MARGIN` are predicted again in fp32,
         so that they keep fp32's class. Default: the most probable class and
         the handbook set of the backend and data set (``'keras_SDSS'`` for a
         Keras model of SDSS images ...), what ``gamornet predict`` classifies
         with by default; for another input shape, the most probable class and
-        all four handbook sets (:data:`gamornet.inference.precision.DEFAULT_REFINED_RULES`).
+        all four handbook sets (:data:`gamornet.inference.bf16.DEFAULT_REFINED_RULES`).
         The fewer the rules, the fewer galaxies are predicted twice. Other
         precisions only check it.
 
@@ -471,6 +471,7 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     """
     from gamornet.inference import _engine
     from gamornet.inference import precision as _precision
+    from gamornet.inference.bf16 import Refinement
 
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
@@ -489,7 +490,7 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
 
         seed = _check_seed(seed)
     rules = _refined_rules(model, shape, backend) if thresholds is None else thresholds
-    _precision.Refinement(rules)  # checks the thresholds
+    Refinement(rules)  # checks the thresholds
     _precision.require_engine(precision)  # a missing extra is said before the model is loaded
     local_path = models.resolve(model, backend)
     from gamornet.models.card import resolve_model_card
@@ -500,7 +501,7 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     if precision != "fp32":
         # A derived engine: the cached fp32 engine is left as it is. bf16 refines near the boundaries of the
         # classes as they will be made: of the calibrated probabilities, when there is a calibration.
-        refinement = _precision.Refinement(rules, transform=None if calibration is None else calibration.apply)
+        refinement = Refinement(rules, transform=None if calibration is None else calibration.apply)
         engine = _precision.make_engine(
             engine.network, precision, calibration_images=calibration_images, backend=backend,
             cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=models.model_sha256(local_path, backend),
@@ -525,7 +526,7 @@ def _refined_rules(model, shape, backend):
     backend and data set (what ``gamornet predict`` classifies with by default); every handbook set for another
     input shape."""
     from gamornet.science.classify import MOST_PROBABLE, default_threshold_set
-    from gamornet.inference.precision import DEFAULT_REFINED_RULES
+    from gamornet.inference.bf16 import DEFAULT_REFINED_RULES
 
     data_set = _handbook_data_set(model, shape)
     if data_set is None:

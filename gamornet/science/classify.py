@@ -29,8 +29,8 @@ import numpy as np
 
 from gamornet.presets import CLASS_NAMES
 
-__all__ = ["Thresholds", "HANDBOOK_THRESHOLDS", "MOST_PROBABLE", "classify", "default_threshold_set", "near_boundaries",
-           "resolve_thresholds"]
+__all__ = ["Thresholds", "HANDBOOK_THRESHOLDS", "MOST_PROBABLE", "check_margin", "classify", "default_threshold_set",
+           "near_boundaries", "resolve_rules", "resolve_thresholds"]
 
 # Rows of probabilities must sum to 1 within this tolerance (float32 softmax
 # outputs sum to 1 within ~1e-6; tables printed with 3 decimals within ~2e-3).
@@ -225,14 +225,46 @@ def classify(probabilities, thresholds="keras_SDSS"):
 MOST_PROBABLE = "most_probable"
 
 
-def _check_margin(margin):
+def check_margin(margin):
+    """Check a margin of :func:`near_boundaries`.
+
+    Parameters
+    ----------
+    margin : float
+        How far each probability may move, in (0, 0.5).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        Not a real number in (0, 0.5).
+    """
     if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0.0 < margin < 0.5:
         raise ValueError(f"margin must be a probability in (0, 0.5). Received: margin={margin!r}")
     return float(margin)
 
 
-def _resolve_rules(rules):
-    """A tuple of :class:`Thresholds` and :data:`MOST_PROBABLE` from one rule or a list of them."""
+def resolve_rules(rules):
+    """A tuple of :class:`Thresholds` and :data:`MOST_PROBABLE` from one rule or a list of them.
+
+    Parameters
+    ----------
+    rules : str, tuple, Thresholds, or a list of them
+        Class rules as :func:`near_boundaries` takes them.
+
+    Returns
+    -------
+    tuple
+        Each rule as :data:`MOST_PROBABLE` or a :class:`Thresholds`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a rule or a non-empty list of them, or an unknown rule.
+    """
     if isinstance(rules, (str, Thresholds)) or (
         isinstance(rules, tuple) and len(rules) in (2, 3) and all(isinstance(value, numbers.Real) for value in rules)
     ):
@@ -252,7 +284,7 @@ def near_boundaries(probabilities, rules, margin):
     each other (each may move by ``margin``). A galaxy that is not flagged
     keeps its class under every rule when each of its three probabilities
     moves by less than ``margin``. Reduced-precision prediction
-    (:mod:`gamornet.inference.precision`) uses it to predict the flagged galaxies again
+    (:mod:`gamornet.inference.bf16`) uses it to predict the flagged galaxies again
     in fp32.
 
     Parameters
@@ -275,8 +307,8 @@ def near_boundaries(probabilities, rules, margin):
     ValueError, TypeError
         Invalid probabilities, an unknown rule, or a margin outside (0, 0.5).
     """
-    margin = _check_margin(margin)
-    rules = _resolve_rules(rules)
+    margin = check_margin(margin)
+    rules = resolve_rules(rules)
     values = _check_probabilities(probabilities).astype(np.float64)
     p_disk, p_indet, p_bulge = values[:, 0], values[:, 1], values[:, 2]
     near = np.zeros(len(values), dtype=bool)

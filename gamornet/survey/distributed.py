@@ -233,7 +233,7 @@ def _jsonable(value):
 
 
 def _array_sha256(array):
-    from gamornet.inference.precision import calibration_sha256
+    from gamornet.inference.int8 import calibration_sha256
 
     return calibration_sha256(np.asarray(array))
 
@@ -822,7 +822,7 @@ def _calibrate_int8_on_the_inputs(settings, partitions):
     spec = settings.spec
     if spec.option("precision") != "int8" or spec.option("calibration_images") is not None:
         return settings
-    from gamornet.inference.precision import DEFAULT_CALIBRATION_SIZE
+    from gamornet.inference.int8 import DEFAULT_CALIBRATION_SIZE
 
     inputs, count = [], 0
     for partition in partitions:

@@ -150,6 +150,7 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
 # The loop itself (engines, callbacks, resumable state, tf.distribute) is gamornet.training._loop; the data
 # (arrays, catalogues, tf.data streaming, augmentation) is gamornet.training.data.
 
+from gamornet.io.catalogues import TrainingCatalogue  # noqa: E402
 from gamornet.training import _loop as _training_loop  # noqa: E402
 from gamornet.training import data as _training_data  # noqa: E402
 
@@ -233,7 +234,7 @@ def _describe_setting(value):
 
 def _describe_source(source):
     """How a training source is recorded with a resumable run's settings."""
-    if isinstance(source, _training_data.Catalogue):
+    if isinstance(source, TrainingCatalogue):
         return os.path.abspath(source.source)
     if isinstance(source, _training_data._Arrays):
         return f"arrays of shape {tuple(source.images.shape)}"
@@ -300,7 +301,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     ----------
     training_imgs : numpy.ndarray of shape (n, x, y, ndim), or a catalogue, or a tf.data.Dataset
         Training images. Besides the 0.4.x array: a catalogue (its path, or a
-        :class:`gamornet.training.data.Catalogue`) of image files and labels, read
+        :class:`gamornet.io.catalogues.TrainingCatalogue`) of image files and labels, read
         from disk as training needs them (:mod:`gamornet.training.data`); or a
         ``tf.data.Dataset`` of (images, one-hot labels) batches.
     training_labels : numpy.ndarray of shape (n, 3), or None
@@ -350,7 +351,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
         Random rotations, flips, shifts and extra noise for the training
         images; saved in ``augmentation.json``. Default: none.
     path_column, label_column : str
-        The columns of a catalogue (:func:`gamornet.training.data.read_catalogue`).
+        The columns of a catalogue (:func:`gamornet.io.catalogues.read_training_catalogue`).
     distribute : {None, 'mirrored', 'multiworker'}
         ``'mirrored'``: all local GPUs (``tf.distribute.MirroredStrategy``).
         ``'multiworker'``: several processes or machines

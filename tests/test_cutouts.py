@@ -22,12 +22,12 @@ from legacy_files import write_keras2_file
 from survey_field import NOISE
 
 from gamornet.cli.main import main
+from gamornet.io.catalogues import read_sky_catalogue
 from gamornet.survey.cutouts import (
     FLAG_COLUMNS,
     CutoutReader,
     SurveyImages,
     network_pixel_scale,
-    read_catalog,
     write_stamps,
 )
 from gamornet.errors import GamornetWarning, PixelScaleWarning
@@ -248,7 +248,7 @@ def test_stamps_are_cut_a_batch_at_a_time(field, monkeypatch):
 def test_catalogue_formats(field, tmp_path, ending):
     path = str(tmp_path / f"catalogue{ending}")
     field.catalog.write(path)
-    catalog = read_catalog(path)
+    catalog = read_sky_catalogue(path)
     assert (catalog.id_name, catalog.ra_name, catalog.dec_name) == ("objid", "ra", "dec")
     np.testing.assert_array_equal(catalog.ids, field.catalog["objid"])
     np.testing.assert_allclose(catalog.ra, field.catalog["ra"], rtol=0, atol=1e-12)
@@ -265,7 +265,7 @@ def test_catalogue_formats(field, tmp_path, ending):
 )
 def test_default_column_names(names, expected):
     table = Table([[7, 8], [10.0, 11.0], [1.0, 2.0]], names=names)
-    catalog = read_catalog(table)
+    catalog = read_sky_catalogue(table)
     assert (catalog.id_name, catalog.ra_name, catalog.dec_name) == expected
     expected_ids = [0, 1] if expected[0] == "row" else [7, 8]
     assert list(catalog.ids) == expected_ids
@@ -273,7 +273,7 @@ def test_default_column_names(names, expected):
 
 def test_named_columns_and_angle_units():
     table = Table({"name": ["a", "b"], "alpha": [1.0, 2.0] * units.hourangle, "delta": [3600.0, 7200.0] * units.arcsec})
-    catalog = read_catalog(table, id_column="name", ra_column="alpha", dec_column="delta")
+    catalog = read_sky_catalogue(table, id_column="name", ra_column="alpha", dec_column="delta")
     np.testing.assert_allclose(catalog.ra, [15.0, 30.0])
     np.testing.assert_allclose(catalog.dec, [1.0, 2.0])
     assert catalog.source(1) == "b"
@@ -360,7 +360,7 @@ BAD_INPUTS = [
     ("RA in magnitudes", ValueError, r"has the unit mag, which is not an angle"),
     ("NaN Dec", ValueError, r"1 rows .* unusable coordinates .*row 2 \(objid 103\): its RA/Dec are not numbers"),
     ("RA out of range", ValueError, r"row 2 \(objid 103\): its RA is outside 0-360 degrees \(ra=400\.0\).*--skip-bad"),
-    ("unknown catalogue format", ValueError, r"FITS, CSV, ECSV or Parquet table.*catalogue\.txt"),
+    ("unknown catalogue format", ValueError, r"CSV, ECSV, FITS or Parquet table.*catalogue\.txt"),
     ("no such catalogue", FileNotFoundError, r"no such catalogue file: .*nothing\.fits"),
     ("unreadable catalogue", OSError, r"cannot read the catalogue .*broken\.fits"),
     ("flag-named column", ValueError, r"column 'tile' has the name of a flag column"),

@@ -16,6 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import reference
+from gamornet.io.catalogues import read_training_catalogue
 from gamornet.training import data as training
 
 SHAPE = (32, 32, 1)
@@ -75,7 +76,7 @@ def test_catalogue_labels_in_every_form(tmp_path, galaxies, form):
     images, classes = galaxies
     path = _write_catalogue(tmp_path, "cat", images[:6], classes[:6], form=form)
     label_column = "disk,indeterminate,bulge" if form == "one-hot" else "label"
-    catalogue = training.read_catalogue(path, label_column=label_column)
+    catalogue = read_training_catalogue(path, label_column=label_column)
     np.testing.assert_array_equal(catalogue.labels, _one_hot(classes[:6]))
     assert catalogue.paths[0] == str(tmp_path / "images" / "cat_000.fits")
     assert catalogue.class_counts() == {"disk": 2, "indeterminate": 2, "bulge": 2}
@@ -88,7 +89,7 @@ def test_catalogue_formats(tmp_path, galaxies, ending, table_format):
     table = Table.read(csv_path, format="ascii.csv")
     table["label"] = [name.upper() for name in table["label"]]  # names are read in any case
     table.write(tmp_path / f"cat{ending}", format=table_format)
-    catalogue = training.read_catalogue(tmp_path / f"cat{ending}")
+    catalogue = read_training_catalogue(tmp_path / f"cat{ending}")
     np.testing.assert_array_equal(catalogue.labels, _one_hot(classes[:3]))
 
 
@@ -115,23 +116,23 @@ def test_catalogue_errors_name_the_row_and_file(tmp_path, galaxies, text, error,
     images, classes = galaxies
     _write_catalogue(tmp_path, "cat", images[:2], classes[:2])
     with pytest.raises(error, match=match):
-        training.read_catalogue(_csv(tmp_path / "bad.csv", text))
+        read_training_catalogue(_csv(tmp_path / "bad.csv", text))
 
 
 def test_catalogue_errors_of_format_type_and_one_hot(tmp_path, galaxies):
     images, classes = galaxies
     _write_catalogue(tmp_path, "cat", images[:2], classes[:2])
     with pytest.raises(ValueError, match=r"CSV, ECSV, FITS or Parquet .*Received: '.*cat.txt'"):
-        training.read_catalogue(_csv(tmp_path / "cat.txt", "path,label\n"))
-    with pytest.raises(FileNotFoundError, match="no catalogue found"):
-        training.read_catalogue(tmp_path / "missing.csv")
+        read_training_catalogue(_csv(tmp_path / "cat.txt", "path,label\n"))
+    with pytest.raises(FileNotFoundError, match="no such catalogue file"):
+        read_training_catalogue(tmp_path / "missing.csv")
     with pytest.raises(TypeError, match="path of a table file"):
-        training.read_catalogue(3)
+        read_training_catalogue(3)
     with pytest.raises(ValueError, match="exactly three column names"):
-        training.read_catalogue(tmp_path / "cat.csv", label_column="disk,bulge")
+        read_training_catalogue(tmp_path / "cat.csv", label_column="disk,bulge")
     one_hot = _csv(tmp_path / "hot.csv", "path,d,i,b\nimages/cat_000.fits,1,0,0\nimages/cat_001.fits,1,1,0\n")
     with pytest.raises(ValueError, match=r"row 2 .*\[1.0, 1.0, 0.0\] .* are not one-hot"):
-        training.read_catalogue(one_hot, label_column=("d", "i", "b"))
+        read_training_catalogue(one_hot, label_column=("d", "i", "b"))
 
 
 # --------------------------------------------------------------------------- single images

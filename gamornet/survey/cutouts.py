@@ -67,7 +67,8 @@ Catalogues and images
 ---------------------
 A catalogue is a FITS, CSV, ECSV or Parquet table read with
 :meth:`astropy.table.Table.read` (or an :class:`~astropy.table.Table`). Only
-its id, RA and Dec columns are read (:func:`read_catalog`): 24 bytes or so per
+its id, RA and Dec columns are read
+(:func:`gamornet.io.catalogues.read_sky_catalogue`): 24 bytes or so per
 row, while the stamps are streamed a batch at a time. RA and Dec are in
 degrees (ICRS; columns with an angle unit are converted), the id is the first
 of ``id``, ``ID`` or ``objid`` (any case), or the row number if there is none.
@@ -93,17 +94,13 @@ from gamornet._utils import checks as _checks
 from gamornet._utils.atomic import atomic_path
 from gamornet._utils.progress import progress_bar
 from gamornet.errors import PixelScaleWarning
+from gamornet.io.catalogues import SkyCatalogue, read_sky_catalogue
 from gamornet.io.images import BadInput, Batch, MissingRow, describe_error, expand_inputs, find_image_hdu
 from gamornet.presets import INPUT_SHAPES, PIXEL_SCALES
 
 __all__ = [
     "FLAG_COLUMNS",
-    "ID_NAMES",
-    "RA_NAMES",
-    "DEC_NAMES",
     "RESAMPLE_TOLERANCE",
-    "Catalog",
-    "read_catalog",
     "Tile",
     "SurveyImages",
     "CutoutReader",
@@ -114,26 +111,8 @@ __all__ = [
 #: The flag columns every catalogue row gets, in this order.
 FLAG_COLUMNS = ("off_image", "partial", "fraction_present", "nan_fraction", "tile")
 
-#: Names tried for the id column, in this order (exact case first, then any case).
-ID_NAMES = ("id", "ID", "objid")
-
-#: Names tried for the RA column, in this order (exact case first, then any case).
-RA_NAMES = ("ra", "RA", "RAJ2000", "_RAJ2000", "RA_J2000", "RA_ICRS", "ALPHA_J2000", "ALPHAWIN_J2000", "RA_DEG",
-            "RAdeg", "ALPHA")
-
-#: Names tried for the Dec column, in this order (exact case first, then any case).
-DEC_NAMES = ("dec", "DEC", "DEJ2000", "_DEJ2000", "DECJ2000", "DEC_J2000", "DE_ICRS", "DEC_ICRS", "DELTA_J2000",
-             "DELTAWIN_J2000", "DEC_DEG", "DEdeg", "DELTA")
-
 #: Images whose pixel scale differs from the network's by more than this fraction are resampled.
 RESAMPLE_TOLERANCE = 0.01
-
-#: Catalogue formats, by file name ending.
-CATALOG_FORMATS = {
-    ".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".fit.gz": "fits",
-    ".csv": "ascii.csv", ".ecsv": "ascii.ecsv",
-    ".parquet": "parquet", ".pq": "parquet",
-}  # fmt: skip
 
 #: The adaptive-resampling kernel: Hann is three times faster than the Gaussian, blurs less, and conserves
 #: the flux of a galaxy to better than 0.1 % (tests/test_cutouts.py).
@@ -155,212 +134,6 @@ def _import_optional(module, purpose):
             f"{purpose} needs {module.split('.')[0]}, which is not installed. Install the survey extra with: "
             "pip install 'gamornet[survey]'"
         ) from error
-
-
-# --------------------------------------------------------------------------- catalogues
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """The columns of a catalogue that cutouts need.
-
-    Attributes
-    ----------
-    ids : numpy.ndarray
-        The id of each row (the row number when the catalogue has no id column).
-    ra, dec : numpy.ndarray of float64
-        RA and Dec (degrees); NaN where the catalogue's value is masked.
-    id_name, ra_name, dec_name : str
-        The catalogue's names of these columns (``'row'`` for row numbers).
-    name : str
-        How the catalogue is named in messages.
-    path : str or None
-        The file it was read from (None for a table in memory).
-    """
-
-    ids: np.ndarray
-    ra: np.ndarray
-    dec: np.ndarray
-    id_name: str
-    ra_name: str
-    dec_name: str
-    name: str
-    path: object = None
-
-    def __len__(self):
-        return len(self.ra)
-
-    def source(self, row):
-        """The id of ``row`` as text (the name of its stamp in messages and outputs)."""
-        value = self.ids[row]
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    def bad_rows(self):
-        """The rows whose RA/Dec cannot be used, and why.
-
-        Returns
-        -------
-        dict of int to str
-            Row number to the reason, in plain words.
-        """
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(self.ra) | ~np.isfinite(self.dec) | (self.ra < 0) | (self.ra > 360)
-            bad |= np.abs(self.dec) > 90
-        reasons = {}
-        for row in np.flatnonzero(bad):
-            ra, dec = self.ra[row], self.dec[row]
-            if not (np.isfinite(ra) and np.isfinite(dec)):
-                reasons[int(row)] = f"its RA/Dec are not numbers ({self.ra_name}={ra}, {self.dec_name}={dec})"
-            elif not 0 <= ra <= 360:
-                reasons[int(row)] = f"its RA is outside 0-360 degrees ({self.ra_name}={ra})"
-            else:
-                reasons[int(row)] = f"its Dec is outside -90 to +90 degrees ({self.dec_name}={dec})"
-        return reasons
-
-
-def _catalog_format(path):
-    lower = path.lower()
-    for ending in sorted(CATALOG_FORMATS, key=len, reverse=True):
-        if lower.endswith(ending):
-            return CATALOG_FORMATS[ending]
-    raise ValueError(
-        f"the catalogue must be a FITS, CSV, ECSV or Parquet table, named by its ending "
-        f"({', '.join(CATALOG_FORMATS)}). Received: {path!r}"
-    )
-
-
-def _read_table(path, table_format, names=None):
-    """Read the columns ``names`` (all when None; only the names when an empty list) of a catalogue file."""
-    from astropy.table import Table
-
-    try:
-        if table_format == "fits":
-            # Memory-mapped: only the columns used are read.
-            table = Table.read(path, format="fits", memmap=True, mask_invalid=False)
-            return table[names] if names else table[[]] if names == [] else table
-        if table_format == "parquet":
-            if names == []:
-                return Table.read(path, format="parquet", schema_only=True)
-            return Table.read(path, format="parquet", include_names=names)
-        if names == []:
-            return Table.read(path, format=table_format, data_end=1)
-        return Table.read(path, format=table_format, include_names=names)
-    except (ValueError, TypeError, OSError, KeyError) as error:
-        raise OSError(f"cannot read the catalogue {path!r} as a {table_format} table ({describe_error(error)})") from error
-
-
-def _pick_column(names, wanted, candidates, option, catalog_name):
-    """The column named ``wanted``, or the first of ``candidates`` present (exact case first); None if none."""
-    if wanted is not None:
-        if wanted in names:
-            return wanted
-        raise ValueError(
-            f"the catalogue {catalog_name} has no column {wanted!r} ({option}). Its columns are: "
-            + ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
-        )
-    for candidate in candidates:
-        if candidate in names:
-            return candidate
-    lower = {}
-    for name in names:
-        lower.setdefault(name.lower(), name)
-    for candidate in candidates:
-        if candidate.lower() in lower:
-            return lower[candidate.lower()]
-    return None
-
-
-def _degrees(column, name, catalog_name):
-    """A catalogue column of angles as float64 degrees (NaN where masked)."""
-    from astropy import units
-
-    if column.dtype.kind in "USO":
-        example = str(column[0]) if len(column) else ""
-        raise ValueError(
-            f"the column {name!r} of the catalogue {catalog_name} holds text (such as '{example}'); give RA and Dec "
-            "as numbers of degrees"
-        )
-    factor = 1.0
-    unit = getattr(column, "unit", None)
-    if unit is not None and unit != units.dimensionless_unscaled:
-        try:
-            factor = units.Unit(unit).to(units.deg)
-        except units.UnitConversionError:
-            raise ValueError(
-                f"the column {name!r} of the catalogue {catalog_name} has the unit {unit}, which is not an angle; "
-                "give RA and Dec in degrees (or with an angle unit)"
-            ) from None
-    values = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
-    return np.asarray(values, dtype=np.float64) * factor
-
-
-def read_catalog(catalog, id_column=None, ra_column=None, dec_column=None):
-    """Read the id, RA and Dec columns of a catalogue.
-
-    Parameters
-    ----------
-    catalog : str or astropy.table.Table
-        A FITS, CSV, ECSV or Parquet table (by its file name's ending), or a
-        table already in memory.
-    id_column : str, optional
-        The id column; default the first of :data:`ID_NAMES` present (in any
-        case), else the row number (named ``'row'``).
-    ra_column, dec_column : str, optional
-        RA and Dec columns (degrees, or any angle unit); default the first of
-        :data:`RA_NAMES` / :data:`DEC_NAMES` present (in any case).
-
-    Returns
-    -------
-    Catalog
-
-    Raises
-    ------
-    FileNotFoundError
-        The catalogue file does not exist.
-    OSError
-        The file cannot be read as a table of its format.
-    ValueError
-        An unknown file ending, a named column that the catalogue lacks, no RA
-        or Dec column found, or RA/Dec columns that are not angles.
-    """
-    from astropy.table import Table
-
-    if isinstance(catalog, Table):
-        table, path, catalog_name, table_format = catalog, None, "table", None
-        names = list(table.colnames)
-    else:
-        path = os.fspath(catalog)
-        catalog_name = repr(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no such catalogue file: {path!r}")
-        table_format = _catalog_format(path)
-        names = list(_read_table(path, table_format, []).colnames)
-    id_name = _pick_column(names, id_column, ID_NAMES, "--id-column", catalog_name)
-    ra_name = _pick_column(names, ra_column, RA_NAMES, "--ra-column", catalog_name)
-    dec_name = _pick_column(names, dec_column, DEC_NAMES, "--dec-column", catalog_name)
-    for found, what, option, tried in ((ra_name, "RA", "--ra-column", RA_NAMES),
-                                       (dec_name, "Dec", "--dec-column", DEC_NAMES)):
-        if found is None:
-            raise ValueError(
-                f"the catalogue {catalog_name} has no {what} column under a usual name ({', '.join(tried)}, in any "
-                f"case); name it with {option}. Its columns are: " + ", ".join(names[:40])
-            )
-    wanted = [name for name in (id_name, ra_name, dec_name) if name is not None]
-    if path is not None:
-        table = _read_table(path, table_format, wanted)
-    ids = np.asarray(table[id_name]) if id_name is not None else np.arange(len(table), dtype=np.int64)
-    if id_name is not None and isinstance(table[id_name], np.ma.MaskedArray) and np.ma.is_masked(table[id_name]):
-        raise ValueError(f"the id column {id_name!r} of the catalogue {catalog_name} has empty (masked) values")
-    return Catalog(
-        ids=ids,
-        ra=_degrees(table[ra_name], ra_name, catalog_name),
-        dec=_degrees(table[dec_name], dec_name, catalog_name),
-        id_name=id_name or "row",
-        ra_name=ra_name,
-        dec_name=dec_name,
-        name=catalog_name,
-        path=path,
-    )
 
 
 # --------------------------------------------------------------------------- images
@@ -772,8 +545,8 @@ class CutoutReader:
 
     Parameters
     ----------
-    catalog : str, astropy.table.Table or Catalog
-        The catalogue (see :func:`read_catalog`).
+    catalog : str, astropy.table.Table or gamornet.io.catalogues.SkyCatalogue
+        The catalogue (see :func:`gamornet.io.catalogues.read_sky_catalogue`).
     images : str, list of str or SurveyImages
         FITS files, folders or glob patterns of one band (see
         :class:`SurveyImages`).
@@ -797,13 +570,13 @@ class CutoutReader:
         error, raised here, before any stamp is cut. If True they are listed in
         ``Batch.bad`` and skipped.
     id_column, ra_column, dec_column : str, optional
-        The catalogue's columns (see :func:`read_catalog`).
+        The catalogue's columns (see :func:`gamornet.io.catalogues.read_sky_catalogue`).
     exclude : iterable of str
         Files that folders and patterns of ``images`` must not match.
 
     Attributes
     ----------
-    catalog : Catalog
+    catalog : gamornet.io.catalogues.SkyCatalogue
     images : SurveyImages
     input_shape : tuple of int
     pixel_scale : float or None
@@ -821,7 +594,7 @@ class CutoutReader:
     ValueError
         A multi-band ``input_shape``, an unknown pixel scale, unusable RA/Dec
         (without ``skip_bad``), a catalogue column named like a flag, and the
-        errors of :func:`read_catalog` and :class:`SurveyImages`.
+        errors of :func:`gamornet.io.catalogues.read_sky_catalogue` and :class:`SurveyImages`.
 
     Examples
     --------
@@ -848,7 +621,7 @@ class CutoutReader:
                 "arcsec per pixel of the images it was trained on), or turn resampling off to cut stamps in the "
                 "images' own pixels"
             )
-        self.catalog = catalog if isinstance(catalog, Catalog) else read_catalog(
+        self.catalog = catalog if isinstance(catalog, SkyCatalogue) else read_sky_catalogue(
             catalog, id_column=id_column, ra_column=ra_column, dec_column=dec_column)
         self.columns = (self.catalog.id_name, self.catalog.ra_name, self.catalog.dec_name) + FLAG_COLUMNS
         clash = set(self.columns[:3]) & set(FLAG_COLUMNS)

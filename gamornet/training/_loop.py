@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from gamornet._utils import checks as _checks  # noqa: E402
+from gamornet.io.catalogues import TrainingCatalogue
 from gamornet.training import data as _data
 from gamornet._utils.atomic import atomic_path, atomic_write  # noqa: E402
 from gamornet.errors import GamornetWarning  # noqa: E402
@@ -499,7 +500,7 @@ def write_training_card(folder, training, input_shape, preprocessing):
     from gamornet.models.card import write_model_card
     from gamornet.science.preprocess import preprocess_images
 
-    if isinstance(training, _data.Catalogue):
+    if isinstance(training, TrainingCatalogue):
         rows = np.unique(np.linspace(0, len(training) - 1, min(len(training), _CARD_SAMPLE)).astype(int))
         images = np.stack([_data.read_image(training.paths[row], input_shape) for row in rows])
     elif isinstance(training, tf.data.Dataset):

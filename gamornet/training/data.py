@@ -6,7 +6,8 @@ on a few thousand real ones (Ghosh et al. 2020, ApJ 895, 112). At SDSS size,
 reads the images from disk as training needs them.
 
 A *catalogue* is a table (CSV, FITS or Parquet, read with astropy's
-``Table.read``) with one row per galaxy:
+``Table.read`` by :func:`gamornet.io.catalogues.read_training_catalogue`) with
+one row per galaxy:
 
 - a path column (default ``path``): a FITS file, or a ``.npy`` file holding one
   image; a relative path is relative to the catalogue's folder;
@@ -33,9 +34,9 @@ pipeline of (images, one-hot labels) batches:
 
 :func:`gamornet.keras_module.gamornet_train_keras` and
 :func:`gamornet.keras_module.gamornet_tl_keras` take a catalogue (its path or a
-:class:`Catalogue`) or such a dataset in place of arrays; ``gamornet train``
-and ``gamornet tl`` are their command-line twins. The TFLearn backend keeps
-its array API only: it has no ``tf.data`` path.
+:class:`~gamornet.io.catalogues.TrainingCatalogue`) or such a dataset in place
+of arrays; ``gamornet train`` and ``gamornet tl`` are their command-line twins.
+The TFLearn backend keeps its array API only: it has no ``tf.data`` path.
 """
 
 import dataclasses
@@ -47,27 +48,14 @@ import threading
 import numpy as np
 
 from gamornet._utils import checks as _checks
-from gamornet.presets import CLASS_NAMES
+from gamornet.io.catalogues import TrainingCatalogue, read_training_catalogue
 
 __all__ = [
-    "CATALOGUE_FORMATS",
     "AugmentationSettings",
-    "Catalogue",
-    "read_catalogue",
     "read_image",
     "catalogue_dataset",
     "class_weighted_crossentropy",
 ]
-
-#: Catalogue formats, by file name ending, as astropy's ``Table.read`` formats.
-CATALOGUE_FORMATS = {
-    ".csv": "ascii.csv",
-    ".ecsv": "ascii.ecsv",
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fits.gz": "fits",
-    ".parquet": "parquet",
-}
 
 #: Share of the memory available when the data set is built that ``cache='auto'`` lets decoded images take.
 _CACHE_SHARE_OF_AVAILABLE_MEMORY = 0.25
@@ -75,225 +63,20 @@ _CACHE_SHARE_OF_AVAILABLE_MEMORY = 0.25
 #: Images decoded at once by the parallel readers.
 _DECODE_THREADS = 4
 
-# Missing files are listed by name up to this many in one error message.
-_LISTED_MISSING = 5
-
 
 # --------------------------------------------------------------------------- catalogues
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Catalogue:
-    """Training images named by a catalogue, and their labels.
-
-    Attributes
-    ----------
-    source : str
-        The catalogue file.
-    paths : tuple of str
-        One absolute image path per row, in catalogue order.
-    labels : numpy.ndarray of shape (n, 3), float32
-        One-hot labels: disk [1, 0, 0], indeterminate [0, 1, 0], bulge [0, 0, 1].
-    """
-
-    source: str
-    paths: tuple
-    labels: np.ndarray
-
-    def __len__(self):
-        return len(self.paths)
-
-    def class_counts(self):
-        """Number of disk, indeterminate and bulge galaxies, as a dict."""
-        counts = np.bincount(np.argmax(self.labels, axis=1), minlength=3)
-        return {name: int(count) for name, count in zip(CLASS_NAMES, counts)}
-
-
-def _catalogue_format(path):
-    lowered = path.lower()
-    for ending, table_format in CATALOGUE_FORMATS.items():
-        if lowered.endswith(ending):
-            return table_format
-    raise ValueError(
-        f"a catalogue must be a CSV, ECSV, FITS or Parquet table (a name ending in {', '.join(CATALOGUE_FORMATS)}). "
-        f"Received: {path!r}"
-    )
-
-
-def _read_table(path):
-    from astropy.table import Table
-
-    table_format = _catalogue_format(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no catalogue found at {path!r}")
-    try:
-        return Table.read(path, format=table_format)
-    except ImportError as error:
-        raise ImportError(f"reading the Parquet catalogue {path!r} needs pyarrow: pip install pyarrow") from error
-    except Exception as error:  # noqa: BLE001 - any parsing failure is a bad catalogue, named
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"the catalogue {path!r} cannot be read as {table_format} ({text})") from error
-
-
-def _label_columns(label_column):
-    """A label column name, or a tuple of three one-hot column names."""
-    if isinstance(label_column, str):
-        names = tuple(name.strip() for name in label_column.split(","))
-        if len(names) == 1:
-            return names[0]
-    elif isinstance(label_column, (tuple, list)) and all(isinstance(name, str) for name in label_column):
-        names = tuple(label_column)
-    else:
-        raise TypeError(
-            "label_column must be a column name, or three one-hot column names (disk, indeterminate, bulge). "
-            f"Received: label_column={label_column!r}"
-        )
-    if len(names) != 3 or not all(names):
-        raise ValueError(
-            "one-hot labels need exactly three column names, in the order disk, indeterminate, bulge. "
-            f"Received: label_column={label_column!r}"
-        )
-    return names
-
-
-def _missing_column(path, table, name, option):
-    columns = ", ".join(table.colnames)
-    return ValueError(
-        f"the catalogue {path!r} has no column {name!r} (its columns are: {columns}); name the right one with "
-        f"{option}"
-    )
-
-
-def _row_label(value):
-    """The class index (0, 1, 2) of one catalogue value, or None."""
-    if isinstance(value, (bytes, np.bytes_)):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in CLASS_NAMES:
-            return CLASS_NAMES.index(text)
-        if text in ("0", "1", "2"):
-            return int(text)
-        return None
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return int(value) if 0 <= value <= 2 else None
-    if isinstance(value, (numbers.Real, np.floating)) and float(value) in (0.0, 1.0, 2.0):
-        return int(value)
-    return None
-
-
-def _class_labels(path, table, column, paths):
-    values = table[column]
-    mask = np.ma.getmaskarray(values) if hasattr(values, "mask") else np.zeros(len(values), dtype=bool)
-    indices = np.empty(len(values), dtype=np.int64)
-    for row, (value, masked) in enumerate(zip(values, mask)):
-        index = None if masked else _row_label(value)
-        if index is None:
-            shown = "an empty cell" if masked else repr(value.item() if hasattr(value, "item") else value)
-            raise ValueError(
-                f"the catalogue {path!r}, row {row + 1} ({paths[row]}): unknown label {shown} in column {column!r}; "
-                "labels must be disk, indeterminate or bulge, or 0, 1 or 2 (in that order)"
-            )
-        indices[row] = index
-    return np.eye(3, dtype=np.float32)[indices]
-
-
-def _one_hot_labels(path, table, columns, paths):
-    try:
-        values = np.stack([np.ma.filled(np.asarray(table[name], dtype=np.float64), np.nan) for name in columns], axis=1)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"the one-hot label columns {', '.join(columns)} of the catalogue {path!r} must hold numbers"
-        ) from None
-    good = np.isfinite(values).all(axis=1) & (values >= 0).all(axis=1) & np.isclose(values.sum(axis=1), 1.0, atol=1e-3)
-    if not good.all():
-        row = int(np.flatnonzero(~good)[0])
-        raise ValueError(
-            f"the catalogue {path!r}, row {row + 1} ({paths[row]}): the one-hot labels {values[row].tolist()} in "
-            f"columns {', '.join(columns)} are not one-hot (non-negative numbers summing to 1, e.g. disk 1, 0, 0)"
-        )
-    return values.astype(np.float32)
-
-
-def _image_paths(path, table, path_column):
-    folder = os.path.dirname(os.path.abspath(path))
-    paths = []
-    for row, value in enumerate(table[path_column]):
-        if isinstance(value, (bytes, np.bytes_)):
-            value = value.decode("utf-8", "replace")
-        text = str(value).strip() if not np.ma.is_masked(value) else ""
-        if not text:
-            raise ValueError(f"the catalogue {path!r}, row {row + 1}: the path column {path_column!r} is empty")
-        paths.append(os.path.normpath(os.path.join(folder, os.path.expanduser(text))))
-    missing = [(row, image) for row, image in enumerate(paths) if not os.path.isfile(image)]
-    if missing:
-        listed = "; ".join(f"row {row + 1}: {image}" for row, image in missing[:_LISTED_MISSING])
-        more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
-        raise FileNotFoundError(
-            f"the catalogue {path!r} names {len(missing)} image file(s) that do not exist ({listed}{more}); paths are "
-            "relative to the catalogue's folder"
-        )
-    return tuple(paths)
-
-
-def read_catalogue(path, path_column="path", label_column="label"):
-    """Read a training catalogue: image paths and one-hot labels, every file checked to exist.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A CSV, ECSV, FITS or Parquet table (see :data:`CATALOGUE_FORMATS`).
-    path_column : str
-        The column of image paths (FITS files, or ``.npy`` files of one image),
-        relative to the catalogue's folder unless absolute.
-    label_column : str or tuple of three str
-        A column of class names (``disk``, ``indeterminate``, ``bulge``, any
-        case) or class numbers (0, 1, 2); or three one-hot columns in the order
-        disk, indeterminate, bulge (also as one comma-separated string).
-
-    Returns
-    -------
-    Catalogue
-
-    Raises
-    ------
-    FileNotFoundError
-        The catalogue, or image files it names (listed, with their rows).
-    ValueError
-        An unknown format, an empty catalogue, a missing column, or an unknown
-        label (with its row and image).
-    TypeError
-        ``path`` or ``label_column`` of the wrong type.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"a catalogue must be the path of a table file. Received an object of type {type(path).__name__}")
-    path = os.fspath(path)
-    if not isinstance(path_column, str) or not path_column:
-        raise TypeError(f"path_column must be a column name. Received: path_column={path_column!r}")
-    labels_from = _label_columns(label_column)
-    table = _read_table(path)
-    if len(table) == 0:
-        raise ValueError(f"the catalogue {path!r} is empty: it holds no rows (no images to train on)")
-    if path_column not in table.colnames:
-        raise _missing_column(path, table, path_column, "path_column (--path-column)")
-    for name in (labels_from,) if isinstance(labels_from, str) else labels_from:
-        if name not in table.colnames:
-            raise _missing_column(path, table, name, "label_column (--label-column)")
-    paths = _image_paths(path, table, path_column)
-    if isinstance(labels_from, str):
-        labels = _class_labels(path, table, labels_from, paths)
-    else:
-        labels = _one_hot_labels(path, table, labels_from, paths)
-    return Catalogue(source=path, paths=paths, labels=labels)
-
-
 def resolve_catalogue(data, path_column="path", label_column="label"):
-    """A :class:`Catalogue` from a catalogue or its path (read with :func:`read_catalogue`)."""
-    if isinstance(data, Catalogue):
+    """A :class:`~gamornet.io.catalogues.TrainingCatalogue` from a catalogue or its path.
+
+    A path is read with :func:`gamornet.io.catalogues.read_training_catalogue`.
+    """
+    if isinstance(data, TrainingCatalogue):
         if len(data) == 0:
             raise ValueError(f"the catalogue {data.source!r} is empty: it holds no rows (no images to train on)")
         return data
-    return read_catalogue(data, path_column=path_column, label_column=label_column)
+    return read_training_catalogue(data, path_column=path_column, label_column=label_column)
 
 
 # --------------------------------------------------------------------------- one image
@@ -622,33 +405,33 @@ def resolve_source(data, labels, input_shape, name, labels_name, path_column="pa
 
     Returns
     -------
-    _Arrays, Catalogue or tf.data.Dataset
+    _Arrays, TrainingCatalogue or tf.data.Dataset
 
     Raises
     ------
     TypeError, ValueError, OSError
-        As the checks of the 0.4.x arrays, :func:`read_catalogue`, or a dataset
+        As the checks of the 0.4.x arrays, :func:`~gamornet.io.catalogues.read_training_catalogue`, or a dataset
         whose elements are not (images, labels) batches of ``input_shape``.
     """
     if isinstance(data, np.ndarray):
         _checks.check_images(data, input_shape, name)
         _checks.check_labels(labels, data.shape[0], labels_name)
         return _Arrays(data, labels)
-    what = "a catalogue" if isinstance(data, (str, os.PathLike, Catalogue)) else "a tf.data.Dataset"
+    what = "a catalogue" if isinstance(data, (str, os.PathLike, TrainingCatalogue)) else "a tf.data.Dataset"
     if labels is not None:
         raise TypeError(
             f"{labels_name} must be None when {name} is {what}: the labels come with it. "
             f"Received an object of type {type(labels).__name__}"
         )
-    if isinstance(data, (str, os.PathLike, Catalogue)):
+    if isinstance(data, (str, os.PathLike, TrainingCatalogue)):
         return resolve_catalogue(data, path_column, label_column)
     from gamornet._utils.tf_logging import import_tensorflow
 
     if isinstance(data, import_tensorflow().data.Dataset):
         return _check_dataset_spec(data, input_shape, name)
     raise TypeError(
-        f"{name} must be a numpy array of images, a catalogue (its path or a gamornet.training.data.Catalogue) or a "
-        f"tf.data.Dataset of (images, labels) batches. Received an object of type {type(data).__name__}"
+        f"{name} must be a numpy array of images, a catalogue (its path or a gamornet.io.catalogues.TrainingCatalogue) "
+        f"or a tf.data.Dataset of (images, labels) batches. Received an object of type {type(data).__name__}"
     )
 
 
@@ -879,8 +662,8 @@ def catalogue_dataset(data, input_shape, batch_size=64, *, training=True, prepro
 
     Parameters
     ----------
-    data : str, os.PathLike, Catalogue or tuple of numpy.ndarray
-        A catalogue (its path, or a :class:`Catalogue`), or a pair (images of
+    data : str, os.PathLike, TrainingCatalogue or tuple of numpy.ndarray
+        A catalogue (its path, or a :class:`~gamornet.io.catalogues.TrainingCatalogue`), or a pair (images of
         shape (n, x, y, ndim), one-hot labels of shape (n, 3)).
     input_shape : {'SDSS', 'CANDELS'} or tuple of int
         The network's (x, y, ndim).
@@ -902,7 +685,7 @@ def catalogue_dataset(data, input_shape, batch_size=64, *, training=True, prepro
     seed : int, optional
         Seed of the shuffling and augmentation draws (each epoch differs).
     path_column, label_column
-        As for :func:`read_catalogue`, when ``data`` is a path.
+        As for :func:`~gamornet.io.catalogues.read_training_catalogue`, when ``data`` is a path.
     progress : bool
         Show a progress bar while a cached catalogue is read.
 
@@ -915,7 +698,7 @@ def catalogue_dataset(data, input_shape, batch_size=64, *, training=True, prepro
     Raises
     ------
     TypeError, ValueError, OSError
-        As :func:`read_catalogue` and :func:`read_image` (a bad image is named
+        As :func:`~gamornet.io.catalogues.read_training_catalogue` and :func:`read_image` (a bad image is named
         when it is read), or invalid settings.
     """
     shape = _checks.check_input_shape(input_shape)
@@ -927,7 +710,7 @@ def catalogue_dataset(data, input_shape, batch_size=64, *, training=True, prepro
         source = resolve_source(data[0], data[1], shape, "images", "labels")
     else:
         source = resolve_source(data, None, shape, "data", "labels", path_column, label_column)
-        if not isinstance(source, Catalogue):
+        if not isinstance(source, TrainingCatalogue):
             raise TypeError(f"data must be a catalogue or a pair (images, labels). Received a {type(data).__name__}")
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))

@@ -135,6 +135,23 @@ def test_catalogue_errors_of_format_type_and_one_hot(tmp_path, galaxies):
         read_training_catalogue(one_hot, label_column=("d", "i", "b"))
 
 
+def test_a_catalogue_that_cannot_be_read_as_a_table_is_an_os_error(tmp_path):
+    """The convention of gamornet.io.catalogues, for both kinds of catalogue: OSError (it was a ValueError here)."""
+    broken = tmp_path / "broken.fits"
+    broken.write_text("not a FITS file")
+    with pytest.raises(OSError, match=r"cannot read the catalogue .*broken\.fits' as a fits table"):
+        read_training_catalogue(broken)
+
+
+@pytest.mark.parametrize("ending, table_format", [(".pq", "parquet"), (".fit.gz", "fits")])
+def test_catalogue_formats_of_sky_catalogues_too(tmp_path, galaxies, ending, table_format):
+    images, classes = galaxies
+    csv_path = _write_catalogue(tmp_path, "cat", images[:3], classes[:3])
+    Table.read(csv_path, format="ascii.csv").write(tmp_path / f"cat{ending}", format=table_format)
+    catalogue = read_training_catalogue(tmp_path / f"cat{ending}")
+    np.testing.assert_array_equal(catalogue.labels, _one_hot(classes[:3]))
+
+
 # --------------------------------------------------------------------------- single images
 
 

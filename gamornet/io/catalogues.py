@@ -557,13 +557,7 @@ def read_training_catalogue(path, path_column="path", label_column="label"):
     if not isinstance(path_column, str) or not path_column:
         raise TypeError(f"path_column must be a column name. Received: path_column={path_column!r}")
     labels_from = _label_columns(label_column)
-    catalogue_format(path)
-    try:
-        table = read_table(path)
-    except (FileNotFoundError, ImportError):
-        raise
-    except OSError as error:
-        raise ValueError(str(error)) from error
+    table = read_table(path)
     if len(table) == 0:
         raise ValueError(f"the catalogue {path!r} is empty: it holds no rows (no images to train on)")
     if path_column not in table.colnames:

@@ -19,6 +19,7 @@ import numpy as np
 from gamornet.science import calibration
 from gamornet._utils.hashing import file_sha256
 from gamornet.presets import CLASS_NAMES
+from gamornet.science._checks import check_n_bins, check_purity
 
 _PROBABILITY_COLUMNS = ("p_disk", "p_indet", "p_bulge")
 _FITS_ENDINGS = (".fits", ".fit", ".fits.gz", ".fit.gz")
@@ -294,7 +295,7 @@ def run_calibrate(args):
     """Run ``gamornet calibrate``; return the exit status."""
     _check_output(args.output, ".json", "--output")
     _check_output(args.plot, ".png", "--plot")
-    calibration._check_n_bins(args.n_bins)
+    check_n_bins(args.n_bins)
     probabilities, labels, description, recorded = _labelled_set(args)
     sha256, model = _model_sha256(args, recorded)
     temperature = calibration.fit_temperature(probabilities, labels)
@@ -316,8 +317,8 @@ def run_thresholds(args):
     """Run ``gamornet thresholds``; return the exit status."""
     _check_output(args.output, ".json", "--output")
     _check_output(args.plot, ".png", "--plot")
-    calibration._check_purity(args.disk_purity, "--disk-purity")
-    calibration._check_purity(args.bulge_purity, "--bulge-purity")
+    check_purity(args.disk_purity, "--disk-purity")
+    check_purity(args.bulge_purity, "--bulge-purity")
     probabilities, labels, description, recorded = _labelled_set(args)
     choice = calibration.choose_thresholds(probabilities, labels, args.disk_purity, args.bulge_purity)
     print(choice)

@@ -32,7 +32,6 @@ scipy). Plots need matplotlib.
 
 import datetime
 import json
-import numbers
 import os
 from dataclasses import asdict, dataclass
 
@@ -40,9 +39,15 @@ import numpy as np
 
 import gamornet
 from gamornet._utils.atomic import atomic_path, atomic_write
-from gamornet.science.classify import Thresholds, _check_probabilities, classify
+from gamornet.science._checks import (
+    check_n_bins,
+    check_png_path,
+    check_probability_set,
+    check_purity,
+    check_temperature,
+)
+from gamornet.science.classify import Thresholds, classify
 from gamornet.errors import CalibrationMismatchError, UnreachablePurityError
-from gamornet.presets import CLASS_NAMES
 
 __all__ = [
     "Calibration",
@@ -75,99 +80,6 @@ _LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 
 # Temperatures are searched in [1 / _BETA_MAX, 1 / _BETA_MIN].
 _BETA_MIN, _BETA_MAX = 1e-4, 1e4
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _check_set(probabilities, labels=None):
-    """(values (n, 3) of the probabilities' precision, class indices (n,) or None)."""
-    shape = np.shape(probabilities)
-    if len(shape) != 2 or shape[1] != 3:
-        raise ValueError(
-            "probabilities must have shape (n, 3): [p_disk, p_indet, p_bulge] per galaxy. "
-            f"Received an array of shape {shape}"
-        )
-    if shape[0] == 0:
-        raise ValueError("the set of galaxies is empty: probabilities has shape (0, 3); give at least one galaxy")
-    values = _check_probabilities(probabilities)
-    if labels is None:
-        return values, None
-    return values, _check_labels(labels, len(values))
-
-
-def _check_labels(labels, n):
-    """Class indices (0 disk, 1 indeterminate, 2 bulge) from one-hot rows, indices or names."""
-    array = np.asarray(labels)
-    if array.ndim == 2 and array.shape[1] == 3:
-        if array.dtype.kind not in "biuf" or not np.isin(array, (0, 1)).all() or not (array.sum(axis=1) == 1).all():
-            raise ValueError(
-                "one-hot labels must hold one 1 and two 0s per galaxy (disk [1,0,0], indeterminate [0,1,0], "
-                f"bulge [0,0,1]). Received rows such as {array[0].tolist()}"
-            )
-        indices = np.argmax(array, axis=1)
-    elif array.ndim == 1:
-        indices = _label_indices(array)
-    else:
-        raise ValueError(
-            "labels must be one-hot rows of shape (n, 3) or class indices of shape (n,) (0 disk, "
-            f"1 indeterminate, 2 bulge). Received an array of shape {array.shape}"
-        )
-    if len(indices) != n:
-        raise ValueError(
-            f"labels and probabilities must describe the same galaxies: there are {n} rows of probabilities "
-            f"but {len(indices)} labels"
-        )
-    return indices.astype(np.intp)
-
-
-def _label_indices(array):
-    if array.dtype.kind in "US" or array.dtype == object:
-        names = {name: index for index, name in enumerate(CLASS_NAMES)}
-        text = [str(value).strip().lower() for value in array]
-        unknown = sorted({value for value in text if value not in names})
-        if unknown:
-            raise ValueError(
-                f"class names must be one of {', '.join(CLASS_NAMES)}. Received: {', '.join(map(repr, unknown[:5]))}"
-            )
-        return np.array([names[value] for value in text], dtype=np.intp)
-    if array.dtype.kind not in "iuf" or (array.size and not np.isin(array, (0, 1, 2)).all()):
-        bad = array[~np.isin(array, (0, 1, 2))][:5].tolist() if array.dtype.kind in "iuf" else array.dtype
-        raise ValueError(
-            f"class indices must be 0 (disk), 1 (indeterminate) or 2 (bulge). Received: {bad}"
-        )
-    return array.astype(np.intp)
-
-
-def _check_n_bins(n_bins):
-    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer. Received: n_bins={n_bins!r}")
-    return int(n_bins)
-
-
-def _check_temperature(temperature):
-    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
-            or not np.isfinite(temperature) or temperature <= 0):
-        raise ValueError(f"the temperature must be a finite number > 0. Received: {temperature!r}")
-    return float(temperature)
-
-
-def _check_purity(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
-        raise ValueError(f"{name} must be a purity in (0, 1]. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_png_path(path):
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file name (str or os.PathLike). Received: {path!r}")
-    path = os.fspath(path)
-    if not path.lower().endswith(".png"):
-        raise ValueError(f"the figure is written as PNG: path must end in .png. Received: {path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path!r}: the folder {folder!r} does not exist")
-    return path
 
 
 # --------------------------------------------------------------------------- calibration
@@ -225,8 +137,8 @@ def reliability_curve(probabilities, labels, n_bins=15):
         1; an empty set; labels of another length or not one of the three
         classes; n_bins not a positive integer.
     """
-    n_bins = _check_n_bins(n_bins)
-    values, truth = _check_set(probabilities, labels)
+    n_bins = check_n_bins(n_bins)
+    values, truth = check_probability_set(probabilities, labels)
     values = values.astype(np.float64)
     confidence = values.max(axis=1)
     correct = (values.argmax(axis=1) == truth).astype(np.float64)
@@ -324,7 +236,7 @@ def fit_temperature(probabilities, labels):
         galaxy's most probable class is right (T would be 0), or when the
         probabilities do no better than chance (T would be infinite).
     """
-    values, truth = _check_set(probabilities, labels)
+    values, truth = check_probability_set(probabilities, labels)
     logits = _log_probabilities(values)
     true_logit = logits[np.arange(len(truth)), truth]
     low, high = _BETA_MIN, _BETA_MAX
@@ -379,8 +291,8 @@ def apply_temperature(probabilities, temperature):
         Bad probabilities (see :func:`reliability_curve`), or a temperature
         that is not a finite number > 0.
     """
-    temperature = _check_temperature(temperature)
-    values, _ = _check_set(probabilities)
+    temperature = check_temperature(temperature)
+    values, _ = check_probability_set(probabilities)
     scaled = _log_probabilities(values) / temperature
     exponentials = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     return (exponentials / exponentials.sum(axis=1, keepdims=True)).astype(values.dtype)
@@ -471,7 +383,7 @@ def purity_completeness(probabilities, labels, thresholds=None):
         Bad probabilities or labels (see :func:`reliability_curve`), or
         thresholds outside [0, 1].
     """
-    values, truth = _check_set(probabilities, labels)
+    values, truth = check_probability_set(probabilities, labels)
     if thresholds is None:
         thresholds = np.linspace(0.0, 1.0, 101)
     thresholds = np.asarray(thresholds, dtype=np.float64)
@@ -597,9 +509,9 @@ def choose_thresholds(probabilities, labels, disk_purity=0.95, bulge_purity=0.95
         purity outside (0, 1], or labels without any disk-dominated or
         bulge-dominated galaxy.
     """
-    disk_target = _check_purity(disk_purity, "disk_purity")
-    bulge_target = _check_purity(bulge_purity, "bulge_purity")
-    values, truth = _check_set(probabilities, labels)
+    disk_target = check_purity(disk_purity, "disk_purity")
+    bulge_target = check_purity(bulge_purity, "bulge_purity")
+    values, truth = check_probability_set(probabilities, labels)
     for index, kind in ((0, "disk-dominated"), (2, "bulge-dominated")):
         if not (truth == index).any():
             raise ValueError(
@@ -702,7 +614,7 @@ def reliability_diagram(probabilities, labels, path, n_bins=15, calibrated=None)
     FileNotFoundError
         The folder of ``path`` does not exist.
     """
-    path = _check_png_path(path)
+    path = check_png_path(path)
     figure = _figure(figsize=(5.5, 6.5), layout="constrained")
     top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     curve = plot_reliability(top, probabilities, labels, n_bins, label="model" if calibrated is not None else None)
@@ -775,7 +687,7 @@ def purity_completeness_diagram(probabilities, labels, path, choice=None, thresh
     FileNotFoundError
         The folder of ``path`` does not exist.
     """
-    path = _check_png_path(path)
+    path = check_png_path(path)
     curves = purity_completeness(probabilities, labels, thresholds)
     figure = _figure(figsize=(10, 4.2), layout="constrained")
     axes_disk, axes_bulge = figure.subplots(1, 2, sharey=True)
@@ -934,7 +846,7 @@ def save_calibration(path, temperature, model_sha256, model=None, fitted_on=None
         "format": CALIBRATION_FORMAT,
         "format_version": FORMAT_VERSION,
         "method": "temperature scaling: p -> softmax(log(p) / T)",
-        "temperature": _check_temperature(temperature),
+        "temperature": check_temperature(temperature),
         "model": {"sha256": _check_sha256(model_sha256, "model_sha256"), "name": model},
         "fitted_on": _json_safe(fitted_on or {}),
         "created": _now(),
@@ -979,7 +891,7 @@ def load_calibration(path, model_sha256):
             "fitted for. Fit one for this model with `gamornet calibrate`"
         )
     return Calibration(
-        temperature=_check_temperature(document.get("temperature")),
+        temperature=check_temperature(document.get("temperature")),
         model_sha256=recorded,
         model=model.get("name"),
         fitted_on=document.get("fitted_on"),

@@ -28,13 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from gamornet.presets import CLASS_NAMES
+from gamornet.science._checks import check_probabilities
 
 __all__ = ["Thresholds", "HANDBOOK_THRESHOLDS", "MOST_PROBABLE", "check_margin", "classify", "default_threshold_set",
            "near_boundaries", "resolve_rules", "resolve_thresholds"]
-
-# Rows of probabilities must sum to 1 within this tolerance (float32 softmax
-# outputs sum to 1 within ~1e-6; tables printed with 3 decimals within ~2e-3).
-_SUM_TOLERANCE = 5e-3
 
 
 @dataclass(frozen=True)
@@ -151,29 +148,6 @@ def default_threshold_set(backend, data):
     return f"{backend}_{data}"
 
 
-def _check_probabilities(probabilities):
-    if not isinstance(probabilities, np.ndarray):
-        probabilities = np.asarray(probabilities)
-    if not (np.issubdtype(probabilities.dtype, np.floating) or np.issubdtype(probabilities.dtype, np.integer)):
-        raise TypeError(f"probabilities must be real numbers. Received dtype {probabilities.dtype}")
-    if probabilities.ndim not in (1, 2) or probabilities.shape[-1] != 3:
-        raise ValueError(
-            "probabilities must have shape (n, 3) or (3,): [p_disk, p_indet, p_bulge] per galaxy. "
-            f"Received an array of shape {probabilities.shape}"
-        )
-    dtype = np.float32 if probabilities.dtype == np.float32 else np.float64
-    values = np.atleast_2d(probabilities.astype(dtype, copy=False))
-    bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1) | (values > 1).any(axis=1)
-    bad |= np.abs(values.sum(axis=1, dtype=np.float64) - 1.0) > _SUM_TOLERANCE
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            "probabilities must be finite, between 0 and 1, and each row [p_disk, p_indet, p_bulge] must sum "
-            f"to 1. Received row {row}: {values[row].tolist()}"
-        )
-    return values
-
-
 def classify(probabilities, thresholds="keras_SDSS"):
     """Classify galaxies as 'disk', 'indeterminate' or 'bulge' from GaMorNet's probabilities.
 
@@ -204,7 +178,7 @@ def classify(probabilities, thresholds="keras_SDSS"):
         Non-numeric probabilities or thresholds.
     """
     rule = resolve_thresholds(thresholds)
-    values = _check_probabilities(probabilities)
+    values = check_probabilities(probabilities)
     p_disk, p_indet, p_bulge = values[:, 0], values[:, 1], values[:, 2]
     # Thresholds are compared at the probabilities' precision.
     disk = p_disk >= values.dtype.type(rule.disk)
@@ -309,7 +283,7 @@ def near_boundaries(probabilities, rules, margin):
     """
     margin = check_margin(margin)
     rules = resolve_rules(rules)
-    values = _check_probabilities(probabilities).astype(np.float64)
+    values = check_probabilities(probabilities).astype(np.float64)
     p_disk, p_indet, p_bulge = values[:, 0], values[:, 1], values[:, 2]
     near = np.zeros(len(values), dtype=bool)
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gamornet.science._checks import check_probability_set
+
 __all__ = [
     "MC_COLUMNS",
     "MCDropoutHead",
@@ -93,9 +95,7 @@ def predictive_entropy(probabilities):
     >>> predictive_entropy([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]).round(4).tolist()
     [0.0, 0.6931]
     """
-    from gamornet.science.calibration import _check_set
-
-    values, _ = _check_set(probabilities)
+    values, _ = check_probability_set(probabilities)
     return _entropy(values.astype(np.float64))
 
 

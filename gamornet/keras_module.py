@@ -236,7 +236,7 @@ def _describe_source(source):
     """How a training source is recorded with a resumable run's settings."""
     if isinstance(source, TrainingCatalogue):
         return os.path.abspath(source.source)
-    if isinstance(source, _training_data._Arrays):
+    if isinstance(source, _training_data.TrainingArrays):
         return f"arrays of shape {tuple(source.images.shape)}"
     return "a tf.data.Dataset"
 

@@ -93,7 +93,7 @@ def check_run_options(preprocessing=None, augmentation=None, distribute=None, pr
     augmentation = _data.check_augmentation(augmentation)
     return RunOptions(preprocessing=preprocessing, augmentation=augmentation, distribute=distribute,
                       precision=precision, resume=bool(resume), fresh=bool(fresh), seed=seed,
-                      cache=_data._check_cache(cache), **fixed)  # fmt: skip
+                      cache=_data.check_cache(cache), **fixed)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- strategies and precision

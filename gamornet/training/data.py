@@ -55,6 +55,8 @@ __all__ = [
     "read_image",
     "catalogue_dataset",
     "class_weighted_crossentropy",
+    "check_cache",
+    "TrainingArrays",
 ]
 
 #: Share of the memory available when the data set is built that ``cache='auto'`` lets decoded images take.
@@ -380,7 +382,14 @@ def _available_memory():
         return 2**30
 
 
-def _check_cache(cache):
+def check_cache(cache):
+    """Check the ``cache`` setting of :func:`catalogue_dataset`: ``'auto'``, True or False (returned as given).
+
+    Raises
+    ------
+    ValueError
+        Any other value.
+    """
     if cache not in ("auto", True, False):
         raise ValueError(
             "cache must be 'auto' (keep the decoded images in memory when they fit), True or False. "
@@ -390,8 +399,14 @@ def _check_cache(cache):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Arrays:
-    """Images and one-hot labels held in memory, already checked."""
+class TrainingArrays:
+    """Training images and their one-hot labels held in memory, already checked (see :func:`resolve_source`).
+
+    Attributes
+    ----------
+    images : numpy.ndarray of shape (n, x, y, ndim)
+    labels : numpy.ndarray of shape (n, 3)
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -405,7 +420,7 @@ def resolve_source(data, labels, input_shape, name, labels_name, path_column="pa
 
     Returns
     -------
-    _Arrays, TrainingCatalogue or tf.data.Dataset
+    TrainingArrays, TrainingCatalogue or tf.data.Dataset
 
     Raises
     ------
@@ -416,7 +431,7 @@ def resolve_source(data, labels, input_shape, name, labels_name, path_column="pa
     if isinstance(data, np.ndarray):
         _checks.check_images(data, input_shape, name)
         _checks.check_labels(labels, data.shape[0], labels_name)
-        return _Arrays(data, labels)
+        return TrainingArrays(data, labels)
     what = "a catalogue" if isinstance(data, (str, os.PathLike, TrainingCatalogue)) else "a tf.data.Dataset"
     if labels is not None:
         raise TypeError(
@@ -625,7 +640,7 @@ def prepare_dataset(source, input_shape, batch_size, *, training, preprocessing=
     # done once, as the images are read.
     preprocessing_now, preprocessing_after = (None, preprocessing) if augmentation is not None else (preprocessing, None)
     n_bytes = len(rows) * int(np.prod(input_shape)) * 4
-    if isinstance(source, _Arrays):
+    if isinstance(source, TrainingArrays):
         cached, description = True, f"{len(rows)} images in memory"
         images = source.images if num_shards == 1 else source.images[rows]
         images = np.asarray(images, dtype=np.float32)
@@ -705,7 +720,7 @@ def catalogue_dataset(data, input_shape, batch_size=64, *, training=True, prepro
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
     preprocessing = check_preprocessing(preprocessing)
     augmentation = check_augmentation(augmentation)
-    cache = _check_cache(cache)
+    cache = check_cache(cache)
     if isinstance(data, tuple) and len(data) == 2:
         source = resolve_source(data[0], data[1], shape, "images", "labels")
     else:

@@ -1,4 +1,5 @@
-"""gamornet.science.calibration: ECE, temperature scaling, purity/completeness, thresholds, their files.
+"""gamornet.science.calibration, .thresholds and .plots: ECE, temperature scaling, purity/completeness, thresholds,
+their files and figures.
 
 Every number is checked against an independent reference: a hand-computed
 example, brute-force counting with Python loops, a direct grid search of the
@@ -12,7 +13,10 @@ import os
 import numpy as np
 import pytest
 
+from gamornet import models
 from gamornet.science import calibration
+from gamornet.science.plots import purity_completeness_diagram, reliability_diagram
+from gamornet.science.thresholds import choose_thresholds, load_thresholds, purity_completeness, save_thresholds
 from gamornet.science.classify import Thresholds, classify
 from gamornet.errors import CalibrationMismatchError, UnreachablePurityError
 
@@ -139,7 +143,7 @@ def test_purity_and_completeness_match_brute_force_counting():
     logits, labels = _calibrated_set(400, seed=5)
     probabilities = _softmax(1.5 * logits)
     thresholds = np.linspace(0, 1, 41)
-    curves = calibration.purity_completeness(probabilities, labels, thresholds)
+    curves = purity_completeness(probabilities, labels, thresholds)
     for column, purity, completeness in ((0, curves.disk_purity, curves.disk_completeness),
                                          (2, curves.bulge_purity, curves.bulge_completeness)):
         expected_purity, expected_completeness = _purity_completeness_by_loops(
@@ -148,13 +152,13 @@ def test_purity_and_completeness_match_brute_force_counting():
         np.testing.assert_allclose(completeness, expected_completeness)
     assert curves.n_disk == (labels == 0).sum() and curves.n_bulge == (labels == 2).sum()
     assert curves.disk_selected[0] == 400 and curves.disk_completeness[0] == 1.0
-    assert len(calibration.purity_completeness(probabilities, labels).thresholds) == 101
+    assert len(purity_completeness(probabilities, labels).thresholds) == 101
 
 
 def test_thresholds_are_compared_at_the_probabilities_precision():
     # float32(0.7) < 0.7: classify counts it as reaching 0.7, and so must the curves.
     probabilities = np.array([[0.7, 0.2, 0.1], [0.2, 0.2, 0.6]], dtype=np.float32)
-    curves = calibration.purity_completeness(probabilities, [0, 2], [0.7])
+    curves = purity_completeness(probabilities, [0, 2], [0.7])
     assert curves.disk_selected.tolist() == [1]
     assert classify(probabilities, Thresholds(0.7, 0.7)).tolist()[0] == "disk"
 
@@ -171,7 +175,7 @@ def _lowest_threshold_by_loops(probabilities, labels, column, target):
 def test_choose_thresholds_matches_brute_force_search(target):
     logits, labels = _calibrated_set(600, seed=6, spread=2.5)
     probabilities = _softmax(logits).astype(np.float32)
-    choice = calibration.choose_thresholds(probabilities, labels, disk_purity=target, bulge_purity=target)
+    choice = choose_thresholds(probabilities, labels, disk_purity=target, bulge_purity=target)
     rows = probabilities.tolist()
     assert choice.disk == _lowest_threshold_by_loops(rows, labels.tolist(), 0, target)
     assert choice.bulge == _lowest_threshold_by_loops(rows, labels.tolist(), 2, target)
@@ -191,7 +195,7 @@ def test_an_unreachable_purity_says_what_is_reachable():
     # The galaxy with the highest p_disk is a bulge: disk purity never exceeds 2/3.
     probabilities = [[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]]
     with pytest.raises(UnreachablePurityError, match=r"disk purity of 0.95.*highest purity is 0.667") as caught:
-        calibration.choose_thresholds(probabilities, [2, 0, 0, 2])
+        choose_thresholds(probabilities, [2, 0, 0, 2])
     assert caught.value.kind == "disk" and caught.value.best_purity == pytest.approx(2 / 3)
     assert caught.value.best_threshold == pytest.approx(0.6)
     assert isinstance(caught.value, ValueError)
@@ -201,7 +205,7 @@ def test_an_unreachable_purity_says_what_is_reachable():
 
 
 @pytest.mark.parametrize("function", [calibration.expected_calibration_error, calibration.fit_temperature,
-                                      calibration.purity_completeness, calibration.choose_thresholds])
+                                      purity_completeness, choose_thresholds])
 def test_bad_probabilities_and_labels(function):
     with pytest.raises(ValueError, match=r"shape \(n, 3\).*Received an array of shape \(4, 2\)"):
         function(np.full((4, 2), 0.5), [0, 1, 2, 0])
@@ -246,11 +250,11 @@ def test_temperatures_that_cannot_be_fitted():
 def test_bad_purities_and_missing_classes():
     for value in (0, 1.5, "0.9", True):
         with pytest.raises(ValueError, match="disk_purity must be a purity in \\(0, 1\\]"):
-            calibration.choose_thresholds(HAND_PROBABILITIES, HAND_LABELS, disk_purity=value)
+            choose_thresholds(HAND_PROBABILITIES, HAND_LABELS, disk_purity=value)
     with pytest.raises(ValueError, match="the labels hold no bulge-dominated galaxy"):
-        calibration.choose_thresholds(HAND_PROBABILITIES, [0, 0, 1, 0])
+        choose_thresholds(HAND_PROBABILITIES, [0, 0, 1, 0])
     with pytest.raises(ValueError, match=r"thresholds must be a non-empty 1-d array of values in \[0, 1\]"):
-        calibration.purity_completeness(HAND_PROBABILITIES, HAND_LABELS, [0.5, 1.2])
+        purity_completeness(HAND_PROBABILITIES, HAND_LABELS, [0.5, 1.2])
 
 
 # --------------------------------------------------------------------------- figures
@@ -265,41 +269,45 @@ def _assert_png(path):
 def test_figures_are_written_as_png(tmp_path):
     logits, labels = _calibrated_set(300, seed=8)
     probabilities = _softmax(2.0 * logits)
-    path = calibration.reliability_diagram(probabilities, labels, str(tmp_path / "reliability.png"),
-                                           calibrated=_softmax(logits))
+    path = reliability_diagram(probabilities, labels, str(tmp_path / "reliability.png"), calibrated=_softmax(logits))
     _assert_png(path)
-    choice = calibration.choose_thresholds(probabilities, labels, 0.8, 0.8)
-    _assert_png(calibration.purity_completeness_diagram(probabilities, labels, str(tmp_path / "curves.png"), choice))
+    choice = choose_thresholds(probabilities, labels, 0.8, 0.8)
+    _assert_png(purity_completeness_diagram(probabilities, labels, str(tmp_path / "curves.png"), choice))
 
 
 def test_figure_paths_are_checked(tmp_path):
     with pytest.raises(ValueError, match="must end in .png"):
-        calibration.reliability_diagram(HAND_PROBABILITIES, HAND_LABELS, str(tmp_path / "figure.jpg"))
+        reliability_diagram(HAND_PROBABILITIES, HAND_LABELS, str(tmp_path / "figure.jpg"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        calibration.reliability_diagram(HAND_PROBABILITIES, HAND_LABELS, str(tmp_path / "missing" / "figure.png"))
+        reliability_diagram(HAND_PROBABILITIES, HAND_LABELS, str(tmp_path / "missing" / "figure.png"))
     with pytest.raises(TypeError, match="file name"):
-        calibration.purity_completeness_diagram(HAND_PROBABILITIES, HAND_LABELS, 12)
+        purity_completeness_diagram(HAND_PROBABILITIES, HAND_LABELS, 12)
     assert os.listdir(tmp_path) == []
 
 
 # --------------------------------------------------------------------------- files
 
 
+def _model_sha256(model, backend="keras"):
+    """The sha256 that calibration files record: of the model's file, as the predictor resolves it."""
+    return models.model_sha256(models.resolve(model, backend), backend)
+
+
 def test_model_sha256_of_a_keras_file_and_of_a_tflearn_checkpoint(tmp_path):
     keras_file = tmp_path / "model.hdf5"
     keras_file.write_bytes(b"weights of a keras model")
-    assert calibration.model_sha256(str(keras_file)) == hashlib.sha256(b"weights of a keras model").hexdigest()
+    assert _model_sha256(str(keras_file)) == hashlib.sha256(b"weights of a keras model").hexdigest()
     prefix = tmp_path / "check-10"
     (tmp_path / "check-10.index").write_bytes(b"index")
     (tmp_path / "check-10.data-00000-of-00001").write_bytes(b"data")
     (tmp_path / "check-10.meta").write_bytes(b"graph")
-    assert calibration.model_sha256(str(prefix), "tflearn") == hashlib.sha256(b"data").hexdigest()
+    assert _model_sha256(str(prefix), "tflearn") == hashlib.sha256(b"data").hexdigest()
     with pytest.raises(FileNotFoundError, match="no TFLearn checkpoint found at prefix .*check-11"):
-        calibration.model_sha256(str(tmp_path / "check-11"), "tflearn")
+        _model_sha256(str(tmp_path / "check-11"), "tflearn")
     with pytest.raises(FileNotFoundError, match="no model file found at .*missing.hdf5"):
-        calibration.model_sha256(str(tmp_path / "missing.hdf5"))
-    with pytest.raises(TypeError, match="published model name or a path"):
-        calibration.model_sha256(None)
+        _model_sha256(str(tmp_path / "missing.hdf5"))
+    with pytest.raises(TypeError, match="must be a path to a Keras model file or one of 'SDSS_sim'"):
+        _model_sha256(None)
 
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
@@ -331,7 +339,7 @@ def test_bad_calibration_files(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="is not a calibration file: it is not valid JSON"):
         calibration.load_calibration(str(bad), SHA_A)
-    calibration.save_thresholds(str(bad), Thresholds(0.5, 0.6))
+    save_thresholds(str(bad), Thresholds(0.5, 0.6))
     with pytest.raises(ValueError, match='is not a calibration file .*"format": "gamornet-calibration"'):
         calibration.load_calibration(str(bad), SHA_A)
     future = tmp_path / "future.json"
@@ -345,27 +353,27 @@ def test_bad_calibration_files(tmp_path):
 def test_thresholds_files_round_trip(tmp_path):
     logits, labels = _calibrated_set(300, seed=9, spread=2.5)
     probabilities = _softmax(logits).astype(np.float32)
-    choice = calibration.choose_thresholds(probabilities, labels, 0.8, 0.85)
-    path = calibration.save_thresholds(str(tmp_path / "thr.json"), choice, chosen_from={"labels": "labels.csv"})
-    rule = calibration.load_thresholds(path)
+    choice = choose_thresholds(probabilities, labels, 0.8, 0.85)
+    path = save_thresholds(str(tmp_path / "thr.json"), choice, chosen_from={"labels": "labels.csv"})
+    rule = load_thresholds(path)
     assert rule == choice.to_thresholds()
     assert (classify(probabilities, rule) == classify(probabilities, choice.to_thresholds())).all()
     document = json.loads(open(path).read())
     assert document["chosen"]["target_bulge_purity"] == 0.85 and document["chosen_from"] == {"labels": "labels.csv"}
-    calibration.save_thresholds(path, Thresholds(0.0, 0.6, disk_must_lead=True))
-    assert calibration.load_thresholds(path) == Thresholds(0.0, 0.6, True)
+    save_thresholds(path, Thresholds(0.0, 0.6, disk_must_lead=True))
+    assert load_thresholds(path) == Thresholds(0.0, 0.6, True)
     with pytest.raises(TypeError, match="ThresholdChoice or a Thresholds"):
-        calibration.save_thresholds(path, (0.5, 0.5))
+        save_thresholds(path, (0.5, 0.5))
 
 
 def test_bad_thresholds_files(tmp_path):
     path = tmp_path / "thr.json"
     path.write_text(json.dumps({"format": "gamornet-thresholds", "format_version": 1, "disk": 0.5}))
     with pytest.raises(ValueError, match="lacks bulge"):
-        calibration.load_thresholds(str(path))
+        load_thresholds(str(path))
     path.write_text(json.dumps({"format": "gamornet-thresholds", "format_version": 1, "disk": 0.5, "bulge": 1.5}))
     with pytest.raises(ValueError, match="holds a bad rule: the bulge threshold must be a probability"):
-        calibration.load_thresholds(str(path))
+        load_thresholds(str(path))
     path.write_text("[]")
     with pytest.raises(ValueError, match="is not a thresholds file"):
-        calibration.load_thresholds(str(path))
+        load_thresholds(str(path))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gamornet.science import calibration
+from gamornet.science.thresholds import choose_thresholds, load_thresholds
 from gamornet.cli import main as cli
 from gamornet.science.classify import classify
 from gamornet.presets import CLASS_NAMES
@@ -112,10 +113,10 @@ def test_thresholds_prints_and_writes_a_rule_predict_can_read(tmp_path, labelled
     assert cli.main(["thresholds", predictions, "--labels", labels_file, "--disk-purity", "0.9",
                      "--bulge-purity", "0.85", "--output", output, "--plot", plot]) == 0
     out = capsys.readouterr().out
-    rule = calibration.load_thresholds(output)
+    rule = load_thresholds(output)
     # The library's choice on the float32 probabilities: the same thresholds at float32 precision (the table
     # holds their shortest decimal form), so the same classes.
-    expected = calibration.choose_thresholds(probabilities, labels, 0.9, 0.85)
+    expected = choose_thresholds(probabilities, labels, 0.9, 0.85)
     assert np.float32(rule.disk) == np.float32(expected.disk) and np.float32(rule.bulge) == np.float32(expected.bulge)
     assert (classify(probabilities, rule) == classify(probabilities, expected.to_thresholds())).all()
     assert f"p_disk  >= {expected.disk:.4f}" in out and "indeterminate fraction" in out

@@ -502,11 +502,12 @@ def test_thresholds_and_calibration_from_files(tmp_path, case):
     from gamornet import models
     from gamornet.science import calibration
     from gamornet.science.classify import Thresholds
+    from gamornet.science.thresholds import save_thresholds
 
     images, model, expected = case
     np.save(tmp_path / "stack.npy", images)
     thresholds_file = str(tmp_path / "thresholds.json")
-    calibration.save_thresholds(thresholds_file, Thresholds(0.4, 0.45))
+    save_thresholds(thresholds_file, Thresholds(0.4, 0.45))
     calibration_file = str(tmp_path / "calibration.json")
     calibration.save_calibration(calibration_file, 1.7, models.model_sha256(model))
     output = str(tmp_path / "p.fits")

@@ -287,7 +287,8 @@ def test_uncertainty_notebook_is_committed_clean_with_a_parameters_cell():
 
 @pytest.mark.slow
 def test_uncertainty_tutorial(monkeypatch, tmp_path):
-    from gamornet.science.calibration import load_calibration, model_sha256
+    from gamornet import models
+    from gamornet.science.calibration import load_calibration
 
     monkeypatch.setenv("GAMORNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -301,4 +302,4 @@ def test_uncertainty_tutorial(monkeypatch, tmp_path):
     text = _text(notebook)
     assert "temperature T =" in text and "ECE" in text and "first test galaxies" in text
     model = str(output / "keras" / "trained_model.hdf5")
-    assert load_calibration(str(output / "calib.json"), model_sha256(model)).temperature > 0
+    assert load_calibration(str(output / "calib.json"), models.model_sha256(models.resolve(model))).temperature > 0

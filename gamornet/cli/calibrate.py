@@ -16,10 +16,13 @@ import sys
 
 import numpy as np
 
-from gamornet.science import calibration
+from gamornet import models
 from gamornet._utils.hashing import file_sha256
 from gamornet.presets import CLASS_NAMES
+from gamornet.science import calibration
 from gamornet.science._checks import check_n_bins, check_purity
+from gamornet.science.plots import purity_completeness_diagram, reliability_diagram
+from gamornet.science.thresholds import choose_thresholds, save_thresholds
 
 _PROBABILITY_COLUMNS = ("p_disk", "p_indet", "p_bulge")
 _FITS_ENDINGS = (".fits", ".fit", ".fits.gz", ".fit.gz")
@@ -282,7 +285,7 @@ def _model_sha256(args, recorded):
                 "--model NAME_OR_PATH (a published name such as SDSS_tl, or the model file)"
             )
         return recorded, None
-    computed = calibration.model_sha256(args.model, backend=args.backend)
+    computed = models.model_sha256(models.resolve(args.model, args.backend), args.backend)
     if recorded is not None and recorded.lower() != computed:
         raise ValueError(
             f"{args.predictions!r} was made by the model with sha256 {recorded[:16]}..., but --model {args.model!r} "
@@ -305,7 +308,7 @@ def run_calibrate(args):
     description.update(ece_before=before, ece_after=after, n_bins=args.n_bins)
     calibration.save_calibration(args.output, temperature, sha256, model=model, fitted_on=description)
     if args.plot:
-        calibration.reliability_diagram(probabilities, labels, args.plot, args.n_bins, calibrated=calibrated)
+        reliability_diagram(probabilities, labels, args.plot, args.n_bins, calibrated=calibrated)
     print(f"temperature T = {temperature:.4f}, fitted on {len(labels)} labelled galaxies "
           f"({'over' if temperature > 1 else 'under'}-confident model)")
     print(f"expected calibration error ({args.n_bins} bins): {before:.4f} before, {after:.4f} after")
@@ -320,15 +323,15 @@ def run_thresholds(args):
     check_purity(args.disk_purity, "--disk-purity")
     check_purity(args.bulge_purity, "--bulge-purity")
     probabilities, labels, description, recorded = _labelled_set(args)
-    choice = calibration.choose_thresholds(probabilities, labels, args.disk_purity, args.bulge_purity)
+    choice = choose_thresholds(probabilities, labels, args.disk_purity, args.bulge_purity)
     print(choice)
     if recorded is not None:
         description["model_sha256"] = recorded
     written = []
     if args.output:
-        written.append(calibration.save_thresholds(args.output, choice, chosen_from=description))
+        written.append(save_thresholds(args.output, choice, chosen_from=description))
     if args.plot:
-        written.append(calibration.purity_completeness_diagram(probabilities, labels, args.plot, choice))
+        written.append(purity_completeness_diagram(probabilities, labels, args.plot, choice))
     if written:
         print(f"written: {', '.join(written)}")
     if args.output:

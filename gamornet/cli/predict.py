@@ -199,7 +199,7 @@ def _parse_thresholds(text):
     if text in HANDBOOK_THRESHOLDS:
         return text
     if text.lower().endswith(".json"):
-        from gamornet.science.calibration import load_thresholds
+        from gamornet.science.thresholds import load_thresholds
 
         return load_thresholds(text)
     parts = [part.strip() for part in text.split(",")]

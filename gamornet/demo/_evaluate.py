@@ -3,15 +3,16 @@
 Everything here scores a network the demo trained, on the demo's labelled
 sets: the validation set (all three classes) fits the temperature and chooses
 the thresholds; the test set and the shifted test set are scored. It uses the
-package's pieces (:mod:`gamornet.science.calibration`, :mod:`gamornet.science.uncertainty`,
-:mod:`gamornet.models.card`, :mod:`gamornet.science.metrics`) and imports TensorFlow
-only inside the functions that need it.
+package's pieces (:mod:`gamornet.science.calibration`, :mod:`gamornet.science.thresholds`,
+:mod:`gamornet.science.uncertainty`, :mod:`gamornet.models.card`, :mod:`gamornet.science.metrics`) and
+imports TensorFlow only inside the functions that need it.
 """
 
 import numpy as np
 
 from gamornet.science import calibration
 from gamornet.science import classify
+from gamornet.science.thresholds import choose_thresholds
 from gamornet.errors import UnreachablePurityError
 from gamornet.science.metrics import classes_from_names, confusion_counts, summary_metrics
 from gamornet.models.card import check_domain
@@ -39,13 +40,13 @@ def _lowest_reachable(probabilities, labels, disk_purity, bulge_purity, log):
     """choose_thresholds, lowering a purity that no threshold reaches on the validation set to the best reached."""
     for _ in range(2):
         try:
-            return calibration.choose_thresholds(probabilities, labels, disk_purity, bulge_purity)
+            return choose_thresholds(probabilities, labels, disk_purity, bulge_purity)
         except UnreachablePurityError as error:
             best = float(np.floor(error.best_purity * 1000) / 1000)
             log(f"a {error.kind} purity of {error.target:g} is out of reach on the validation set; "
                 f"using {best:g}, the highest reached", stamp=False)  # fmt: skip
             disk_purity, bulge_purity = (best, bulge_purity) if error.kind == "disk" else (disk_purity, best)
-    return calibration.choose_thresholds(probabilities, labels, disk_purity, bulge_purity)
+    return choose_thresholds(probabilities, labels, disk_purity, bulge_purity)
 
 
 def threshold_rule(config, calibrated_validation, validation_classes, log):

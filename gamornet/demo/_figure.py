@@ -93,7 +93,7 @@ def _gallery(axes, images, parameters, predicted, probabilities):
 
 
 def _reliability_panel(axis, evaluation, true_classes):
-    from gamornet.science.calibration import plot_reliability
+    from gamornet.science.plots import plot_reliability
 
     plot_reliability(axis, evaluation["probabilities"]["test"], true_classes, label="network")
     plot_reliability(axis, evaluation["calibrated"]["test"], true_classes,

@@ -24,7 +24,8 @@ on a CPU it goes through five stages:
    - thresholds on the calibrated p_disk and p_bulge chosen on the validation
      set for the purities asked (0.95), which leave the galaxies the network
      is unsure of indeterminate; their purity, completeness and
-     indeterminate fraction on the test set;
+     indeterminate fraction on the test set
+     (:mod:`gamornet.science.thresholds`);
    - MC dropout (:mod:`gamornet.science.uncertainty`): how well the spread of the
      predicted class's probability picks out misclassified galaxies (AUROC);
    - the domain check: the share of test and shifted galaxies outside the

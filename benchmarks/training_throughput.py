@@ -163,10 +163,11 @@ def fit_on_arrays_as_before(images, labels, validation, shape, batch_size, folde
     """(e): Keras' model.fit on the arrays, its array adapter shuffling, with the metrics.csv callback."""
     from gamornet import keras_module
     from gamornet.training import _loop as _training_loop
+    from gamornet.training.keras import check_compile_options, compile_model
 
     model = keras_module.gamornet_build_model_keras(shape)
-    optimizer, loss = keras_module._check_compile_options(0.0001, 0.9, 0.0, False, "categorical_crossentropy")
-    keras_module._compile(model, optimizer, loss)
+    optimizer, loss = check_compile_options(0.0001, 0.9, 0.0, False, "categorical_crossentropy")
+    compile_model(model, optimizer, loss)
     callback = _training_loop.MetricsAndCheckpoints(folder, 0)
     model.fit(images, labels, validation_data=validation, batch_size=batch_size, epochs=epochs, shuffle=True,
               callbacks=[callback], verbose=0)  # fmt: skip

@@ -47,12 +47,15 @@ import sys
 import threading
 
 from gamornet._utils.tf_logging import import_tensorflow
-from gamornet.errors import _TensorFlow2BehaviourOff
 
 __all__ = ["import_tflearn", "installed_versions", "silenced_deprecations"]
 
 _lock = threading.Lock()
 _tflearn = None
+
+
+class _TensorFlow2BehaviourOff(ImportError):
+    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
 
 
 def installed_versions():

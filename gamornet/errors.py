@@ -81,17 +81,6 @@ class PixelScaleWarning(GamornetWarning):
     """Survey images are cut at a pixel scale other than the network's (resampling was turned off)."""
 
 
-class _MirrorFailed(Exception):
-    """One mirror could not deliver a valid copy of a published entry; the downloader tries the next one."""
-
-    def __init__(self, url, reason):
-        super().__init__(f"{url}: {reason}")
-
-
-class _TensorFlow2BehaviourOff(ImportError):
-    """tflearn is importable, but TensorFlow 2 behaviour is off in this process."""
-
-
 class CalibrationMismatchError(ValueError):
     """A calibration file was fitted on the predictions of another model than the one in use."""
 

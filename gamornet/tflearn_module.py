@@ -24,20 +24,19 @@ import threading
 
 import numpy as np
 
+from gamornet import models
 from gamornet._tflearn_compat import import_tflearn, silenced_deprecations
+from gamornet._utils import checks as _checks
+from gamornet._utils.tf_logging import import_tensorflow
+from gamornet.errors import ModelFileError
+from gamornet.inference.predictor import predict_04x
+from gamornet.models import formats
+from gamornet.models.formats import tflearn_checkpoint
+from gamornet.models.formats.tflearn_checkpoint import TRAINING_CHECKPOINT_NAME, first_line
+from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS
 
 tflearn = import_tflearn()
-
-import tensorflow as tf  # noqa: E402
-
-from gamornet import models  # noqa: E402
-from gamornet._utils import checks as _checks
-from gamornet.models import formats
-from gamornet.errors import ModelFileError  # noqa: E402
-from gamornet.models.formats import tflearn_checkpoint  # noqa: E402
-from gamornet.models.formats.tflearn_checkpoint import TRAINING_CHECKPOINT_NAME, first_line  # noqa: E402
-from gamornet.inference.predictor import predict_04x  # noqa: E402
-from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS  # noqa: E402
+tf = import_tensorflow()
 
 __all__ = [
     "gamornet_build_model_tflearn",

@@ -491,13 +491,14 @@ def test_bf16_with_a_calibration_protects_the_calibrated_classes(trained, fp32_p
 
 
 def test_the_rules_bf16_protects_by_default():
-    from gamornet.inference.predictor import _refined_rules
+    from gamornet import models
+    from gamornet.inference.predictor import refined_rules
 
     # The handbook set of the backend and data set, as gamornet predict classifies by default, and the most
     # probable class; for other input shapes, every handbook set.
-    assert _refined_rules("SDSS_tl", (167, 167, 1), "keras") == ("most_probable", "keras_SDSS")
-    assert _refined_rules("my_model.hdf5", (83, 83, 1), "tflearn") == ("most_probable", "tflearn_CANDELS")
-    assert _refined_rules("my_model.hdf5", SHAPE, "keras") == DEFAULT_REFINED_RULES
+    assert refined_rules(models.resolve_model("SDSS_tl", "keras", (167, 167, 1))) == ("most_probable", "keras_SDSS")
+    assert refined_rules(models.resolve_model("my_model.hdf5", "tflearn", (83, 83, 1))) == ("most_probable", "tflearn_CANDELS")
+    assert refined_rules(models.resolve_model("my_model.hdf5", "keras", SHAPE)) == DEFAULT_REFINED_RULES
     assert set(DEFAULT_REFINED_RULES) == {"most_probable", "keras_SDSS", "keras_CANDELS", "tflearn_SDSS",
                                           "tflearn_CANDELS"}  # fmt: skip
 

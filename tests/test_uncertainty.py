@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 import reference
+from gamornet.inference import mc_dropout
+from gamornet.inference.predictor import predict_mc
 from gamornet.science import uncertainty
 
 LN3 = np.log(3.0)
@@ -141,7 +143,7 @@ def test_head_with_given_masks_matches_the_reference(models, keras_network):
     groups = rng.integers(0, 8, size=(2, 4096))
     kept_groups = rng.random((2, 10, 8)) >= 0.5
     keep_2 = rng.random((2, 10, 4096)) >= 0.5
-    head = uncertainty.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=n_samples, seed=0)
+    head = mc_dropout.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=n_samples, seed=0)
     got = head.with_masks(keras_network.features, groups, kept_groups, keep_2)
     # Draw 10k + d keeps the units whose group in block k it keeps; its masks apply to every galaxy.
     keep_1 = np.array([kept_groups[k, d][groups[k]] for k in range(2) for d in range(10)])[:n_samples]
@@ -154,7 +156,7 @@ def test_head_with_given_masks_matches_the_reference(models, keras_network):
 
 def test_the_masks_of_the_draws_are_those_of_dropout(keras_network):
     """Each draw keeps 4 of 8 groups: half the units, each independently; 10 draws per block, 5 complementary pairs."""
-    head = uncertainty.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=20, seed=2)
+    head = mc_dropout.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=20, seed=2)
     groups, kept, keep_2 = (mask.numpy() for mask in head._masks())
     assert groups.shape == (2, 4096) and kept.shape == (2, 10, 8)
     assert (kept.sum(axis=2) == 4).all()
@@ -179,7 +181,7 @@ def test_mc_mean_agrees_with_the_reference_within_the_monte_carlo_error(models, 
     expected = reference.forward_mc(models.images, case.weights,
                                     reference.dropout_keep_masks(rng, REFERENCE_DRAWS, N_IMAGES),
                                     reference.dropout_keep_masks(rng, REFERENCE_DRAWS, N_IMAGES), case.lrn)
-    result = uncertainty.predict_mc(models.images, case.path, SHAPE, backend, n_samples=DRAWS, seed=1,
+    result = predict_mc(models.images, case.path, SHAPE, backend, n_samples=DRAWS, seed=1,
                                     return_samples=True)
     draws = result.samples
     # Draws come in blocks of 10: the blocks' means are independent, the draws of a block are not.
@@ -200,9 +202,9 @@ def test_predict_mc_is_reproducible_and_leaves_plain_predictions_deterministic(m
 
     with gamornet.load_predictor(models.keras.path, SHAPE) as plain:
         before = plain.predict(models.images)
-    one = uncertainty.predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=7, batch_size=1)
-    two = uncertainty.predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=7, batch_size=1)
-    other = uncertainty.predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=8, batch_size=1)
+    one = predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=7, batch_size=1)
+    two = predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=7, batch_size=1)
+    other = predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=8, batch_size=1)
     for name in ("mean", "std", "entropy", "mutual_information"):
         np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
     assert not np.array_equal(one.mean, other.mean)
@@ -232,70 +234,70 @@ def test_the_predictor_adds_the_mc_columns(models):
 
 def test_the_same_seed_gives_the_same_draws(keras_network):
     features, dense = keras_network.features, keras_network.dense
-    first = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=5, seed=7)
-    again = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=5, seed=7)
+    first = mc_dropout.MCDropoutHead(dense, (0.5, 0.5), n_samples=5, seed=7)
+    again = mc_dropout.MCDropoutHead(dense, (0.5, 0.5), n_samples=5, seed=7)
     one, two = first(features), first(features)
     np.testing.assert_array_equal(one, again(features))
     np.testing.assert_array_equal(two, again(features))
     assert not np.array_equal(one, two)  # successive batches get fresh masks
-    assert not np.array_equal(one, uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=5, seed=8)(features))
-    unseeded = uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=5)
-    assert not np.array_equal(unseeded(features), uncertainty.MCDropoutHead(dense, (0.5, 0.5), n_samples=5)(features))
+    assert not np.array_equal(one, mc_dropout.MCDropoutHead(dense, (0.5, 0.5), n_samples=5, seed=8)(features))
+    unseeded = mc_dropout.MCDropoutHead(dense, (0.5, 0.5), n_samples=5)
+    assert not np.array_equal(unseeded(features), mc_dropout.MCDropoutHead(dense, (0.5, 0.5), n_samples=5)(features))
 
 
 def test_head_from_the_layers_after_the_flatten(keras_network):
     features, layers = keras_network.features, keras_network.head_layers
-    from_layers = uncertainty.MCDropoutHead.from_head_layers(layers, n_samples=3, seed=5)
-    direct = uncertainty.MCDropoutHead(keras_network.dense, (0.5, 0.5), 3, seed=5)
+    from_layers = mc_dropout.MCDropoutHead.from_head_layers(layers, n_samples=3, seed=5)
+    direct = mc_dropout.MCDropoutHead(keras_network.dense, (0.5, 0.5), 3, seed=5)
     np.testing.assert_array_equal(from_layers(features), direct(features))
     with pytest.raises(ValueError, match="expected GaMorNet's head: Dense, Dropout, Dense, Dropout, Dense"):
-        uncertainty.MCDropoutHead.from_head_layers(layers[:-1], n_samples=3)
+        mc_dropout.MCDropoutHead.from_head_layers(layers[:-1], n_samples=3)
 
 
 @pytest.mark.parametrize("n_samples", [0, -1, 2.0, True, None])
 def test_bad_n_samples(models, keras_network, n_samples):
     message = f"n_samples must be an integer >= 1.*Received: n_samples={n_samples!r}"
     with pytest.raises(ValueError, match=message):
-        uncertainty.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=n_samples)
+        mc_dropout.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=n_samples)
     with pytest.raises(ValueError, match=message):
-        uncertainty.predict_mc(models.images, models.keras.path, SHAPE, n_samples=n_samples)
+        predict_mc(models.images, models.keras.path, SHAPE, n_samples=n_samples)
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0"])
 def test_bad_seed(models, keras_network, seed):
     message = f"seed must be None or an integer >= 0. Received: seed={seed!r}"
     with pytest.raises(ValueError, match=message):
-        uncertainty.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=2, seed=seed)
+        mc_dropout.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=2, seed=seed)
     with pytest.raises(ValueError, match=message):
-        uncertainty.predict_mc(models.images, models.keras.path, SHAPE, seed=seed)
+        predict_mc(models.images, models.keras.path, SHAPE, seed=seed)
 
 
 def test_bad_arguments_of_predict_mc(models, keras_network, tmp_path):
     import gamornet
 
     with pytest.raises(ValueError, match=r"dropout rates of 0.5. Received: \(0.3, 0.5\)"):
-        uncertainty.MCDropoutHead(keras_network.dense, (0.3, 0.5), n_samples=2)
+        mc_dropout.MCDropoutHead(keras_network.dense, (0.3, 0.5), n_samples=2)
     with pytest.raises(ValueError, match=r"images holds no images. Received an array of shape \(0, 40, 40, 1\)"):
-        uncertainty.predict_mc(np.empty((0,) + SHAPE, np.float32), models.keras.path, SHAPE)
+        predict_mc(np.empty((0,) + SHAPE, np.float32), models.keras.path, SHAPE)
     with pytest.raises(ValueError, match=r"\(40, 40, 1\)"):
-        uncertainty.predict_mc(np.zeros((2, 30, 30, 1), np.float32), models.keras.path, SHAPE)
+        predict_mc(np.zeros((2, 30, 30, 1), np.float32), models.keras.path, SHAPE)
     with pytest.raises(ValueError, match="input_shape is needed with a model file"):
-        uncertainty.predict_mc(models.images, models.keras.path)
+        predict_mc(models.images, models.keras.path)
     from gamornet.keras_module import gamornet_build_model_keras
 
     network = gamornet_build_model_keras(SHAPE)  # a Keras model, not a file
     with pytest.raises(TypeError, match="path of a model file or one of 'SDSS_sim'.*Received an object of type Functional"):
-        uncertainty.predict_mc(models.images, network)
+        predict_mc(models.images, network)
     with pytest.raises(TypeError, match="Received an object of type Functional"):
         gamornet.load_predictor(network)
     with pytest.raises(ValueError, match="backend must be one of"):
-        uncertainty.predict_mc(models.images, models.keras.path, SHAPE, backend="torch")
+        predict_mc(models.images, models.keras.path, SHAPE, backend="torch")
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        uncertainty.predict_mc(models.images, models.keras.path, SHAPE, batch_size=0)
+        predict_mc(models.images, models.keras.path, SHAPE, batch_size=0)
     with pytest.raises(TypeError, match="return_samples must be True or False"):
-        uncertainty.predict_mc(models.images, models.keras.path, SHAPE, return_samples="yes")
+        predict_mc(models.images, models.keras.path, SHAPE, return_samples="yes")
     with pytest.raises(FileNotFoundError):
-        uncertainty.predict_mc(models.images, str(tmp_path / "missing.hdf5"), SHAPE)
+        predict_mc(models.images, str(tmp_path / "missing.hdf5"), SHAPE)
     with pytest.raises(ValueError, match="mc_samples must be a non-negative integer"):
         gamornet.load_predictor(models.keras.path, SHAPE, mc_samples=-1)
 
@@ -339,7 +341,7 @@ def test_gamornet_predict_with_mc_samples_writes_the_mc_columns(models, tmp_path
         rows = list(csv.DictReader(stream))
     assert tuple(rows[0])[-5:] == uncertainty.MC_COLUMNS and len(rows) == N_IMAGES
     # The same draws as predict_mc with the same seed and batches.
-    expected = uncertainty.predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=4)
+    expected = predict_mc(models.images, models.keras.path, SHAPE, n_samples=6, seed=4)
     np.testing.assert_allclose([[float(row[name]) for name in ("p_disk", "p_indet", "p_bulge")] for row in rows],
                                expected.mean, rtol=1e-6)
     np.testing.assert_allclose([float(row["mutual_information"]) for row in rows], expected.mutual_information,

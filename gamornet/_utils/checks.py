@@ -380,3 +380,13 @@ def resolve_save_folder(files_save_path):
     if path is not None:
         os.makedirs(path, exist_ok=True)
     return path
+
+
+def check_seed(seed, name="seed", allow_none=False):
+    """Check a random seed: an integer >= 0 (or None, where it means fresh draws each time); return it as an int."""
+    if seed is None and allow_none:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        expected = "None or an integer >= 0" if allow_none else "an integer >= 0"
+        raise ValueError(f"{name} must be {expected}. Received: {name}={seed!r}")
+    return int(seed)

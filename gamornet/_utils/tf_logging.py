@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["ENVIRONMENT_VARIABLE", "import_tensorflow", "quiet_import", "tensorflow_logs_shown"]
+__all__ = ["ENVIRONMENT_VARIABLE", "import_keras", "import_tensorflow", "quiet_import", "tensorflow_logs_shown"]
 
 #: The environment variable that shows TensorFlow's start-up lines when set to 1.
 ENVIRONMENT_VARIABLE = "GAMORNET_TF_LOGS"
@@ -79,6 +79,37 @@ def import_tensorflow():
     if not tensorflow_logs_shown():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return quiet_import("tensorflow")
+
+
+def import_keras():
+    """Import Keras on TensorFlow, quietly: TensorFlow first (without its start-up lines), then Keras.
+
+    Keras' backend defaults to TensorFlow here (``KERAS_BACKEND`` is set
+    when it is not), and another backend is refused: the published models and
+    the TFLearn module share TensorFlow's network.
+
+    Returns
+    -------
+    module
+        The ``keras`` module.
+
+    Raises
+    ------
+    ImportError
+        TensorFlow or Keras cannot be imported, or Keras is set to another
+        backend.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import_tensorflow()  # before Keras imports it, so that TensorFlow's start-up lines stay hidden
+    keras = importlib.import_module("keras")
+    if keras.config.backend() != "tensorflow":
+        raise ImportError(
+            "gamornet.keras_module needs Keras with the TensorFlow backend (so do gamornet.load_predictor and "
+            "gamornet.tflearn_module), which the published models and the TFLearn module share. Keras is set to the "
+            f"{keras.config.backend()!r} backend: set the environment variable KERAS_BACKEND=tensorflow (or edit "
+            "~/.keras/keras.json) before importing Keras"
+        )
+    return keras
 
 
 def quiet_import(name):

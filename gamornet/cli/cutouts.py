@@ -106,7 +106,7 @@ def _rows(count):
 
 def run(args):
     """Run ``gamornet cutouts``; return the exit status."""
-    from gamornet.cli.predict import _parse_input_shape
+    from gamornet.cli._options import parse_input_shape
     from gamornet.survey.cutouts import write_stamps
 
     output = args.output
@@ -115,7 +115,7 @@ def run(args):
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--output: the folder {folder!r} does not exist")
-    input_shape = _parse_input_shape(args.input_shape)
+    input_shape = parse_input_shape(args.input_shape)
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
     reader = survey_reader(args, input_shape, batch_size)
     counts = write_stamps(reader, output, progress=not args.no_progress)

@@ -6,9 +6,7 @@ then: without these options, ``gamornet predict`` never imports it.
 """
 
 import sys
-import types
 
-from gamornet import models
 from gamornet._utils import checks as _checks
 
 _GROUP_DESCRIPTION = """\
@@ -82,39 +80,40 @@ def _refuse_catalogues(args):
 
 def run(args):
     """Run ``gamornet predict`` on a Dask cluster; return the exit status."""
-    from gamornet.cli import predict as _cli_predict
+    from gamornet.cli._options import predictor_options, resolve_model, resolve_thresholds
     from gamornet.survey import distributed
 
     if args.output is None:
         raise ValueError("--output is needed with --workers or --scheduler: a Parquet folder (such as run.parquet/), "
                          "or a .csv or .fits table")
     _refuse_catalogues(args)
-    input_shape, data_set = _cli_predict._resolve_model(args)
-    thresholds = _cli_predict._resolve_thresholds(args, input_shape, data_set)
+    resolved = resolve_model(args)
+    thresholds = resolve_thresholds(args, resolved)
     partition_size = args.partition_size or distributed.DEFAULT_PARTITION_SIZE
     if args.partition_size is not None and args.partition_size < 1:
         raise ValueError(f"--partition-size must be a positive number of images. Received: {args.partition_size}")
     _checks.check_hdu(args.hdu, "--hdu")
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
-    if not models.is_published_name(args.model) and args.backend == "keras":
+    if not resolved.published and args.backend == "keras":
         _checks.check_model_file(args.model, "--model")
-    options = _cli_predict._predictor_options(args, input_shape)
-    settings = distributed._settings(args.model, input_shape, args.backend, thresholds, partition_size, args.hdu,
-                                     args.skip_bad, options)
+    options = predictor_options(args, resolved.input_shape)
+    settings = distributed.run_settings(args.model, resolved.input_shape, args.backend, thresholds, partition_size,
+                                        args.hdu, args.skip_bad, options)
     command_line = getattr(args, "command_line", None) or ["gamornet", *sys.argv[1:]]
-    summary = distributed._run(args.inputs, args.output, settings, _client(args), batch_size,
-                               not args.no_progress, command_line)
+    summary = distributed.run_partitions(args.inputs, args.output, settings, _client(args), batch_size,
+                                         not args.no_progress, command_line)
     _report(summary, settings)
     return 0
 
 
 def _report(summary, settings):
-    from gamornet.cli import predict as _cli_predict
+    from gamornet.inference.pipeline import Outcome, report_lines
 
-    outcome = _cli_predict._Outcome()
+    outcome = Outcome()
     outcome.bad_inputs = list(summary.bad)
     outcome.blank_sources = list(summary.blank)
-    _cli_predict._report(types.SimpleNamespace(rows=summary.rows), outcome, summary.output, settings.thresholds)
+    lines = report_lines(summary.rows, outcome, summary.output, settings.thresholds)
+    print("\n".join(lines), file=sys.stderr)
     earlier = f", {summary.done_before} finished by an earlier run" if summary.done_before else ""
     print(f"gamornet predict: {summary.partitions} partitions: {summary.done_now} classified now{earlier}",
           file=sys.stderr)

@@ -27,18 +27,17 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
+from gamornet import models
 from gamornet._utils import checks as _checks
-from gamornet.cli import distributed as _cli_distributed
-from gamornet.models import _registry
 from gamornet._utils.atomic import atomic_path, remove_stale_temporaries
+from gamornet.cli import distributed as _cli_distributed
+from gamornet.cli._options import predictor_options, resolve_model, resolve_thresholds
 from gamornet.cli.cutouts import add_survey_arguments, survey_reader
-from gamornet.io.tables import BASE_COLUMNS, CsvTable, FitsTable
 from gamornet.errors import BadInputError
-from gamornet.science.classify import HANDBOOK_THRESHOLDS, classify, default_threshold_set, resolve_thresholds
+from gamornet.inference.pipeline import Outcome, classify_stream, describe_thresholds, report_lines
 from gamornet.inference.predictor import load_predictor
-from gamornet.presets import INPUT_SHAPES
+from gamornet.io.tables import BASE_COLUMNS, CsvTable, FitsTable
+from gamornet.science.classify import HANDBOOK_THRESHOLDS
 
 COLUMNS = BASE_COLUMNS
 _CSV_ENDINGS = (".csv",)
@@ -118,7 +117,7 @@ def add_parser(subparsers):
         help="a published model (SDSS_sim, SDSS_tl, CANDELS_sim, CANDELS_tl) or a model file: a Keras .hdf5 "
              "file, or a TFLearn checkpoint prefix",
     )
-    parser.add_argument("--backend", choices=_registry.BACKENDS, default="keras", help="default: keras")
+    parser.add_argument("--backend", choices=models.BACKENDS, default="keras", help="default: keras")
     parser.add_argument(
         "--input-shape", metavar="SDSS|CANDELS|X,Y,NDIM",
         help="the network's input shape; default: that of the published model (required with a model file)",
@@ -176,75 +175,6 @@ def _add_predictor_arguments(parser):
 # --------------------------------------------------------------------------- options
 
 
-def _parse_input_shape(text):
-    if text is None:
-        return None
-    if text in INPUT_SHAPES:
-        return text
-    parts = text.replace("(", "").replace(")", "").split(",")
-    try:
-        shape = tuple(int(part) for part in parts)
-    except ValueError:
-        shape = None
-    if shape is None or len(shape) != 3:
-        raise ValueError(
-            f"--input-shape must be SDSS, CANDELS or three integers X,Y,NDIM (such as 64,64,1). Received: {text!r}"
-        )
-    return _checks.check_input_shape(shape)
-
-
-def _parse_thresholds(text):
-    if text is None:
-        return None
-    if text in HANDBOOK_THRESHOLDS:
-        return text
-    if text.lower().endswith(".json"):
-        from gamornet.science.thresholds import load_thresholds
-
-        return load_thresholds(text)
-    parts = [part.strip() for part in text.split(",")]
-    lead = len(parts) == 3 and parts[2].lower() == "lead"
-    try:
-        if len(parts) not in (2, 3) or (len(parts) == 3 and not lead):
-            raise ValueError
-        values = (float(parts[0]), float(parts[1]))
-    except ValueError:
-        raise ValueError(
-            "--thresholds must be one of " + ", ".join(HANDBOOK_THRESHOLDS)
-            + f", or P_DISK,P_BULGE (such as 0.7,0.7), or P_DISK,P_BULGE,lead. Received: {text!r}"
-        ) from None
-    return resolve_thresholds(values + ((True,) if lead else ()))
-
-
-def _data_set(shape_option):
-    """'SDSS' / 'CANDELS' when the input shape is a preset (by name or by value), else None."""
-    if shape_option in INPUT_SHAPES:
-        return shape_option
-    for name, shape in INPUT_SHAPES.items():
-        if shape_option == shape:
-            return name
-    return None
-
-
-def _resolve_model(args):
-    """(input shape, data set name or None) from --model, --backend and --input-shape."""
-    shape_option = _parse_input_shape(args.input_shape)
-    if _registry.is_published_name(args.model):
-        entry = _registry.published_model(args.model, args.backend)
-        if shape_option is not None and _checks.check_input_shape(shape_option) != tuple(entry.input_shape):
-            raise ValueError(
-                f"the published model {args.model!r} takes images of shape {tuple(entry.input_shape)}, but "
-                f"--input-shape is {_checks.check_input_shape(shape_option)}; leave --input-shape out"
-            )
-        return tuple(entry.input_shape), args.model.split("_")[0]
-    if shape_option is None:
-        raise ValueError(
-            f"--input-shape is needed with a model file ({args.model!r}): SDSS, CANDELS or X,Y,NDIM. "
-            "(Published models, such as SDSS_tl, know their input shape.)"
-        )
-    return _checks.check_input_shape(shape_option), _data_set(shape_option)
-
-
 def _output_format(output):
     if output is None:
         return "csv"
@@ -290,87 +220,6 @@ def _stop_message(bad, rows, kept):
     )
 
 
-def _describe_thresholds(thresholds):
-    if isinstance(thresholds, str):
-        return thresholds
-    return f"p_disk >= {thresholds.disk}, p_bulge >= {thresholds.bulge}" + (
-        ", p_disk leading" if thresholds.disk_must_lead else ""
-    )
-
-
-class _Outcome:
-    """What a run met besides its rows: bad inputs, images with one value in every pixel, rows without one, and
-    out-of-domain images."""
-
-    def __init__(self):
-        self.bad_inputs = []
-        self.blank_sources = []
-        self.without_image = 0
-        self.out_of_domain = None  # with a model card to check against: {statistic: images}, and "any"
-        self.refined = None  # bf16: {"predicted", "refined", "margin"}
-
-    def count_out_of_domain(self, failed):
-        counts = self.out_of_domain if self.out_of_domain is not None else {"any": 0}
-        for entry in failed:
-            if entry:
-                counts["any"] += 1
-                for name in entry.split(";"):
-                    counts[name] = counts.get(name, 0) + 1
-        self.out_of_domain = counts
-
-
-def _batch_rows(batch, result, classes, key_column, predictor_columns):
-    """(sources, probabilities, classes, columns) of the rows of a batch, in input order: its images, and the
-    rows without an image (catalogue rows off the survey images), with empty probabilities and class."""
-    columns = dict(batch.columns)
-    columns.update({name: result.columns[name] for name in predictor_columns})
-    sources = columns[key_column] if key_column in columns else batch.sources
-    if not batch.missing:
-        return sources, result.probabilities, classes, columns
-    order = list(batch.in_order())
-    rows = {"sources": [], "probabilities": [], "classes": []}
-    merged = {name: [] for name in columns}
-    empty = (np.nan, np.nan, np.nan)
-    for item in order:
-        if isinstance(item, int):
-            rows["sources"].append(sources[item])
-            rows["probabilities"].append(result.probabilities[item])
-            rows["classes"].append(classes[item])
-            for name, values in columns.items():
-                merged[name].append(values[item])
-        else:
-            rows["sources"].append(item.columns.get(key_column, item.source))
-            rows["probabilities"].append(empty)
-            rows["classes"].append("")
-            for name in columns:
-                merged[name].append(item.columns.get(name, np.nan))
-    merged = {name: np.asarray(values) for name, values in merged.items()}
-    return rows["sources"], np.asarray(rows["probabilities"], dtype=np.float32), rows["classes"], merged
-
-
-def _classify_stream(reader, predictor, thresholds, table, progress, outcome):
-    """Predict and classify every batch of ``reader`` into ``table`` through the predictor's batch loop."""
-    from gamornet._utils.progress import progress_bar
-
-    done = 0
-    with progress_bar(reader.total, "Classifying", enabled=progress) as bar:
-        for batch, result in predictor.stream(reader):
-            if len(batch.sources) or batch.missing:
-                classes = classify(result.probabilities, thresholds)
-                table.add(*_batch_rows(batch, result, classes, table.key_columns[0], predictor.columns))
-                outcome.blank_sources += [source for source, blank in zip(batch.sources, result.blank) if blank]
-                outcome.without_image += len(batch.missing)
-                if "out_of_domain" in result.columns:
-                    outcome.count_out_of_domain(result.columns["out_of_domain"])
-            outcome.bad_inputs.extend(batch.bad)
-            done += len(batch.sources) + len(batch.bad) + len(batch.missing)
-            if progress:
-                bar.max_value = max(reader.total, done)
-            bar.update(done)
-            if batch.bad and not reader.skip_bad:
-                raise BadInputError(batch.bad[0])
-
-
 def _keep_partial(table, kind, output, temporary):
     """Save the rows of a stopped run beside ``output``; return where, or None."""
     if table.rows == 0 or output is None:
@@ -386,7 +235,7 @@ def _keep_partial(table, kind, output, temporary):
 
 def _run_into(reader, predictor, thresholds, table, kind, output, temporary, progress, outcome):
     try:
-        _classify_stream(reader, predictor, thresholds, table, progress, outcome)
+        classify_stream(reader, predictor, thresholds, table, progress, outcome)
     except BadInputError as stop:
         kept = _keep_partial(table, kind, output, temporary)
         raise BadInputError(_stop_message(stop.args[0], table.rows, kept)) from None
@@ -454,19 +303,6 @@ def _open_reader(args, input_shape, batch_size):
     return reader
 
 
-def _resolve_thresholds(args, input_shape, data_set):
-    thresholds = _parse_thresholds(args.thresholds)
-    if thresholds is not None:
-        return thresholds
-    if data_set is None:
-        raise ValueError(
-            f"no handbook threshold set fits the input shape {input_shape}: they exist for SDSS "
-            "(167, 167, 1) and CANDELS (83, 83, 1). Give --thresholds P_DISK,P_BULGE (such as 0.7,0.7) "
-            "or a set name (" + ", ".join(HANDBOOK_THRESHOLDS) + ")"
-        )
-    return default_threshold_set(args.backend, data_set)
-
-
 def _table_columns(reader, predictor):
     """(key columns, extra columns) of the table: 'source' for files of images; a catalogue's id, RA and Dec, then
     the flags, for survey images."""
@@ -481,42 +317,10 @@ def _table_columns(reader, predictor):
 
 def _fits_meta(predictor, thresholds):
     meta = {"MODEL": str(predictor.model)[-68:], "MODELSHA": predictor.model_sha256, "BACKEND": predictor.backend,
-            "THRESH": _describe_thresholds(thresholds)[:68], "PRECISN": predictor.precision}
+            "THRESH": describe_thresholds(thresholds)[:68], "PRECISN": predictor.precision}
     if predictor.calibration is not None:
         meta["CALIBT"] = predictor.calibration.temperature
     return meta
-
-
-def _read_calibration_images(args, input_shape):
-    """The first images of --calibration-images (None without it); only int8 takes them."""
-    if args.calibration_images is None:
-        return None
-    if args.precision != "int8":
-        raise ValueError(
-            "--calibration-images calibrates the int8 quantization: give it with --precision int8. "
-            f"Received --precision {args.precision}"
-        )
-    from gamornet.io.images import ImageReader
-    from gamornet.inference.int8 import DEFAULT_CALIBRATION_SIZE
-
-    reader = ImageReader([args.calibration_images], input_shape, batch_size=DEFAULT_CALIBRATION_SIZE, hdu=args.hdu,
-                         exclude=_own_files(args.output))  # fmt: skip
-    for batch in reader:
-        if batch.bad:
-            raise ValueError(f"--calibration-images: {batch.bad[0]}")
-        if len(batch.images):
-            return batch.images
-    raise ValueError(f"--calibration-images {args.calibration_images!r} holds no images")
-
-
-def _predictor_options(args, input_shape):
-    """The options of :func:`gamornet.load_predictor` that the command line sets, checked."""
-    mc_samples = _checks.check_positive_int(args.mc_samples, "--mc-samples", allow_zero=True)
-    if args.seed is not None and args.seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0. Received: --seed={args.seed}")
-    return {"mc_samples": mc_samples, "seed": args.seed, "precision": args.precision,
-            "calibration_images": _read_calibration_images(args, input_shape), "calibration": args.calibration,
-            "model_card": "auto"}
 
 
 def _write_table(args, reader, predictor, thresholds, kind, outcome):
@@ -543,18 +347,19 @@ def run(args):
     if _cli_distributed.wanted(args):
         return _cli_distributed.run(args)
     _cli_distributed.refuse_without_cluster(args)
-    input_shape, data_set = _resolve_model(args)
-    thresholds = _resolve_thresholds(args, input_shape, data_set)
+    resolved = resolve_model(args)
+    input_shape = resolved.input_shape
+    thresholds = resolve_thresholds(args, resolved)
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
     kind = _output_format(args.output)
     reader = _open_reader(args, input_shape, batch_size)
-    if not _registry.is_published_name(args.model) and args.backend == "keras":
+    if not resolved.published and args.backend == "keras":
         _checks.check_model_file(args.model, "--model")
-    options = dict(_predictor_options(args, input_shape), thresholds=thresholds)  # bf16 refines near their boundaries
+    options = dict(predictor_options(args, input_shape, _own_files(args.output)), thresholds=thresholds)  # bf16 refines near their boundaries
     if args.output is not None:
         for path in _own_files(args.output):
             remove_stale_temporaries(path)
-    outcome = _Outcome()
+    outcome = Outcome()
     with load_predictor(args.model, input_shape, args.backend, **options) as predictor:
         table = _write_table(args, reader, predictor, thresholds, kind, outcome)
         if predictor.precision == "bf16":
@@ -562,44 +367,7 @@ def run(args):
     if args.output is not None and os.path.exists(partial_path(args.output)):
         # The partial rows of an earlier, stopped run are superseded by this complete table.
         os.remove(partial_path(args.output))
-    _report(table, outcome, args.output, thresholds)
+    print("\n".join(report_lines(table.rows, outcome, args.output, thresholds)), file=sys.stderr)
     return 0
 
 
-def _listing(items, limit=20):
-    lines = [f"  {item}" for item in items[:limit]]
-    if len(items) > limit:
-        lines.append(f"  ... and {len(items) - limit} more")
-    return lines
-
-
-def _report(table, outcome, output, thresholds):
-    where = "standard output" if output is None else repr(output)
-    lines = [f"gamornet predict: classified {table.rows - outcome.without_image} images with the thresholds "
-             f"{_describe_thresholds(thresholds)}; the table is in {where}"]
-    if outcome.without_image:
-        count = outcome.without_image
-        lines.append(f"gamornet predict: {count} catalogue row{'s' if count > 1 else ''} had no stamp (off the "
-                     "images, or no finite pixel): their probabilities and class are empty in the table")
-    if outcome.blank_sources:
-        count = len(outcome.blank_sources)
-        lines.append(f"gamornet predict: warning: {count} image{'s' if count > 1 else ''} had the same value in every "
-                     "pixel (blank, or saturated everywhere): their probabilities say nothing about a galaxy:")
-        lines += _listing(outcome.blank_sources)
-    classified = table.rows - outcome.without_image
-    if outcome.out_of_domain is not None and classified:
-        counts = dict(outcome.out_of_domain)
-        share = counts.pop("any") / classified
-        by_name = "".join(f", {name} {count / classified:.1%}" for name, count in counts.items())
-        lines.append(f"gamornet predict: {share:.1%} of the images lie outside the model card's central 99% range of "
-                     f"the training images (the column out_of_domain names the statistics{by_name})")  # fmt: skip
-    if outcome.refined is not None and outcome.refined["predicted"]:
-        refined, predicted = outcome.refined["refined"], outcome.refined["predicted"]
-        lines.append(f"gamornet predict: bf16: {refined} of {predicted} images ({refined / predicted:.1%}), whose "
-                     f"class was decided by less than {outcome.refined['margin']:g} in probability, were predicted "
-                     "again in fp32 and keep fp32's probabilities")  # fmt: skip
-    if outcome.bad_inputs:
-        plural = "s" if len(outcome.bad_inputs) > 1 else ""
-        lines.append(f"gamornet predict: skipped {len(outcome.bad_inputs)} bad input{plural}:")
-        lines += _listing([str(bad) for bad in outcome.bad_inputs], limit=len(outcome.bad_inputs))
-    print("\n".join(lines), file=sys.stderr)

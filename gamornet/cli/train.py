@@ -181,10 +181,10 @@ def _options(args):
 
 
 def _common_parameters(args):
-    from gamornet.cli.predict import _parse_input_shape
+    from gamornet.cli._options import parse_input_shape
 
     return dict(
-        data=(args.catalog, None, args.validation_catalog, None), input_shape=_parse_input_shape(args.input_shape),
+        data=(args.catalog, None, args.validation_catalog, None), input_shape=parse_input_shape(args.input_shape),
         files_save_path=args.output_dir, epochs=args.epochs, checkpoint_freq=args.checkpoint_freq,
         batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, decay=args.decay, nesterov=args.nesterov,
         loss=args.loss, save_model=args.save_model, verbose=0, path_column=args.path_column,
@@ -205,10 +205,10 @@ def _report(args, what):
 def run_train(args):
     """Handler of ``gamornet train``."""
     options = _options(args)
-    from gamornet import keras_module
+    from gamornet.training.keras import train_from_scratch
 
-    keras_module._train_from_scratch(options=options, load_model=args.load_model is not None,
-                                     model_load_path=args.load_model, **_common_parameters(args))  # fmt: skip
+    train_from_scratch(options=options, load_model=args.load_model is not None, model_load_path=args.load_model,
+                       **_common_parameters(args))  # fmt: skip
     _report(args, "Training")
     return 0
 
@@ -216,10 +216,9 @@ def run_train(args):
 def run_tl(args):
     """Handler of ``gamornet tl``."""
     options = _options(args)
-    from gamornet import keras_module
+    from gamornet.training.keras import transfer
 
-    keras_module._transfer(options=options, load_layers_bools=args.load_layers_bools,
-                           trainable_bools=args.trainable_bools, model_load_path=args.model,
-                           **_common_parameters(args))  # fmt: skip
+    transfer(options=options, load_layers_bools=args.load_layers_bools, trainable_bools=args.trainable_bools,
+             model_load_path=args.model, **_common_parameters(args))  # fmt: skip
     _report(args, "Transfer learning")
     return 0

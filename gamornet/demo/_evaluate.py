@@ -16,7 +16,8 @@ from gamornet.science.thresholds import choose_thresholds
 from gamornet.errors import UnreachablePurityError
 from gamornet.science.metrics import classes_from_names, confusion_counts, summary_metrics
 from gamornet.models.card import check_domain
-from gamornet.science.uncertainty import MCDropoutHead, error_detection_auroc, summarize_samples
+from gamornet.inference.mc_dropout import MCDropoutHead
+from gamornet.science.uncertainty import error_detection_auroc, summarize_samples
 
 #: The sets every trained network predicts, in this order.
 PREDICTED_SETS = ("validation", "test", "shifted")

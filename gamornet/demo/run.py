@@ -174,7 +174,7 @@ class DemoConfig:
                                     "choice", choices=STRETCHES + ("off",))  # fmt: skip
 
     def __post_init__(self):
-        from gamornet.training.simulate import _check_seed
+        from gamornet._utils.checks import check_seed
 
         for name in ("size", "n_train", "n_validation", "n_test", "epochs", "batch_size", "mc_samples"):
             object.__setattr__(self, name, _checks.check_positive_int(getattr(self, name), name))
@@ -198,7 +198,7 @@ class DemoConfig:
         if self.compare_stretch not in STRETCHES + ("off",):
             raise ValueError(f"compare_stretch must be one of {', '.join(map(repr, STRETCHES))} or 'off'. "
                              f"Received: compare_stretch={self.compare_stretch!r}")  # fmt: skip
-        object.__setattr__(self, "seed", _check_seed(self.seed))
+        object.__setattr__(self, "seed", check_seed(self.seed))
         if self.thresholds is not None:
             classify.resolve_thresholds(self.thresholds)
         for name in ("disk_purity", "bulge_purity"):

@@ -25,7 +25,7 @@ from gamornet._utils.prefetch import prefetch
 from gamornet._utils.progress import progress_bar
 from gamornet.errors import BlankImageWarning
 
-__all__ = ["BatchResult", "BlankImageWarning", "Predictor", "clear_model_cache", "load_predictor"]
+__all__ = ["BatchResult", "BlankImageWarning", "Predictor", "clear_model_cache", "load_predictor", "predict_mc"]
 
 
 @dataclass
@@ -119,7 +119,8 @@ class Predictor:
         self.calibration = calibration
         self._mc_head = None
         if mc_samples:
-            from gamornet.science.uncertainty import MC_COLUMNS, MCDropoutHead
+            from gamornet.inference.mc_dropout import MCDropoutHead
+            from gamornet.science.uncertainty import MC_COLUMNS
 
             # Dropout is on only in this head, built beside the (shared, cached) engine, which stays deterministic.
             self._mc_head = MCDropoutHead.from_head_layers(engine.head_layers, mc_samples, seed)
@@ -375,27 +376,6 @@ class Predictor:
         )
 
 
-def _resolve_shape(model, input_shape, backend):
-    """The input shape: as given, else the published model's.
-
-    A given shape that does not fit the model file is refused when the file
-    is read (:mod:`gamornet.models.formats` names the layer that does not fit).
-    """
-    if input_shape is not None:
-        return _checks.check_input_shape(input_shape)
-    if models.is_published_name(model):
-        return tuple(models.published_model(model, backend).input_shape)
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(
-            f"model must be the path of a model file or one of {', '.join(map(repr, models.PUBLISHED_MODEL_NAMES))}. "
-            f"Received an object of type {type(model).__name__} (save a Keras model to a file first)"
-        )  # fmt: skip
-    raise ValueError(
-        f"input_shape is needed with a model file ({os.fspath(model)!r}): 'SDSS', 'CANDELS' or a tuple "
-        "(x, y, ndim). (Published models, such as 'SDSS_tl', know their input shape.)"
-    )
-
-
 def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32", calibration_images=None,
                    mc_samples=0, seed=None, calibration=None, model_card=None, thresholds=None):
     """Load a GaMorNet model for prediction.
@@ -473,9 +453,8 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     from gamornet.inference import precision as _precision
     from gamornet.inference.bf16 import Refinement
 
-    if backend not in models.BACKENDS:
-        raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
-    shape = _resolve_shape(model, input_shape, backend)
+    resolved = models.resolve_model(model, backend, input_shape)
+    shape = resolved.input_shape
     precision = _precision.check_precision(precision)
     if calibration_images is not None:
         _checks.check_images(calibration_images, shape, "calibration_images")
@@ -485,18 +464,15 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
             "MC dropout runs the network's dense layers with dropout on, which the int8 network does not expose: "
             f"use precision 'fp32' or 'bf16' with mc_samples. Received: precision='int8', mc_samples={mc_samples}"
         )
-    if seed is not None:
-        from gamornet.science.uncertainty import _check_seed
-
-        seed = _check_seed(seed)
-    rules = _refined_rules(model, shape, backend) if thresholds is None else thresholds
+    seed = _checks.check_seed(seed, allow_none=True)
+    rules = refined_rules(resolved) if thresholds is None else thresholds
     Refinement(rules)  # checks the thresholds
     _precision.require_engine(precision)  # a missing extra is said before the model is loaded
-    local_path = models.resolve(model, backend)
+    local_path = resolved.path
     from gamornet.models.card import resolve_model_card
 
     card = resolve_model_card(model_card, model if models.is_published_name(model) else local_path, backend, shape)
-    calibration = _model_calibration(calibration, local_path, backend)
+    calibration = _model_calibration(calibration, resolved)
     engine = _engine.engine_for(local_path, shape, backend)
     if precision != "fp32":
         # A derived engine: the cached fp32 engine is left as it is. bf16 refines near the boundaries of the
@@ -504,44 +480,33 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         refinement = Refinement(rules, transform=None if calibration is None else calibration.apply)
         engine = _precision.make_engine(
             engine.network, precision, calibration_images=calibration_images, backend=backend,
-            cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=models.model_sha256(local_path, backend),
+            cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=resolved.sha256,
             refinement=refinement,
         )  # fmt: skip
     return Predictor(engine, model, local_path, backend, shape, precision=precision, mc_samples=mc_samples, seed=seed,
                      calibration=calibration, model_card=card)
 
 
-def _handbook_data_set(model, shape):
-    """'SDSS' or 'CANDELS': the data set of a published model, or of a model file whose input shape is a preset's;
-    None for any other shape (no handbook threshold set fits it)."""
-    from gamornet.presets import INPUT_SHAPES
-
-    if models.is_published_name(model):
-        return os.fspath(model).split("_")[0]
-    return next((name for name, preset in INPUT_SHAPES.items() if tuple(preset) == tuple(shape)), None)
-
-
-def _refined_rules(model, shape, backend):
+def refined_rules(resolved):
     """The class rules bf16 refines near when none are given: the most probable class and the handbook set of the
     backend and data set (what ``gamornet predict`` classifies with by default); every handbook set for another
     input shape."""
     from gamornet.science.classify import MOST_PROBABLE, default_threshold_set
     from gamornet.inference.bf16 import DEFAULT_REFINED_RULES
 
-    data_set = _handbook_data_set(model, shape)
-    if data_set is None:
+    if resolved.data_set is None:
         return DEFAULT_REFINED_RULES
-    return (MOST_PROBABLE, default_threshold_set(backend, data_set))
+    return (MOST_PROBABLE, default_threshold_set(resolved.backend, resolved.data_set))
 
 
-def _model_calibration(calibration, local_path, backend):
-    """The :class:`gamornet.science.calibration.Calibration` of the model at ``local_path``, checked; or None."""
+def _model_calibration(calibration, resolved):
+    """The :class:`gamornet.science.calibration.Calibration` of the resolved model, checked; or None."""
     if calibration is None:
         return None
     from gamornet.science import calibration as _calibration
     from gamornet.errors import CalibrationMismatchError
 
-    sha256 = models.model_sha256(local_path, backend)
+    sha256 = resolved.sha256
     if isinstance(calibration, (str, os.PathLike)):
         return _calibration.load_calibration(calibration, sha256)
     if not isinstance(calibration, _calibration.Calibration):
@@ -555,6 +520,68 @@ def _model_calibration(calibration, local_path, backend):
             f"model's sha256 is {sha256[:16]}...: fit one for this model with gamornet calibrate"
         )
     return calibration
+
+
+def predict_mc(images, model, input_shape=None, backend="keras", n_samples=30, batch_size=64, seed=None,
+               return_samples=False, progress=False):
+    """Predict galaxies with MC dropout: probabilities with an uncertainty per galaxy.
+
+    Each image is predicted ``n_samples`` times with GaMorNet's dropout layers
+    on (a different random half of the units of the first two fully connected
+    layers removed each time); the draws are summarised into a mean, a spread
+    and two uncertainties (see the module's documentation). Dropout is on only
+    here: :func:`gamornet.keras_module.gamornet_predict_keras` and
+    ``gamornet predict`` without ``--mc-samples`` stay deterministic.
+
+    Parameters
+    ----------
+    images : numpy.ndarray of shape (n, x, y, ndim)
+        The images, with finite pixels, as the model takes them.
+    model : str or os.PathLike
+        A published model (``'SDSS_tl'`` ...) or a model file of ``backend``:
+        a Keras ``.hdf5`` file, or a TFLearn checkpoint.
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int, optional
+        Needed with a model file; published models know theirs.
+    backend : {'keras', 'tflearn'}
+        The flavour of the model.
+    n_samples : int
+        Draws per image, >= 1.
+    batch_size : int
+        Images per batch (the draws of a batch share their dropout masks).
+    seed : int, optional
+        The same seed, images and batch size give the same numbers; None: fresh draws.
+    return_samples : bool
+        Also return every draw (``samples``, of shape (n_samples, n, 3)).
+    progress : bool
+        Show a progress bar on standard error.
+
+    Returns
+    -------
+    MCResult
+        ``mean`` and ``std`` (n, 3), ``entropy`` and ``mutual_information`` (n,),
+        and ``samples`` when asked for.
+
+    Raises
+    ------
+    ValueError, TypeError
+        ``n_samples`` < 1, a bad seed or batch size, an unknown backend, a
+        missing input shape, images not of shape (n, x, y, ndim) of finite
+        numbers, or an empty set of images.
+    FileNotFoundError, gamornet.errors.ModelFileError
+        As :func:`gamornet.load_predictor`.
+    """
+    from gamornet.inference.mc_dropout import check_n_samples
+
+    n_samples = check_n_samples(n_samples)
+    seed = _checks.check_seed(seed, allow_none=True)
+    batch_size = _checks.check_positive_int(batch_size, "batch_size")
+    return_samples = _checks.check_flag(return_samples, "return_samples")
+    if backend not in models.BACKENDS:
+        raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
+    shape = models.input_shape_of(model, backend, input_shape)
+    _checks.check_images(images, shape, "images")
+    with load_predictor(model, shape, backend, mc_samples=n_samples, seed=seed) as predictor:
+        return predictor.predict_mc(images, batch_size, progress=progress, return_samples=return_samples)
 
 
 def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_arrays, backend, precision="fp32"):

@@ -25,6 +25,7 @@ from gamornet.models.published import (
     PUBLISHED_MODEL_NAMES,
     PublishedFile,
     PublishedModel,
+    ResolvedModel,
     cache_dir,
     cached_status,
     fetch,
@@ -36,7 +37,9 @@ from gamornet.models.published import (
     model_sha256,
     published_file,
     published_model,
+    input_shape_of,
     resolve,
+    resolve_model,
 )
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "PUBLISHED_MODEL_NAMES",
     "PublishedFile",
     "PublishedModel",
+    "ResolvedModel",
     "cache_dir",
     "cached_status",
     "fetch",
@@ -59,5 +63,7 @@ __all__ = [
     "model_sha256",
     "published_file",
     "published_model",
+    "input_shape_of",
     "resolve",
+    "resolve_model",
 ]

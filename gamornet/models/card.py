@@ -79,7 +79,7 @@ import os
 import numpy as np
 
 from gamornet._utils.atomic import atomic_write
-from gamornet.science.preprocess import _check_border, _check_stack, estimate_background
+from gamornet.science.preprocess import check_border, check_stack, estimate_background
 
 __all__ = [
     "CARD_FILE_NAME",
@@ -195,8 +195,8 @@ def image_statistics(images, border=4):
         Not a non-empty 4-D numeric array, NaN or infinite pixels, or a border
         too wide for the images.
     """
-    images = _check_stack(images)
-    border = _check_border(border, images)
+    images = check_stack(images)
+    border = check_border(border, images)
     aperture = _aperture(images.shape[1:3], border)
     parts = []
     for start in range(0, images.shape[0], _CHUNK):
@@ -529,10 +529,11 @@ def published_model_card(name, backend="keras"):
     """
     from gamornet.science import classify
     from gamornet.models._registry import CITATION, published_model
+    from gamornet.models.published import resolve_model
     from gamornet.presets import PIXEL_SCALES
 
     entry = published_model(name, backend)
-    survey = name.split("_")[0]
+    survey = resolve_model(name, backend).data_set
     table, indeterminate = _HANDBOOK_RESULTS[backend, survey]
     thresholds = dataclasses.asdict(classify.HANDBOOK_THRESHOLDS[classify.default_threshold_set(backend, survey)])
     return {
@@ -639,7 +640,7 @@ def check_domain(images, card):
         A card path that cannot be read.
     """
     card = read_model_card(card) if isinstance(card, (str, os.PathLike)) else _check_card(card, "card")
-    images = _check_stack(images)
+    images = check_stack(images)
     if card.get("input_shape") and list(images.shape[1:]) != list(card["input_shape"]):
         raise ValueError(f"the model card is for images of shape {tuple(card['input_shape'])}. Received images of "
                          f"shape {tuple(images.shape[1:])}")  # fmt: skip

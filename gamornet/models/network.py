@@ -16,25 +16,11 @@ backend's model file; :mod:`gamornet.keras_module` builds the Keras flavour for
 training. The TFLearn backend trains with the real tflearn package.
 """
 
-import os
+from gamornet._utils.tf_logging import import_keras, import_tensorflow
+from gamornet.presets import N_WEIGHTED_LAYERS
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-from gamornet._utils.tf_logging import import_tensorflow  # noqa: E402
-
-tf = import_tensorflow()  # before Keras imports it, so that TensorFlow's start-up lines stay hidden
-
-import keras  # noqa: E402
-
-if keras.config.backend() != "tensorflow":
-    raise ImportError(
-        "gamornet.keras_module needs Keras with the TensorFlow backend (so do gamornet.load_predictor and "
-        "gamornet.tflearn_module), which the published models and the TFLearn module share. Keras is set to the "
-        f"{keras.config.backend()!r} backend: set the environment variable KERAS_BACKEND=tensorflow (or edit "
-        "~/.keras/keras.json) before importing Keras"
-    )
-
-from gamornet.presets import N_WEIGHTED_LAYERS  # noqa: E402
+keras = import_keras()
+tf = import_tensorflow()
 
 __all__ = [
     "LRN_FLAVOURS",

@@ -16,6 +16,11 @@ Examples
 >>> path = models.fetch("SDSS_tl")          # doctest: +SKIP
 """
 
+import dataclasses
+import functools
+import os
+import threading
+
 from gamornet.models._registry import (
     BACKENDS,
     CITATION,
@@ -39,6 +44,7 @@ __all__ = [
     "PUBLISHED_MODEL_NAMES",
     "PublishedFile",
     "PublishedModel",
+    "ResolvedModel",
     "cache_dir",
     "cached_status",
     "fetch",
@@ -50,7 +56,9 @@ __all__ = [
     "model_sha256",
     "published_file",
     "published_model",
+    "input_shape_of",
     "resolve",
+    "resolve_model",
 ]
 
 
@@ -191,8 +199,6 @@ def resolve(model, backend="keras"):
     gamornet.errors.DownloadError, gamornet.errors.CacheIntegrityError
         As :func:`fetch`.
     """
-    import os
-
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}. Received: backend={backend!r}")
     if is_published_name(model):
@@ -240,4 +246,140 @@ def model_sha256(local_path, backend="keras"):
     from gamornet.models._download.cache import sha256_of
 
     # The first file holds the weights: the Keras file, or a checkpoint's data file (its index only points into it).
-    return sha256_of(model_files(local_path, backend)[0])
+    path = os.path.abspath(model_files(local_path, backend)[0])
+    status = os.stat(path)
+    key = (path, status.st_size, status.st_mtime_ns)
+    with _sha256_lock:
+        if key in _sha256_cache:
+            return _sha256_cache[key]
+    digest = sha256_of(path)
+    with _sha256_lock:
+        if len(_sha256_cache) >= _SHA256_CACHE_SIZE:
+            _sha256_cache.pop(next(iter(_sha256_cache)))
+        _sha256_cache[key] = digest
+    return digest
+
+
+# A model's sha256, computed once per file: keyed on the file's path, size and modification time, so that a file
+# replaced in place is hashed again.
+_sha256_cache = {}
+_sha256_lock = threading.Lock()
+_SHA256_CACHE_SIZE = 64
+
+
+def input_shape_of(model, backend="keras", input_shape=None):
+    """The input shape of a model: as given (checked), else the published model's.
+
+    Parameters
+    ----------
+    model : str or os.PathLike
+        A published name or a model file.
+    backend : {'keras', 'tflearn'}
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int, optional
+        Needed for a model file. A given shape that does not fit the file is
+        refused when the file is read (:mod:`gamornet.models.formats` names
+        the layer that does not fit).
+
+    Returns
+    -------
+    tuple of int
+        (x, y, ndim).
+
+    Raises
+    ------
+    TypeError
+        ``model`` is neither a published name nor a path.
+    ValueError
+        A model file without ``input_shape``, or an invalid shape.
+    """
+    from gamornet._utils import checks
+
+    if input_shape is not None:
+        return checks.check_input_shape(input_shape)
+    if is_published_name(model):
+        return tuple(published_model(model, backend).input_shape)
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"model must be the path of a model file or one of {', '.join(map(repr, PUBLISHED_MODEL_NAMES))}. "
+            f"Received an object of type {type(model).__name__} (save a Keras model to a file first)"
+        )  # fmt: skip
+    raise ValueError(
+        f"input_shape is needed with a model file ({os.fspath(model)!r}): 'SDSS', 'CANDELS' or a tuple "
+        "(x, y, ndim). (Published models, such as 'SDSS_tl', know their input shape.)"
+    )
+
+
+def _data_set_of(shape):
+    from gamornet.presets import INPUT_SHAPES
+
+    return next((name for name, preset in INPUT_SHAPES.items() if tuple(preset) == tuple(shape)), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    """One model, resolved once and passed down: what it is, where its file is, and its sha256.
+
+    Made by :func:`resolve_model`. The path is found (a published model
+    fetched into the cache) the first time :attr:`path` is read, and the
+    sha256 computed the first time :attr:`sha256` is read (once per file).
+
+    Attributes
+    ----------
+    model : str or os.PathLike
+        As given: a published name or a path.
+    backend : {'keras', 'tflearn'}
+    input_shape : tuple of int
+    data_set : {'SDSS', 'CANDELS'} or None
+        The data set whose handbook thresholds fit the model: a published
+        model's, or the preset whose input shape a model file has; None for
+        any other shape.
+    published : bool
+        Whether ``model`` names a published model.
+    """
+
+    model: object
+    backend: str
+    input_shape: tuple
+    data_set: object
+    published: bool
+
+    @functools.cached_property
+    def path(self):
+        """The local path: the Keras file, or the TFLearn checkpoint prefix (as :func:`resolve`)."""
+        return resolve(self.model, self.backend)
+
+    @functools.cached_property
+    def sha256(self):
+        """The sha256 that identifies the model (as :func:`model_sha256`)."""
+        return model_sha256(self.path, self.backend)
+
+
+def resolve_model(model, backend="keras", input_shape=None):
+    """Resolve a model's name or file, its backend and input shape into a :class:`ResolvedModel`.
+
+    Nothing is read or fetched here; :attr:`ResolvedModel.path` does that
+    when first used.
+
+    Parameters
+    ----------
+    model : str or os.PathLike
+        A published name (``'SDSS_tl'`` ...) or a model file.
+    backend : {'keras', 'tflearn'}
+    input_shape : {'SDSS', 'CANDELS'} or tuple of int, optional
+        As for :func:`input_shape_of`.
+
+    Returns
+    -------
+    ResolvedModel
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`input_shape_of`, or an unknown backend.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}. Received: backend={backend!r}")
+    shape = input_shape_of(model, backend, input_shape)
+    published = is_published_name(model)
+    data_set = _data_set_of(published_model(model, backend).input_shape if published else shape)
+    return ResolvedModel(model, backend, shape, data_set, published)

@@ -30,7 +30,7 @@ import numpy as np
 from gamornet.presets import CLASS_NAMES
 from gamornet.science._checks import check_probabilities
 
-__all__ = ["Thresholds", "HANDBOOK_THRESHOLDS", "MOST_PROBABLE", "check_margin", "classify", "default_threshold_set",
+__all__ = ["Thresholds", "HANDBOOK_THRESHOLDS", "MOST_PROBABLE", "check_margin", "classify", "default_threshold_set", "default_thresholds",
            "near_boundaries", "resolve_rules", "resolve_thresholds"]
 
 
@@ -146,6 +146,39 @@ def default_threshold_set(backend, data):
             f"Received: {data!r}; give your own thresholds"
         )
     return f"{backend}_{data}"
+
+
+def default_thresholds(backend, data_set, input_shape, how_to_give="thresholds=(p_disk, p_bulge), such as (0.7, 0.7),"):
+    """The rule a prediction classifies with when none is given: the handbook set of the backend and data set.
+
+    Parameters
+    ----------
+    backend : {'keras', 'tflearn'}
+    data_set : {'SDSS', 'CANDELS'} or None
+        The model's data set (:attr:`gamornet.models.ResolvedModel.data_set`):
+        None where no handbook set fits the input shape.
+    input_shape : tuple of int
+        Named in the error.
+    how_to_give : str
+        How the caller gives its own thresholds, for the error (the command
+        line names its option).
+
+    Returns
+    -------
+    str
+        The name of the handbook set, for example ``'keras_SDSS'``.
+
+    Raises
+    ------
+    ValueError
+        No handbook set fits the input shape.
+    """
+    if data_set is None:
+        raise ValueError(
+            f"no handbook threshold set fits the input shape {tuple(input_shape)}: they exist for SDSS (167, 167, 1) "
+            f"and CANDELS (83, 83, 1). Give {how_to_give} or a set name ({', '.join(HANDBOOK_THRESHOLDS)})"
+        )
+    return default_threshold_set(backend, data_set)
 
 
 def classify(probabilities, thresholds="keras_SDSS"):

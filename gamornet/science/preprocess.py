@@ -25,7 +25,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["STRETCHES", "SCALINGS", "estimate_background", "preprocess_images", "preprocessing_settings"]
+__all__ = ["STRETCHES", "SCALINGS", "check_border", "check_stack", "estimate_background", "preprocess_images",
+           "preprocessing_settings"]
 
 #: Stretches: ``'none'`` (linear), ``'asinh'`` (Lupton et al. 1999, AJ 118, 1406) and ``'log'``.
 STRETCHES = ("none", "asinh", "log")
@@ -38,7 +39,8 @@ SCALINGS = ("peak", "sum", "zscore", "none")
 _CHUNK = 512
 
 
-def _check_stack(images):
+def check_stack(images):
+    """Check a stack of images: a numpy array of shape (n, x, y, ndim) of real numbers; return it."""
     if not isinstance(images, np.ndarray):
         raise TypeError(
             "images must be a numpy array of shape (n, x, y, ndim). "
@@ -54,7 +56,9 @@ def _check_stack(images):
     return images
 
 
-def _check_border(border, images):
+def check_border(border, images):
+    """Check the width in pixels of the border that measures the background: a positive integer that leaves a
+    centre; return it."""
     if isinstance(border, bool) or not isinstance(border, numbers.Integral) or border < 1:
         raise ValueError(f"border must be a positive integer (pixels). Received: border={border!r}")
     smaller_side = min(images.shape[1:3])
@@ -92,8 +96,8 @@ def estimate_background(images, border=4):
     TypeError, ValueError
         Not a 4-D numeric array, or a border too wide for the images.
     """
-    images = _check_stack(images)
-    border = _check_border(border, images)
+    images = check_stack(images)
+    border = check_border(border, images)
     n_images, n_bands = images.shape[0], images.shape[3]
     level = np.empty((n_images, n_bands))
     noise = np.empty((n_images, n_bands))
@@ -208,9 +212,9 @@ def preprocess_images(images, stretch="none", scaling="peak", softening=3.0, bor
     TypeError, ValueError
         Not a 4-D numeric array, non-finite pixels, or invalid settings.
     """
-    images = _check_stack(images)
+    images = check_stack(images)
     settings = preprocessing_settings(stretch, scaling, softening, border, subtract_background)
-    _check_border(settings["border"], images)
+    check_border(settings["border"], images)
     output = np.empty(images.shape, dtype=np.float32)
     for start in range(0, images.shape[0], _CHUNK):
         chunk = np.array(images[start : start + _CHUNK], dtype=np.float64)

@@ -63,10 +63,11 @@ from gamornet._utils.atomic import atomic_path, atomic_write, is_temporary_name,
 from gamornet._utils.hashing import file_sha256
 from gamornet._utils.progress import progress_bar
 from gamornet.io.tables import CsvTable, FitsTable, ParquetTable
-from gamornet.science.classify import Thresholds, default_threshold_set, resolve_thresholds
+from gamornet.science.classify import Thresholds, default_thresholds, resolve_thresholds
 from gamornet.errors import BadInputError, ModelFileError, ResumeMismatchError
 
-__all__ = ["DEFAULT_PARTITION_SIZE", "MANIFEST_NAME", "Partition", "local_cluster", "plan_partitions",
+__all__ = ["DEFAULT_PARTITION_SIZE", "MANIFEST_NAME", "Partition", "local_cluster", "plan_partitions", "run_partitions",
+           "run_settings",
            "predict_catalogue", "read_provenance"]
 
 #: Images per partition (one Dask task, one Parquet file) unless told otherwise.
@@ -482,15 +483,15 @@ class _Job:
 
 def _predict_partition(job, partition):
     """Task: classify one partition into its Parquet file; return what the manifest records of it."""
-    from gamornet.cli.predict import _classify_stream, _Outcome
+    from gamornet.inference.pipeline import Outcome, classify_stream
 
     settings = job.settings
     predictor = _worker_predictor(settings.spec)
     reader = io.ImageReader(list(partition.inputs), settings.spec.input_shape, batch_size=job.batch_size,
                             hdu=settings.hdu, skip_bad=settings.skip_bad)
     table = ParquetTable(dict(job.metadata), job.columns, dict(job.column_types))
-    outcome = _Outcome()
-    _classify_stream(reader, predictor, settings.thresholds, table, False, outcome)
+    outcome = Outcome()
+    classify_stream(reader, predictor, settings.thresholds, table, False, outcome)
     bad = [str(item) for item in outcome.bad_inputs]
     table.metadata[PARTITION_KEY] = json.dumps({"index": partition.index, "id": partition.id, "bad": bad,
                                                 "blank": outcome.blank_sources})
@@ -866,7 +867,7 @@ def _check_client(client):
         )
 
 
-def _run(inputs, output, settings, client, batch_size, progress, command_line):
+def run_partitions(inputs, output, settings, client, batch_size, progress, command_line):
     """Plan, resume, classify what is missing and finish the output; return a :class:`_Summary`."""
     _check_client(client)
     kind, folder = _output_layout(output)
@@ -915,18 +916,6 @@ def _run(inputs, output, settings, client, batch_size, progress, command_line):
 # --------------------------------------------------------------------------- the Python API
 
 
-def _default_thresholds(model, backend, input_shape):
-    from gamornet.inference.predictor import _handbook_data_set
-
-    data_set = _handbook_data_set(model, input_shape)
-    if data_set is None:
-        raise ValueError(
-            f"no handbook threshold set fits the input shape {input_shape}: they exist for SDSS (167, 167, 1) and "
-            "CANDELS (83, 83, 1). Give thresholds=(p_disk, p_bulge), such as (0.7, 0.7), or a set name"
-        )
-    return default_threshold_set(backend, data_set)
-
-
 def _check_predictor_options(options):
     from gamornet.inference.predictor import load_predictor
 
@@ -941,31 +930,29 @@ def _check_predictor_options(options):
             )
 
 
-def _settings(model, input_shape, backend, thresholds, partition_size, hdu, skip_bad, options):
+def run_settings(model, input_shape, backend, thresholds, partition_size, hdu, skip_bad, options):
     """Check every argument and resolve the model (fetching a published one once, here); return :class:`_Settings`."""
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
-    from gamornet.inference.predictor import _resolve_shape
-
-    shape = _resolve_shape(model, input_shape, backend)
+    resolved = models.resolve_model(model, backend, input_shape)
+    shape = resolved.input_shape
     partition_size = _checks.check_positive_int(partition_size, "partition_size")
     hdu = _checks.check_hdu(hdu)
     _check_predictor_options(options)
     name = thresholds if isinstance(thresholds, str) else None
     if thresholds is None:
-        name = _default_thresholds(model, backend, shape)
+        name = default_thresholds(backend, resolved.data_set, shape)
     resolved = resolve_thresholds(name if thresholds is None else thresholds)
     if options.get("precision") == "bf16":
         # bf16 predicts again in fp32 the galaxies near the boundaries of the classes this run makes.
         options = dict(options, thresholds=(resolved.disk, resolved.bulge, bool(resolved.disk_must_lead)))
-    local_path = models.resolve(model, backend)
     # Published models go by name (each worker finds them in its cache); files by their absolute path.
     for_workers = model if models.is_published_name(model) else os.path.abspath(os.fspath(model))
     # Files given as options (a calibration) go to the workers by absolute path.
     options = {name: os.path.abspath(os.fspath(value)) if isinstance(value, (str, os.PathLike))
                and os.path.isfile(value) else value for name, value in options.items()}
     spec = _PredictorSpec(for_workers, shape, backend, tuple(sorted(options.items())),
-                          models.model_sha256(local_path, backend))
+                          resolved.sha256)
     return _Settings(spec, resolved, name, partition_size, hdu, bool(skip_bad))
 
 
@@ -1039,6 +1026,6 @@ def predict_catalogue(inputs, model, output, client=None, partition_size=DEFAULT
         Invalid arguments, inputs that hold no images, an unreachable
         scheduler, an unusable model file (as :func:`gamornet.load_predictor`).
     """
-    settings = _settings(model, input_shape, backend, thresholds, partition_size, hdu, skip_bad, predictor_options)
+    settings = run_settings(model, input_shape, backend, thresholds, partition_size, hdu, skip_bad, predictor_options)
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    return _run(inputs, output, settings, client, batch_size, progress, command_line).output
+    return run_partitions(inputs, output, settings, client, batch_size, progress, command_line).output

@@ -29,18 +29,17 @@ import sys
 import time
 import warnings
 
-# First: it imports TensorFlow quietly, then Keras, and checks Keras' backend.
-import gamornet.models.network  # noqa: F401, I100
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from gamornet._utils import checks as _checks  # noqa: E402
+from gamornet._utils import checks as _checks
+from gamornet._utils.atomic import atomic_path, atomic_write
+from gamornet._utils.tf_logging import import_keras, import_tensorflow
+from gamornet.errors import GamornetWarning
 from gamornet.io.catalogues import TrainingCatalogue
 from gamornet.training import data as _data
-from gamornet._utils.atomic import atomic_path, atomic_write  # noqa: E402
-from gamornet.errors import GamornetWarning  # noqa: E402
+
+keras = import_keras()
+tf = import_tensorflow()
 
 DISTRIBUTE_CHOICES = (None, "mirrored", "multiworker")
 PRECISION_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}

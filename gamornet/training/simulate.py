@@ -39,6 +39,7 @@ import os
 
 import numpy as np
 
+from gamornet._utils import checks as _checks
 from gamornet._utils.atomic import atomic_path, atomic_write
 from gamornet._utils.checks import check_positive_int
 from gamornet.presets import labels_from_bulge_to_total
@@ -365,12 +366,6 @@ def _galaxy_seed_sequence(seed, index):
     return np.random.SeedSequence(entropy=seed, spawn_key=(int(index),))
 
 
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0. Received: seed={seed!r}")
-    return int(seed)
-
-
 def _sample_one(preset, seed, index):
     """The parameters of galaxy ``index`` and the integer seed of its noise."""
     sequence = _galaxy_seed_sequence(seed, index)
@@ -430,7 +425,7 @@ def sample_parameters(n_galaxies, preset="CANDELS", seed=0, shape=None):
     """
     n_galaxies = check_positive_int(n_galaxies, "n_galaxies")
     preset = get_preset(preset, shape)
-    seed = _check_seed(seed)
+    seed = _checks.check_seed(seed)
     table = np.zeros(n_galaxies, dtype=PARAMETER_DTYPE)
     for index in range(n_galaxies):
         table[index] = _sample_one(preset, seed, index)[0]
@@ -618,7 +613,7 @@ def simulate_galaxies(n_galaxies, preset="CANDELS", seed=0, shape=None, n_worker
     """
     n_galaxies = check_positive_int(n_galaxies, "n_galaxies")
     preset = get_preset(preset, shape)
-    seed = _check_seed(seed)
+    seed = _checks.check_seed(seed)
     if n_workers is None:
         n_workers = _default_workers()
     n_workers = check_positive_int(n_workers, "n_workers")

@@ -23,11 +23,18 @@ from gamornet.models._download.settings import (
 )
 from gamornet._utils.progress import CurrentStderr
 from gamornet.models._registry import DEFAULT_BASE_URL
-from gamornet.errors import CacheIntegrityError, DownloadError, _MirrorFailed
+from gamornet.errors import CacheIntegrityError, DownloadError
 
 __all__ = ["fetch"]
 
 _STAGING_PREFIX = ".download-"
+
+
+class _MirrorFailed(Exception):
+    """One mirror could not deliver a valid copy of a published entry; the downloader tries the next one."""
+
+    def __init__(self, url, reason):
+        super().__init__(f"{url}: {reason}")
 
 
 class _TransferProgress:

@@ -1,0 +1,205 @@
+"""The Keras training body behind gamornet_train_keras, gamornet_tl_keras and ``gamornet train`` / ``tl``.
+
+The 0.4.x functions (:mod:`gamornet.keras_module`) check their own
+arguments and call :func:`train_from_scratch` or :func:`transfer`; the command
+line calls them with its own options. Both build the network, check the
+optimiser and loss, describe the run's settings (for resuming) and hand over
+to the one training loop (:mod:`gamornet.training._loop`), which reads its
+data through :mod:`gamornet.training.data`.
+"""
+
+import os
+
+import numpy as np
+
+from gamornet._utils import checks as _checks
+from gamornet._utils.tf_logging import import_keras
+from gamornet.models import formats
+from gamornet.models import published as models
+from gamornet.models.network import build_network, set_weights, weighted_layers
+from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BOOLS_PRESETS
+from gamornet.io.catalogues import TrainingCatalogue
+from gamornet.training import _loop as _training_loop
+from gamornet.training import data as _training_data
+
+keras = import_keras()
+
+__all__ = ["check_compile_options", "compile_model", "load_weights_into", "train_from_scratch", "transfer"]
+
+_ALL_TRUE = [True] * N_WEIGHTED_LAYERS
+
+
+def _build(input_shape):
+    return build_network(_checks.check_input_shape(input_shape), lrn="keras")
+
+
+def load_weights_into(model, model_load_path, load_bools=_ALL_TRUE):
+    """Load the checked weights of a Keras model file (or published name) into the layers ``load_bools`` selects."""
+    path = models.resolve(model_load_path, "keras")
+    set_weights(model, formats.read_weights(path, tuple(model.input_shape[1:]), "keras"), load_bools)
+    return model
+
+
+def _learning_rate(lr, decay):
+    """The optimiser's learning rate: ``lr`` (a float or schedule) with Keras 2 ``decay``.
+
+    Keras 2's ``decay`` meant lr_t = lr / (1 + decay * iterations), which is
+    ``InverseTimeDecay`` with ``decay_steps=1``.
+    """
+    decay = _checks.check_non_negative_float(decay, "decay")
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        if decay:
+            raise ValueError(
+                "decay applies to a constant learning rate; with a LearningRateSchedule as lr, build the decay "
+                f"into the schedule. Received: decay={decay!r}"
+            )
+        return lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not np.isfinite(lr) or lr <= 0:
+        raise ValueError(
+            f"lr must be a positive number or a keras.optimizers.schedules.LearningRateSchedule. Received: lr={lr!r}"
+        )
+    if decay:
+        return keras.optimizers.schedules.InverseTimeDecay(float(lr), decay_steps=1, decay_rate=decay)
+    return float(lr)
+
+
+def _check_loss(loss):
+    """The Keras loss ``loss`` names (a function or a Loss object)."""
+    try:
+        return keras.losses.get(loss)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"loss must be the name of a loss of keras.losses (such as 'categorical_crossentropy') or a function "
+            f"loss(y_true, y_pred). Received: loss={loss!r}"
+        ) from None
+
+
+def check_compile_options(lr, momentum, decay, nesterov, loss, optimizer="sgd"):
+    """The optimiser and loss, checked before anything is built or written."""
+    momentum = _checks.check_non_negative_float(momentum, "momentum")
+    learning_rate = _learning_rate(lr, decay)
+    if _checks.check_optimizer(optimizer) == "adam":
+        made = keras.optimizers.Adam(learning_rate=learning_rate)
+    else:
+        made = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
+    return made, _check_loss(loss)
+
+
+def compile_model(model, optimizer, loss):
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def _check_verbose(verbose):
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (one line per epoch). Received: {verbose!r}")
+    return verbose
+
+
+def _check_training_options(epochs, checkpoint_freq, batch_size, verbose):
+    return (
+        _checks.check_positive_int(epochs, "epochs"),
+        _checks.check_positive_int(checkpoint_freq, "checkpoint_freq", allow_zero=True),
+        _checks.check_positive_int(batch_size, "batch_size"),
+        _check_verbose(verbose),
+    )
+
+
+def _describe_setting(value):
+    """A description of a setting that is the same in every run given the same value (no memory addresses)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    config = getattr(value, "get_config", None)
+    described = {"class": f"{type(value).__module__}.{type(value).__qualname__}"}
+    if config is not None:
+        described["config"] = config()
+    elif callable(value):
+        described["class"] = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    return described
+
+
+def _describe_source(source):
+    """How a training source is recorded with a resumable run's settings."""
+    if isinstance(source, TrainingCatalogue):
+        return os.path.abspath(source.source)
+    if isinstance(source, _training_data.TrainingArrays):
+        return f"arrays of shape {tuple(source.images.shape)}"
+    return "a tf.data.Dataset"
+
+
+def _train(data, input_shape, *, mode, build, files_save_path, epochs, checkpoint_freq, batch_size, verbose, lr,
+           momentum, decay, nesterov, loss, save_model, options, path_column, label_column, model_settings,
+           optimizer):
+    """The body shared by gamornet_train_keras, gamornet_tl_keras and the ``gamornet train`` / ``tl`` commands.
+
+    ``data`` is (training_imgs, training_labels, validation_imgs,
+    validation_labels) as the public functions received them; everything is
+    checked before a network is built.
+    """
+    shape = _checks.check_input_shape(input_shape)
+    epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
+    training_imgs, training_labels, validation_imgs, validation_labels = data
+    training = _training_data.resolve_source(training_imgs, training_labels, shape, "training_imgs", "training_labels",
+                                             path_column, label_column)  # fmt: skip
+    validation = _training_data.resolve_source(validation_imgs, validation_labels, shape, "validation_imgs",
+                                               "validation_labels", path_column, label_column)  # fmt: skip
+    # Checked without making the optimizer: its variables would start TensorFlow's runtime, which a multi-worker
+    # strategy must configure first.
+    _learning_rate(lr, decay)
+    _checks.check_non_negative_float(momentum, "momentum")
+    _checks.check_optimizer(optimizer)
+    loss = _check_loss(loss)
+    # Checked, not created: the folder is created once the network is built, so a bad argument or model file
+    # leaves nothing behind.
+    folder = _checks.check_save_folder(files_save_path)
+    if options.resume and folder is None:
+        raise ValueError("a resumable run needs an output folder to keep its state in, not /dev/null")
+    settings = dict(model_settings, mode=mode, input_shape=list(shape), batch_size=batch_size,
+                    optimizer=optimizer, lr=_describe_setting(lr), momentum=momentum, decay=decay, nesterov=nesterov,
+                    loss=_describe_setting(loss), precision=options.precision,
+                    training=_describe_source(training), validation=_describe_source(validation),
+                    preprocessing=options.preprocessing,
+                    augmentation=None if options.augmentation is None else options.augmentation.to_dict())  # fmt: skip
+
+    def build_and_compile():
+        model = build()
+        # The optimizer is made here, in the scope of the run's tf.distribute strategy.
+        compile_model(model, check_compile_options(lr, momentum, decay, nesterov, loss, optimizer)[0], loss)
+        return model
+
+    return _training_loop.run(
+        build_and_compile, training, validation, folder, input_shape=shape, epochs=epochs,
+        checkpoint_freq=checkpoint_freq, batch_size=batch_size, save_model=save_model, verbose=verbose, loss=loss,
+        options=options, settings=settings,
+    )  # fmt: skip
+
+
+def train_from_scratch(data, input_shape, options, *, load_model, model_load_path, **parameters):
+    """gamornet_train_keras after its options are checked (``gamornet train`` calls it with its own options)."""
+
+    def build():
+        model = _build(input_shape)
+        if load_model:
+            load_weights_into(model, model_load_path)
+        return model
+
+    model_settings = {"load_model": bool(load_model), "model_load_path": str(model_load_path) if load_model else None}
+    return _train(data, input_shape, mode="train", build=build, options=options, model_settings=model_settings,
+                  **parameters)  # fmt: skip
+
+
+def transfer(data, input_shape, options, *, load_layers_bools, trainable_bools, model_load_path, **parameters):
+    """gamornet_tl_keras after its options are checked (``gamornet tl`` calls it with its own options)."""
+    load_bools = _checks.check_bools(load_layers_bools, "load_layers_bools", LOAD_BOOLS_PRESETS)
+    train_bools = _checks.check_bools(trainable_bools, "trainable_bools", TRAINABLE_BOOLS_PRESETS)
+
+    def build():
+        model = _build(input_shape)
+        load_weights_into(model, model_load_path, load_bools)
+        for layer, trainable in zip(weighted_layers(model), train_bools):
+            layer.trainable = trainable
+        return model
+
+    model_settings = {"model_load_path": str(model_load_path), "load_layers_bools": load_bools,
+                      "trainable_bools": train_bools}  # fmt: skip
+    return _train(data, input_shape, mode="tl", build=build, options=options, model_settings=model_settings,
+                  **parameters)  # fmt: skip

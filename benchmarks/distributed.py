@@ -158,7 +158,7 @@ def measure(args, folder):
 
     start = time.perf_counter()
     with distributed._connected(2) as client:
-        spec = distributed._settings(model, shape, "keras", (0.7, 0.7), args.partition_size, None, False, {}).spec
+        spec = distributed.run_settings(model, shape, "keras", (0.7, 0.7), args.partition_size, None, False, {}).spec
         pids = client.run(_warm_worker, spec)
         startup = time.perf_counter() - start
         for repeat in range(args.repeats):

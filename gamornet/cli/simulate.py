@@ -29,8 +29,8 @@ def add_parser(subparsers):
     simulate.add_argument("n_galaxies", type=positive_int, help="number of galaxies")
     simulate.add_argument("--output-dir", required=True, help="folder for the files (created if missing)")
     simulate.add_argument("--preset", choices=("SDSS", "CANDELS"), default="CANDELS",
-                          help="survey imitated: SDSS (g band, 167x167 pixels of 0.396\") or CANDELS "
-                               "(HST F160W, 83x83 pixels of 0.06\"); default CANDELS")  # fmt: skip
+                          help="survey imitated: SDSS (g band, 167x167 pixels of 0.396 arcsec) or CANDELS "
+                               "(HST F160W, 83x83 pixels of 0.06 arcsec); default CANDELS")  # fmt: skip
     simulate.add_argument("--size", type=positive_int, default=None,
                           help="cutout size in pixels (square), replacing the preset's")  # fmt: skip
     simulate.add_argument("--seed", type=non_negative_int, default=0, help="master random seed (default 0)")

@@ -82,3 +82,15 @@ def test_requirements_cover_the_design_card(both):
     assert {"keras", "numpy", "h5py", "tflearn", "wget", "progressbar2"} <= names
     (gpu, _), _ = both
     assert gpu["Requires-Python"] == ">=3.10"
+
+
+def test_citation_file_names_this_version_and_the_paper():
+    import re
+
+    from gamornet._version import __version__
+
+    with open(os.path.join(ROOT, "CITATION.cff"), encoding="utf-8") as stream:
+        text = stream.read()
+    assert re.search(r"^cff-version: 1\.2\.0$", text, re.M)
+    assert re.search(r"^version: (\S+)$", text, re.M).group(1) == __version__
+    assert "doi: 10.3847/1538-4357/ab8a47" in text and "preferred-citation:" in text

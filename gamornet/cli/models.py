@@ -59,7 +59,7 @@ def add_parser(subparsers):
         "models",
         help="list the published models, whether they are cached, their size and sha256",
         description=_MODELS_DESCRIPTION,
-        epilog=_ENVIRONMENT_HELP,
+        epilog=_ENVIRONMENT_HELP + "\nexamples:\n  gamornet models\n  gamornet models --files --verify\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models.add_argument("--verify", action="store_true", help="recompute the sha256 of every cached file")

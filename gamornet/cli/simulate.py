@@ -4,8 +4,10 @@ TensorFlow and GalSim are imported inside the handlers, so ``gamornet --help``
 stays fast.
 """
 
+import argparse
 import dataclasses
 import os
+import textwrap
 
 import numpy as np
 
@@ -19,18 +21,25 @@ def add_parser(subparsers):
     simulate = subparsers.add_parser(
         "simulate",
         help="simulate bulge+disk galaxies (FITS cutouts and a sim_para.txt table); needs gamornet[sim]",
-        description=(
+        description=textwrap.fill(
             "Simulate galaxies as a bulge (Sersic n=4) plus an exponential disk, convolved with the survey's PSF, "
             "with sky and Poisson noise (GalSim). Writes <output-dir>/output_img_<i>.fits and sim_para.txt, and "
             "with --npy also images.npy (n, y, x, 1) and labels.npy (one-hot disk/indeterminate/bulge, the rule of "
-            "Ghosh et al. 2020). Needs GalSim: pip install 'gamornet[sim]'."
+            "Ghosh et al. 2020). Needs GalSim: pip install 'gamornet[sim]'.",
+            width=79,
         ),
+        epilog=(
+            "examples:\n"
+            "  gamornet simulate 1000 --preset CANDELS --output-dir sims/\n"
+            "  gamornet simulate 200 --preset SDSS --size 128 --seed 7 --npy --output-dir sdss_sims/\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     simulate.add_argument("n_galaxies", type=positive_int, help="number of galaxies")
     simulate.add_argument("--output-dir", required=True, help="folder for the files (created if missing)")
     simulate.add_argument("--preset", choices=("SDSS", "CANDELS"), default="CANDELS",
-                          help="survey imitated: SDSS (g band, 167x167 pixels of 0.396\") or CANDELS "
-                               "(HST F160W, 83x83 pixels of 0.06\"); default CANDELS")  # fmt: skip
+                          help="survey imitated: SDSS (g band, 167x167 pixels of 0.396 arcsec) or CANDELS "
+                               "(HST F160W, 83x83 pixels of 0.06 arcsec); default CANDELS")  # fmt: skip
     simulate.add_argument("--size", type=positive_int, default=None,
                           help="cutout size in pixels (square), replacing the preset's")  # fmt: skip
     simulate.add_argument("--seed", type=non_negative_int, default=0, help="master random seed (default 0)")
@@ -44,12 +53,19 @@ def add_parser(subparsers):
     demo = subparsers.add_parser(
         "demo",
         help="simulate galaxies, train GaMorNet from scratch (Keras) and evaluate it: what `make demo` runs",
-        description=(
+        description=textwrap.fill(
             "Simulate training, validation and test sets, train GaMorNet from scratch with the Keras backend, "
             "predict the test set and print the handbook-style table of actual against predicted classes. Writes "
             "trained_model.hdf5, metrics.csv, predictions.csv, preprocessing.json and demo.png. The defaults are "
-            "what `make demo` runs, in about 6 minutes on 2 idle CPU cores. Needs gamornet[sim]."
+            "what `make demo` runs, in about 6 minutes on 2 idle CPU cores. Needs gamornet[sim].",
+            width=79,
         ),
+        epilog=(
+            "examples:\n"
+            "  gamornet demo --magnitude-range 19 22.5            # what `make demo` runs\n"
+            "  gamornet demo --output-dir demo_seed1 --seed 1     # the same with another seed\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--output-dir", default="demo_output", help="folder for the outputs (default demo_output)")
     for field in dataclasses.fields(DemoConfig):

@@ -115,7 +115,8 @@ def _add_common(parser, lr_default):
     augment = parser.add_argument_group("augmentation of the training images (off by default)")
     augment.add_argument("--rotate-flip", action="store_true", help="random right-angle rotations and flips")
     augment.add_argument("--max-shift", type=number, default=0.0, metavar="PIXELS",
-                         help="random sub-pixel shifts up to this many pixels (default: 0)")  # fmt: skip
+                         help="shift each training image by a random offset of up to PIXELS pixels in x and y, interpolated "
+                              "(default: 0, no shift)")  # fmt: skip
     augment.add_argument("--noise-factor", type=number, default=1.0, metavar="F",
                          help="raise the background noise by a random factor between 1 and F (default: 1, none)")  # fmt: skip
 

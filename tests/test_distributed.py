@@ -133,6 +133,12 @@ def test_partitions_split_arrays_and_cubes_and_group_files(case):
     assert partitions[4].inputs == (f"{stack}[80:96]", f"{cube}[0:4]")
     assert partitions[8].inputs == (f"{cube}[64:80]",) + tuple(f"{folder}/g{i}.fits" for i in range(4))
     assert partitions[9].inputs == tuple(f"{folder}/g{i}.fits" for i in (4, 5))
+    # Each file once, with its size and modification time (what a rerun compares), and its name as given.
+    status = os.stat(stack)
+    assert partitions[4].files == ((stack, stack), (cube, cube))
+    assert partitions[4].identity[0] == [status.st_size, status.st_mtime_ns]
+    relative = os.path.relpath(stack)
+    assert distributed.plan_partitions([relative], SHAPE, PARTITION_SIZE)[0].files == ((stack, relative),)
     again = distributed.plan_partitions(case["inputs"], SHAPE, PARTITION_SIZE)
     assert [partition.id for partition in again] == [partition.id for partition in partitions]
     assert len({partition.id for partition in partitions}) == 10
@@ -390,9 +396,10 @@ def test_int8_is_calibrated_on_the_same_images_everywhere(tmp_path, case):
     np.testing.assert_array_equal(images, case["images"])
     record = settings.record()["predictor_options"]["calibration_images"]
     assert record == {"array_sha256": calibration_sha256(images), "shape": [182, 32, 32, 1]}
-    on_disk = distributed._arrays_to_files(settings, str(tmp_path))
+    written = []
+    on_disk = distributed._arrays_to_files(settings, str(tmp_path), written)
     stored = on_disk.spec.option("calibration_images")
-    assert stored.path == str(tmp_path / "_calibration_images.npy")
+    assert stored.path == str(tmp_path / "_calibration_images.npy") and written == [stored.path]
     np.testing.assert_array_equal(stored.load(), images)
     assert on_disk.record() == settings.record()
     np.save(stored.path, images[:10])
@@ -649,7 +656,8 @@ def test_sources_are_written_as_given_as_in_one_process(tmp_path, case, client, 
                         "--partition-size", "16"]) == 0
     one, dask = pd.read_csv(tmp_path / "one.csv"), pd.read_parquet(tmp_path / "dask.parquet")
     assert list(dask["source"]) == list(one["source"])
-    assert list(one["source"][[0, 30, 40, 45]]) == ["stack.npy[0]", "cube.fits[0]", "cutouts/g0.fits", "cutouts/g5.fits"]
+    assert list(one["source"][[0, 30, 40, 45]]) == ["stack.npy[0]", "cube.fits[0]", "cutouts/g0.fits",
+                                                    "cutouts/g5.fits"]
     np.testing.assert_allclose(dask[["p_disk", "p_indet", "p_bulge"]].to_numpy(),
                                one[["p_disk", "p_indet", "p_bulge"]].to_numpy(), atol=1e-6)
 

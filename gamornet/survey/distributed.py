@@ -203,40 +203,44 @@ def plan_partitions(inputs, input_shape, partition_size=DEFAULT_PARTITION_SIZE, 
         positive integer.
     """
     shape = _checks.check_input_shape(input_shape)
-    size = _checks.check_positive_int(partition_size, "partition_size")
-    partitions, current, files, filled = [], [], {}, 0
-
-    def close():
-        nonlocal current, files, filled
-        if current:
-            partitions.append(Partition(len(partitions), tuple(current), filled,
-                                        tuple((path, shown) for path, (shown, _) in files.items()),
-                                        tuple(identity for _, identity in files.values())))
-        current, files, filled = [], {}, 0
-
+    plan = _Plan(_checks.check_positive_int(partition_size, "partition_size"))
     for item in io.expand_inputs_with_ranges(inputs, exclude):
         shown = item.path
         item = dataclasses.replace(item, path=os.path.abspath(item.path))
         identity = file_identity(item.path)  # one stat per file: the identity, and the size that tells a cube
         bounds = _image_range(item, shape, hdu, identity and identity[0])
         if bounds is None:
-            current.append(str(item))
-            files.setdefault(item.path, (shown, identity))
-            filled += 1
-        else:
-            first, last = bounds
-            while first < last:
-                take = min(size - filled, last - first)
-                current.append(str(dataclasses.replace(item, start=first, stop=first + take)))
-                files.setdefault(item.path, (shown, identity))
-                filled += take
-                first += take
-                if filled >= size:
-                    close()
-        if filled >= size:
-            close()
-    close()
-    return partitions
+            plan.add(str(item), item.path, shown, identity, 1)
+            continue
+        first, last = bounds
+        while first < last:
+            take = min(plan.size - plan.filled, last - first)
+            plan.add(str(dataclasses.replace(item, start=first, stop=first + take)), item.path, shown, identity, take)
+            first += take
+    plan.close()
+    return plan.partitions
+
+
+class _Plan:
+    """Partitions being filled, in input order."""
+
+    def __init__(self, size):
+        self.size, self.partitions, self.current, self.files, self.filled = size, [], [], {}, 0
+
+    def add(self, text, path, shown, identity, images):
+        """Add an input (``text``: a file, or a range of one) of ``images`` images; close the partition when full."""
+        self.current.append(text)
+        self.files.setdefault(path, (shown, identity))
+        self.filled += images
+        if self.filled >= self.size:
+            self.close()
+
+    def close(self):
+        if self.current:
+            files = tuple((path, shown) for path, (shown, _) in self.files.items())
+            identity = tuple(identity for _, identity in self.files.values())
+            self.partitions.append(Partition(len(self.partitions), tuple(self.current), self.filled, files, identity))
+        self.current, self.files, self.filled = [], {}, 0
 
 
 def _plan_record(partitions, partition_size):
@@ -804,9 +808,10 @@ class _Run:
         partitions to classify."""
         _check_folder(self.folder)
         _remove_stale_temporaries(self.folder)
-        self.settings = _arrays_to_files(self.settings, self.folder, self.written)
         self.manifest = Manifest.open(self.folder, self.settings.record(),
                                       _plan_record(self.partitions, self.settings.partition_size), self.partitions)
+        # Only once the settings are the folder's: the workers read the array options from files in it.
+        self.settings = _arrays_to_files(self.settings, self.folder, self.written)
         self.changed = self.manifest.changed(self.partitions)
         if self.changed and not redo_changed:
             finished = len(self.manifest.finished)

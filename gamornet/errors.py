@@ -21,6 +21,7 @@ __all__ = [
     "CacheIntegrityError",
     "CalibrationMismatchError",
     "DownloadError",
+    "FolderInUseError",
     "GamornetWarning",
     "MissingDependencyError",
     "ModelFileError",
@@ -61,6 +62,15 @@ class ResumeMismatchError(ValueError):
 
     :func:`gamornet.survey.distributed.predict_catalogue` finishes a run only with
     what started it, so that every part of the output was made the same way.
+    """
+
+
+class FolderInUseError(OSError):
+    """An output folder is in use by another run (which holds its lock file), or was taken over by one.
+
+    :func:`gamornet.survey.distributed.predict_catalogue` holds a lock on its
+    output folder for the whole run, so that two runs never write into one
+    folder together.
     """
 
 

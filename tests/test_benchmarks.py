@@ -21,6 +21,7 @@ SMOKE_RUNS = {
     "augmentation_shift.py": (["--quick"], "gap to in-domain"),
     "cutout_throughput.py": (["--quick"], "load average at end"),
     "distributed.py": (["--quick"], "(d) / first run"),
+    "input_identity.py": (["--quick"], "added by the identity"),
     "mc_dropout.py": (["--quick"], "target (b) >= 0.5 x (a)"),
     "model_reuse.py": (["--repeats", "1", "--input-shape", "CANDELS"], "second / first"),
     "precision.py": (["--quick", "--profile"], "longest layers"),

@@ -25,7 +25,7 @@ pd = pytest.importorskip("pandas")
 from gamornet.survey import distributed  # noqa: E402
 from gamornet.science.classify import classify, resolve_thresholds  # noqa: E402
 from gamornet.cli.main import main  # noqa: E402
-from gamornet.errors import BadInputError, ModelFileError, ResumeMismatchError  # noqa: E402
+from gamornet.errors import BadInputError, FolderInUseError, ModelFileError, ResumeMismatchError  # noqa: E402
 
 SHAPE = (32, 32, 1)
 THRESHOLDS = (0.6, 0.6)
@@ -133,6 +133,12 @@ def test_partitions_split_arrays_and_cubes_and_group_files(case):
     assert partitions[4].inputs == (f"{stack}[80:96]", f"{cube}[0:4]")
     assert partitions[8].inputs == (f"{cube}[64:80]",) + tuple(f"{folder}/g{i}.fits" for i in range(4))
     assert partitions[9].inputs == tuple(f"{folder}/g{i}.fits" for i in (4, 5))
+    # Each file once, with its size and modification time (what a rerun compares), and its name as given.
+    status = os.stat(stack)
+    assert partitions[4].files == ((stack, stack), (cube, cube))
+    assert partitions[4].identity[0] == [status.st_size, status.st_mtime_ns]
+    relative = os.path.relpath(stack)
+    assert distributed.plan_partitions([relative], SHAPE, PARTITION_SIZE)[0].files == ((stack, relative),)
     again = distributed.plan_partitions(case["inputs"], SHAPE, PARTITION_SIZE)
     assert [partition.id for partition in again] == [partition.id for partition in partitions]
     assert len({partition.id for partition in partitions}) == 10
@@ -320,11 +326,12 @@ def test_other_settings_or_inputs_on_an_existing_output_are_refused(tmp_path, ca
         (dict(thresholds=(0.7, 0.7)), r"made with another model or other settings: thresholds: \{'disk': 0.6, "
                                       r"'bulge': 0.6, 'disk_must_lead': False\} there, \{'disk': 0.7"),
         (dict(partition_size=50), "partition_size: 100 there, 50 now"),
-        (dict(skip_bad=True), "skip_bad: False there, True now"),
     ]
     for options, message in refusals:
         with pytest.raises(ResumeMismatchError, match=message):
             run(case, output, client, **{"partition_size": 100, **options})
+    # skip_bad changes no row (a partition stopped by a bad input writes no part): accepted, with nothing to do.
+    assert run(case, output, "tcp://127.0.0.1:1", partition_size=100, skip_bad=True) == str(output)
     with pytest.raises(ResumeMismatchError, match="model_sha256: '[0-9a-f]{64}' there, '[0-9a-f]{64}' now"):
         distributed.predict_catalogue(case["inputs"], str(other_model), str(output), client=client,
                                       partition_size=100, input_shape=SHAPE, thresholds=THRESHOLDS)
@@ -380,7 +387,7 @@ def test_int8_is_calibrated_on_the_same_images_everywhere(tmp_path, case):
     """Without calibration images, every worker gets the first 300 images of the inputs, through a file."""
     from gamornet.inference.int8 import calibration_sha256
 
-    settings = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False,
+    settings = distributed.run_settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False,
                                      {"precision": "int8", "calibration_images": None})
     partitions = distributed.plan_partitions(case["inputs"], SHAPE, 100)
     settings = distributed._calibrate_int8_on_the_inputs(settings, partitions)
@@ -389,9 +396,10 @@ def test_int8_is_calibrated_on_the_same_images_everywhere(tmp_path, case):
     np.testing.assert_array_equal(images, case["images"])
     record = settings.record()["predictor_options"]["calibration_images"]
     assert record == {"array_sha256": calibration_sha256(images), "shape": [182, 32, 32, 1]}
-    on_disk = distributed._arrays_to_files(settings, str(tmp_path))
+    written = []
+    on_disk = distributed._arrays_to_files(settings, str(tmp_path), written)
     stored = on_disk.spec.option("calibration_images")
-    assert stored.path == str(tmp_path / "_calibration_images.npy")
+    assert stored.path == str(tmp_path / "_calibration_images.npy") and written == [stored.path]
     np.testing.assert_array_equal(stored.load(), images)
     assert on_disk.record() == settings.record()
     np.save(stored.path, images[:10])
@@ -401,12 +409,12 @@ def test_int8_is_calibrated_on_the_same_images_everywhere(tmp_path, case):
 
 def test_bf16_refines_near_the_boundaries_of_the_run_thresholds(case):
     """Every worker's bf16 predictor predicts again in fp32 the galaxies near the run's class boundaries."""
-    settings = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False, {"precision": "bf16"})
+    settings = distributed.run_settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False, {"precision": "bf16"})
     assert settings.spec.option("thresholds") == (0.6, 0.6, False)
     assert settings.record()["predictor_options"] == {"precision": "bf16", "thresholds": [0.6, 0.6, False]}
     with settings.spec.load() as predictor:
         assert predictor.engine.refinement.describe()["rules"] == [{"disk": 0.6, "bulge": 0.6, "disk_must_lead": False}]
-    fp32 = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False, {"precision": "fp32"})
+    fp32 = distributed.run_settings(case["model"], SHAPE, "keras", THRESHOLDS, 100, None, False, {"precision": "fp32"})
     assert fp32.spec.option("thresholds") is None
 
 
@@ -421,7 +429,8 @@ def test_bad_inputs_stop_the_run_or_are_skipped(tmp_path, case, client):
     (bad / "g1.fits").write_bytes(b"not a FITS file")
     output = tmp_path / "run.parquet"
     with pytest.raises(BadInputError, match=r"cannot classify '.*g1.fits': cannot be read as FITS .* The \d of 2 "
-                                            r"partitions finished are kept in .* or skip bad inputs \(--skip-bad"):
+                                            r"partitions finished are kept in .*Run the same command again with "
+                                            r"--skip-bad \(skip_bad=True\) to skip the bad inputs"):
         distributed.predict_catalogue([str(bad)], case["model"], str(output), client=client, partition_size=2,
                                       input_shape=SHAPE, thresholds=THRESHOLDS)
     skipped = tmp_path / "skipped.parquet"
@@ -433,7 +442,7 @@ def test_bad_inputs_stop_the_run_or_are_skipped(tmp_path, case, client):
 
 
 def test_a_worker_with_another_model_file_refuses_to_classify(case, client):
-    settings = distributed._settings(case["model"], SHAPE, "keras", THRESHOLDS, 20, None, False, {})
+    settings = distributed.run_settings(case["model"], SHAPE, "keras", THRESHOLDS, 20, None, False, {})
     other = dataclasses.replace(settings.spec, model_sha256="0" * 64)
     with pytest.raises(ModelFileError, match=r"the worker on .* reads the model '.*model.hdf5' from '.*model.hdf5', "
                                              r"whose sha256 is [0-9a-f]{64}, but the run was started with a model of "
@@ -489,6 +498,8 @@ def test_cli_options_that_need_a_cluster(tmp_path, case, capsys):
     assert "is a Parquet folder, which gamornet predict writes on a Dask cluster: add --workers N" in err
     assert main(base + ["--output", str(tmp_path / "run.csv"), "--partition-size", "10"]) == 1
     assert "--partition-size is used with --workers N or --scheduler" in capsys.readouterr().err
+    assert main(base + ["--output", str(tmp_path / "run.csv"), "--redo-changed"]) == 1
+    assert "--redo-changed is used with --workers N or --scheduler" in capsys.readouterr().err
     assert main(base + ["--workers", "2"]) == 1
     assert "--output is needed with --workers or --scheduler" in capsys.readouterr().err
     assert main(base + ["--workers", "0", "--output", str(tmp_path / "x.parquet")]) == 1
@@ -511,6 +522,207 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     alive.write_bytes(b"half")
     distributed._remove_stale_temporaries(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == [alive.name]
+
+
+# --------------------------------------------------------------------------- what a rerun trusts (issue 24)
+
+
+def _cli(case, output, client, *extra):
+    return ["predict", *extra, "--model", case["model"], *CLI_OPTIONS, "--output", str(output),
+            "--scheduler", client.scheduler.address]
+
+
+def test_a_rerun_refuses_rewritten_inputs_and_redoes_them_on_request(tmp_path, case, client, capsys):
+    """Input identity: a file rewritten with other images of the same shape (same size) is named, and redone only
+    with --redo-changed; the partitions of unchanged files are kept as they are."""
+    images = case["images"]
+    stack = tmp_path / "stack.npy"
+    np.save(stack, images[:30])
+    (tmp_path / "cutouts").mkdir()
+    for index in range(12):
+        fits.PrimaryHDU(images[30 + index, :, :, 0]).writeto(str(tmp_path / "cutouts" / f"g{index:02d}.fits"))
+    output = tmp_path / "run.parquet"
+    command = _cli(case, output, client, str(stack), str(tmp_path / "cutouts"), "--partition-size", "10")
+    assert main(command) == 0  # partitions: stack 0-10, 10-20, 20-30; g00-g09; g10-g11
+    before = pd.read_parquet(output)
+    kept = {name: os.stat(output / name).st_mtime_ns for name in parts(output)}
+    size = os.path.getsize(stack)
+    np.save(stack, images[100:130])  # other galaxies, same shape
+    shutil.copyfile(case["inputs"][2] + "/g5.fits", tmp_path / "cutouts" / "g11.fits")  # another galaxy
+    capsys.readouterr()
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert (f"the inputs of 4 of the 5 finished partitions in {str(output)!r} changed since they were classified "
+            f"(another size or modification time): {stack} (then {size} bytes, modified 20") in err
+    assert f"{tmp_path / 'cutouts' / 'g11.fits'} (then 8640 bytes" in err and "--redo-changed" in err
+    assert {name: os.stat(output / name).st_mtime_ns for name in parts(output)} == kept  # nothing touched
+    assert main(command + ["--redo-changed"]) == 0
+    assert "5 partitions: 4 classified now (4 of them again, as their input files had changed), 1 finished by an " \
+           "earlier run" in capsys.readouterr().err
+    after = pd.read_parquet(output)
+    fresh = tmp_path / "fresh.parquet"
+    assert main(_cli(case, fresh, client, str(stack), str(tmp_path / "cutouts"), "--partition-size", "10")) == 0
+    pd.testing.assert_frame_equal(after, pd.read_parquet(fresh))  # as a run on the new files from scratch
+    assert abs(after["p_disk"][0] - before["p_disk"][0]) > 1e-3  # the old probabilities are gone
+    unchanged = [name for name in parts(output) if name.startswith("part-000003-")]
+    assert os.stat(output / unchanged[0]).st_mtime_ns == kept[unchanged[0]]
+    assert sorted(parts(output)) == sorted(kept)
+
+
+def test_two_runs_at_once_on_one_folder_the_second_is_refused(tmp_path, case, client):
+    """A and B (other thresholds) on one new folder: B is refused while A holds the folder's lock; A succeeds."""
+    output = tmp_path / "run.parquet"
+    code = "import sys\nfrom gamornet.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+    first = subprocess.Popen([sys.executable, "-c", code, *_cli(case, output, client, *case["inputs"]),
+                              "--partition-size", "5"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(output / distributed.LOCK_NAME):
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.poll() else ""
+            time.sleep(0.005)
+        with pytest.raises(FolderInUseError, match=rf"the output folder {str(output)!r} is in use by "
+                                                               rf"another run: process {first.pid} on .*gamornet "
+                                                               "predict .*Wait for it to finish"):
+            run(case, output, client, partition_size=5, thresholds=(0.3, 0.3))
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "37 partitions: 37 classified now" in err
+    assert distributed.read_provenance(output)["thresholds"]["disk"] == 0.6  # A's table, A's thresholds
+    assert distributed.LOCK_NAME not in os.listdir(output)
+    with pytest.raises(ResumeMismatchError, match="thresholds"):  # after A: the usual rules
+        run(case, output, client, partition_size=5, thresholds=(0.3, 0.3))
+
+
+def test_a_model_card_added_between_runs_is_refused_before_anything_is_written(tmp_path, case, client):
+    """The predictor's columns are settings: a card beside the model decides out_of_domain, so it is recorded."""
+    from gamornet.models.card import write_model_card
+
+    (tmp_path / "model").mkdir()
+    model = tmp_path / "model" / "model.hdf5"
+    shutil.copyfile(case["model"], model)
+    output = tmp_path / "run.parquet"
+
+    def resume():
+        return distributed.predict_catalogue(case["inputs"], str(model), str(output), client=client,
+                                             partition_size=100, input_shape=SHAPE, thresholds=THRESHOLDS,
+                                             model_card="auto")
+
+    resume()
+    os.remove(output / parts(output)[1])  # as if the run had stopped before its last partition
+    kept = parts(output)
+    card = write_model_card(str(model.parent), case["images"][:50])
+    with pytest.raises(ResumeMismatchError, match=r"predictor_options: \{'model_card': None\} there, "
+                                                  r"\{'model_card': \{'json_sha256': '[0-9a-f]{64}'\}\} now"):
+        resume()
+    assert parts(output) == kept
+    os.remove(card)  # the card restored: the run finishes, with one set of columns
+    resume()
+    table = pq.read_table(output)
+    assert table.column_names == ["source", "p_disk", "p_indet", "p_bulge", "class"] and table.num_rows == 182
+    assert read_manifest(output)["settings"]["columns"] == {}
+
+
+def test_parts_of_different_columns_get_a_clear_error(tmp_path):
+    """A folder wedged by an earlier gamornet (parts with and without out_of_domain): named, not AppendRowGroups."""
+    from gamornet.io.tables import ParquetTable
+    from gamornet.survey.manifest import Manifest
+
+    partitions = [distributed.Partition(0, ("a.npy[0:1]",), 1), distributed.Partition(1, ("a.npy[1:2]",), 1)]
+    plain = ParquetTable({"gamornet": "{}"}, (), {})
+    plain.add(["a.npy[0]"], [[0.8, 0.1, 0.1]], ["disk"], {})
+    plain.write(tmp_path / partitions[0].file_name)
+    checked = ParquetTable({"gamornet": "{}"}, ("out_of_domain",), {"out_of_domain": np.dtype(object)})
+    checked.add(["a.npy[1]"], [[0.1, 0.1, 0.8]], ["bulge"], {"out_of_domain": np.array([""], object)})
+    checked.write(tmp_path / partitions[1].file_name)
+    with pytest.raises(ValueError, match=rf"the parts of .* do not have the same columns: {partitions[0].file_name} "
+                                         r"has source \(string\), p_disk \(float\), .*class \(string\); "
+                                         rf"{partitions[1].file_name} has .*out_of_domain \(string\). .*remove the "
+                                         "parts whose columns are not the ones you want"):
+        distributed._write_dataset_metadata(str(tmp_path), partitions, {})
+    manifest = Manifest(str(tmp_path), {}, {})
+    manifest.check_columns({"out_of_domain": "|O"})
+    with pytest.raises(ResumeMismatchError, match=r"holds parts with the columns \{'out_of_domain': '\|O'\}, but the "
+                                                  r"predictor of this run writes \{\}"):
+        manifest.check_columns({})
+
+
+def test_sources_are_written_as_given_as_in_one_process(tmp_path, case, client, monkeypatch):
+    """Relative inputs give the same source column on the cluster as in one process (labels join both)."""
+    monkeypatch.chdir(case["folder"])
+    base = ["predict", "stack.npy[0:30]", "cube.fits[0:10]", "cutouts", "--model", case["model"], *CLI_OPTIONS]
+    assert main(base + ["--output", str(tmp_path / "one.csv")]) == 0
+    assert main(base + ["--output", str(tmp_path / "dask.parquet"), "--scheduler", client.scheduler.address,
+                        "--partition-size", "16"]) == 0
+    one, dask = pd.read_csv(tmp_path / "one.csv"), pd.read_parquet(tmp_path / "dask.parquet")
+    assert list(dask["source"]) == list(one["source"])
+    assert list(one["source"][[0, 30, 40, 45]]) == ["stack.npy[0]", "cube.fits[0]", "cutouts/g0.fits",
+                                                    "cutouts/g5.fits"]
+    np.testing.assert_allclose(dask[["p_disk", "p_indet", "p_bulge"]].to_numpy(),
+                               one[["p_disk", "p_indet", "p_bulge"]].to_numpy(), atol=1e-6)
+
+
+def test_the_advice_after_a_bad_input_works(tmp_path, case, client, capsys):
+    """'Run the same command again with --skip-bad': done, it finishes the folder and lists the bad input."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for index in range(3):
+        shutil.copy(case["inputs"][2] + f"/g{index}.fits", bad / f"g{index}.fits")
+    (bad / "g1.fits").write_bytes(b"not a FITS file")
+    output = tmp_path / "run.parquet"
+    command = _cli(case, output, client, str(bad), "--partition-size", "2")
+    assert main(command) == 1
+    assert "Run the same command again with --skip-bad (skip_bad=True)" in capsys.readouterr().err
+    assert main(command + ["--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 bad input" in err and f"{bad / 'g1.fits'}: cannot be read as FITS" in err
+    assert list(pd.read_parquet(output)["source"]) == [str(bad / "g0.fits"), str(bad / "g2.fits")]
+
+
+def test_a_run_that_never_starts_leaves_nothing_behind(tmp_path, case, client):
+    """An unreachable scheduler, or a predictor that cannot load on the workers (int8 writes its calibration images
+    for them first): the folder is left as it was found, and takes a run with other settings afterwards."""
+    import dask
+    from gamornet.errors import CalibrationMismatchError, MissingDependencyError
+    from gamornet.science.calibration import save_calibration
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(OSError, match="cannot reach the Dask scheduler"):
+            run(case, tmp_path / "new.parquet", "tcp://127.0.0.1:1")
+    assert not os.path.exists(tmp_path / "new.parquet")
+    other_model = save_calibration(str(tmp_path / "calibration.json"), 1.5, "0" * 64)
+    (tmp_path / "empty.parquet").mkdir()
+    with pytest.raises((CalibrationMismatchError, MissingDependencyError)):
+        run(case, tmp_path / "empty.parquet", client, partition_size=100, precision="int8", calibration=other_model)
+    assert os.listdir(tmp_path / "empty.parquet") == []
+    run(case, tmp_path / "empty.parquet", client, partition_size=100, thresholds=(0.5, 0.5))
+    assert pq.read_table(tmp_path / "empty.parquet").num_rows == 182
+
+
+def test_a_stop_in_the_final_step_says_that_every_partition_is_finished(tmp_path, case, client):
+    """Ctrl-C while the table is written from the parts: 'all N partitions are finished', not 'do the rest'."""
+    output = tmp_path / "run.csv"
+    folder = tmp_path / "run.csv.parts"
+    stop = threading.Event()
+
+    def ctrl_c(signum, frame):
+        if not stop.is_set():
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        _interrupt_when(lambda: os.path.exists(folder / "_metadata"), stop)  # then the CSV is written
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            run(case, output, client, partition_size=2)
+    finally:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.value.kept == (
+        f"all 91 partitions are finished in {str(folder)!r}, but the run stopped before it had written the table "
+        f"{str(output)!r}: run the same command again to write it (nothing is classified again)")
+    assert not os.path.exists(output)
+    assert run(case, output, "tcp://127.0.0.1:1", partition_size=2) == str(output)  # no cluster needed
+    assert len(pd.read_csv(output)) == 182 and not os.path.exists(folder)
 
 
 # --------------------------------------------------------------------------- faults (last: a worker restarts)

@@ -31,7 +31,8 @@ def _owner():
     return f"{socket.gethostname().replace('-', '_').replace('.', '_')}.{os.getpid()}"
 
 
-def _is_running(pid):
+def is_running(pid):
+    """Whether process ``pid`` runs on this machine (under any user)."""
     try:
         os.kill(pid, 0)
     except OSError as error:
@@ -61,7 +62,7 @@ def remove_stale_temporaries(path):
                 continue
             owner = name[len(prefix):].split("-", 1)[0]
             owner_host, _, pid = owner.rpartition(".")
-            if owner_host == host and pid.isdigit() and not _is_running(int(pid)):
+            if owner_host == host and pid.isdigit() and not is_running(int(pid)):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(folder, name))
                     removed.append(os.path.join(folder, name))

@@ -17,7 +17,10 @@ the model once), and written as one Parquet file each into the --output folder
 metadata. A .csv or .fits --output is written from the parts at the end. The
 same command run again (after Ctrl-C, a crash or a time limit) does only the
 partitions that are missing; another model, other settings or other inputs on
-that folder are refused. Needs the 'distributed' extra:
+that folder are refused, and so are input files rewritten since their
+partition was classified (--redo-changed classifies those partitions again).
+One run at a time uses a folder: a second one is refused while the first
+holds the folder's lock (_lock.json). Needs the 'distributed' extra:
 pip install 'gamornet[distributed]'. Examples:
   gamornet predict cutouts/ --model SDSS_tl --output sdss.parquet --workers 2
   gamornet predict 'tiles/*.npy' --model CANDELS_tl --output run.parquet/ --scheduler tcp://10.0.0.5:8786
@@ -35,6 +38,9 @@ def add_options(parser):
                        help="run on an existing Dask cluster (dask-jobqueue on Slurm, a science platform ...)")
     group.add_argument("--partition-size", type=int, metavar="N",
                        help="images per task and per Parquet file (default: 4096)")
+    group.add_argument("--redo-changed", action="store_true",
+                       help="on a folder that holds part of a run: classify again the finished partitions whose "
+                            "input files changed since (another size or modification time), instead of refusing")
 
 
 def wanted(args):
@@ -48,6 +54,9 @@ def _is_parquet_output(output):
 
 def refuse_without_cluster(args):
     """Refuse the options that need a cluster when neither --workers nor --scheduler is given."""
+    if args.redo_changed:
+        raise ValueError("--redo-changed is used with --workers N or --scheduler tcp://HOST:PORT, on the output "
+                         "folder of a run on a Dask cluster")
     if args.partition_size is not None:
         raise ValueError("--partition-size is used with --workers N or --scheduler tcp://HOST:PORT, which run "
                          "gamornet predict on a Dask cluster")
@@ -101,7 +110,7 @@ def run(args):
                                         args.hdu, args.skip_bad, options)
     command_line = getattr(args, "command_line", None) or ["gamornet", *sys.argv[1:]]
     summary = distributed.run_partitions(args.inputs, args.output, settings, _client(args), batch_size,
-                                         not args.no_progress, command_line)
+                                         not args.no_progress, command_line, redo_changed=args.redo_changed)
     _report(summary, settings)
     return 0
 
@@ -115,5 +124,7 @@ def _report(summary, settings):
     lines = report_lines(summary.rows, outcome, summary.output, settings.thresholds)
     print("\n".join(lines), file=sys.stderr)
     earlier = f", {summary.done_before} finished by an earlier run" if summary.done_before else ""
+    if summary.redone:
+        earlier = f" ({summary.redone} of them again, as their input files had changed){earlier}"
     print(f"gamornet predict: {summary.partitions} partitions: {summary.done_now} classified now{earlier}",
           file=sys.stderr)

@@ -12,14 +12,21 @@ output folder holds
   and the predictor's further columns); ``<id>`` is derived from the
   partition's inputs (paths and ranges), so that a rerun recognises the
   partitions already done;
-- ``_manifest.json``: the settings of the run, and the partitions finished;
+- ``_manifest.json``: the settings of the run, and the partitions finished,
+  each with the identity of the files it read (:mod:`gamornet.survey.manifest`);
 - ``_metadata`` and ``_common_metadata``, once every partition is finished:
   the schema, the provenance and the row groups of every part, which pyarrow,
-  pandas and Dask read.
+  pandas and Dask read;
+- ``_lock.json`` while a run uses the folder (:mod:`gamornet._utils.lockfile`).
 
 Running the same call again does only the partitions that are missing; a
-different model, other settings or other inputs on an existing folder are
-refused (:class:`gamornet.errors.ResumeMismatchError`). A worker that dies
+different model, other settings (the predictor's columns included), other
+inputs, or inputs of finished partitions rewritten since, on an existing
+folder are refused (:class:`gamornet.errors.ResumeMismatchError`;
+``redo_changed=True`` classifies the partitions of rewritten files again).
+A second run on a folder in use is refused
+(:class:`gamornet.errors.FolderInUseError`). Nothing is written into the
+folder before the work starts. A worker that dies
 mid-task has its task rerun elsewhere by Dask; since a part is named by its
 partition, the output holds every input once. The scheduler is Dask's: a
 ``LocalCluster`` on one machine, ``dask-jobqueue`` on Slurm, or any existing
@@ -41,7 +48,6 @@ Examples
 import collections
 import contextlib
 import dataclasses
-import datetime
 import hashlib
 import inspect
 import json
@@ -61,34 +67,30 @@ from gamornet._utils import checks as _checks
 from gamornet.io import images as io
 from gamornet._utils.atomic import atomic_path, atomic_write, is_temporary_name, remove_stale_temporaries
 from gamornet._utils.hashing import file_sha256
+from gamornet._utils.lockfile import LockFile
 from gamornet._utils.progress import progress_bar
 from gamornet.io.tables import CsvTable, FitsTable, ParquetTable
 from gamornet.science.classify import Thresholds, default_thresholds, resolve_thresholds
 from gamornet.errors import BadInputError, ModelFileError, ResumeMismatchError
+from gamornet.survey.manifest import (MANIFEST_NAME, PARTITION_KEY, Manifest, file_identity, identity_sha256, now,
+                                      parts_on_disk)
 
-__all__ = ["DEFAULT_PARTITION_SIZE", "MANIFEST_NAME", "Partition", "local_cluster", "plan_partitions", "run_partitions",
-           "run_settings",
-           "predict_catalogue", "read_provenance"]
+__all__ = ["DEFAULT_PARTITION_SIZE", "LOCK_NAME", "MANIFEST_NAME", "Partition", "local_cluster", "plan_partitions",
+           "run_partitions", "run_settings", "predict_catalogue", "read_provenance"]
 
 #: Images per partition (one Dask task, one Parquet file) unless told otherwise.
 DEFAULT_PARTITION_SIZE = 4096
-#: The file of an output folder that records its settings and finished partitions.
-MANIFEST_NAME = "_manifest.json"
+#: The lock file of an output folder, there while a run uses the folder (see :mod:`gamornet._utils.lockfile`).
+LOCK_NAME = "_lock.json"
 #: The key of the Parquet file metadata that holds the provenance (JSON).
 PROVENANCE_KEY = "gamornet"
-#: The key of a part's metadata that describes its partition (JSON).
-PARTITION_KEY = "gamornet.partition"
 
-_MANIFEST_VERSION = 1
 # A FITS file larger than this many single-precision images is opened to count its planes (a cube, which
 # is then split into ranges); smaller files count one image each, without being opened.
 _CUBE_IMAGES = 64
-_PART_NAME = re.compile(r"^part-(?P<index>\d+)-(?P<id>[0-9a-f]{20})\.parquet$")
 _FITS_OUTPUTS = (".fits", ".fit", ".fits.gz", ".fit.gz")
-# While partitions finish, the manifest is rewritten at most every 2 s, and at most 5 % of the time (a survey's
-# manifest holds 10^5 partitions); always at the end. Parts missing from it are found on disk by the next run.
-_MANIFEST_INTERVAL_S = 2.0
-_MANIFEST_TIME_SHARE = 0.05
+# A source of an image of an array or a cube: 'path[index]'.
+_INDEXED_SOURCE = re.compile(r"^(?P<path>.*)(?P<index>\[\d+\])$")
 
 
 # --------------------------------------------------------------------------- partitions
@@ -109,16 +111,28 @@ class Partition:
     images : int
         How many images it holds (a FITS file counts one, unless it was
         found to be a cube).
+    files : tuple of (str, str)
+        Its files, once each, in order: (absolute path, path as given), the
+        second naming its images in the ``source`` column (as ``gamornet
+        predict`` does in one process).
+    identity : tuple
+        ``[size in bytes, modification time in ns]`` of each of ``files`` when
+        the plan was made (None for a file that could not be found): what a
+        rerun compares with what the partition's worker read.
     """
 
     index: int
     inputs: tuple
     images: int
+    files: tuple = ()
+    identity: tuple = dataclasses.field(default=(), compare=False)
 
     @property
     def id(self):
-        """20 hexadecimal digits derived from the inputs (paths and ranges): the same inputs, the same id."""
-        return hashlib.sha256(json.dumps(list(self.inputs)).encode("utf-8")).hexdigest()[:20]
+        """20 hexadecimal digits derived from the inputs (paths, ranges, and the paths as given): the same inputs,
+        the same id."""
+        text = json.dumps([list(self.inputs), [shown for _, shown in self.files]])
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
     @property
     def file_name(self):
@@ -141,7 +155,7 @@ def _fits_planes(path, input_shape, hdu):
         return None
 
 
-def _image_range(item, input_shape, hdu):
+def _image_range(item, input_shape, hdu, size):
     """(first, last) image of an input that can be split into ranges (an array or a cube), else None."""
     if item.kind == "npy":
         try:
@@ -150,7 +164,7 @@ def _image_range(item, input_shape, hdu):
             return None
         return item.bounds(int(shape[0])) if len(shape) >= 3 else None
     image_bytes = 4 * int(np.prod(input_shape))
-    if not item.ranged and os.path.getsize(item.path) <= _CUBE_IMAGES * image_bytes:
+    if not item.ranged and (size is None or size <= _CUBE_IMAGES * image_bytes):
         return None
     planes = _fits_planes(item.path, input_shape, hdu)
     return None if planes is None else item.bounds(planes)
@@ -189,34 +203,44 @@ def plan_partitions(inputs, input_shape, partition_size=DEFAULT_PARTITION_SIZE, 
         positive integer.
     """
     shape = _checks.check_input_shape(input_shape)
-    size = _checks.check_positive_int(partition_size, "partition_size")
-    partitions, current, filled = [], [], 0
-
-    def close():
-        nonlocal current, filled
-        if current:
-            partitions.append(Partition(len(partitions), tuple(current), filled))
-        current, filled = [], 0
-
+    plan = _Plan(_checks.check_positive_int(partition_size, "partition_size"))
     for item in io.expand_inputs_with_ranges(inputs, exclude):
+        shown = item.path
         item = dataclasses.replace(item, path=os.path.abspath(item.path))
-        bounds = _image_range(item, shape, hdu)
+        identity = file_identity(item.path)  # one stat per file: the identity, and the size that tells a cube
+        bounds = _image_range(item, shape, hdu, identity and identity[0])
         if bounds is None:
-            current.append(str(item))
-            filled += 1
-        else:
-            first, last = bounds
-            while first < last:
-                take = min(size - filled, last - first)
-                current.append(str(dataclasses.replace(item, start=first, stop=first + take)))
-                filled += take
-                first += take
-                if filled >= size:
-                    close()
-        if filled >= size:
-            close()
-    close()
-    return partitions
+            plan.add(str(item), item.path, shown, identity, 1)
+            continue
+        first, last = bounds
+        while first < last:
+            take = min(plan.size - plan.filled, last - first)
+            plan.add(str(dataclasses.replace(item, start=first, stop=first + take)), item.path, shown, identity, take)
+            first += take
+    plan.close()
+    return plan.partitions
+
+
+class _Plan:
+    """Partitions being filled, in input order."""
+
+    def __init__(self, size):
+        self.size, self.partitions, self.current, self.files, self.filled = size, [], [], {}, 0
+
+    def add(self, text, path, shown, identity, images):
+        """Add an input (``text``: a file, or a range of one) of ``images`` images; close the partition when full."""
+        self.current.append(text)
+        self.files.setdefault(path, (shown, identity))
+        self.filled += images
+        if self.filled >= self.size:
+            self.close()
+
+    def close(self):
+        if self.current:
+            files = tuple((path, shown) for path, (shown, _) in self.files.items())
+            identity = tuple(identity for _, identity in self.files.values())
+            self.partitions.append(Partition(len(self.partitions), tuple(self.current), self.filled, files, identity))
+        self.current, self.files, self.filled = [], {}, 0
 
 
 def _plan_record(partitions, partition_size):
@@ -263,6 +287,8 @@ def _option_record(value):
         return {"array_sha256": _array_sha256(value), "shape": list(value.shape)}
     if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
         return {"file": os.path.basename(os.fspath(value)), "sha256": file_sha256(value)}
+    if isinstance(value, dict):  # a model card
+        return {"json_sha256": hashlib.sha256(json.dumps(_jsonable(value), sort_keys=True).encode()).hexdigest()}
     return _jsonable(value)
 
 
@@ -292,7 +318,9 @@ class _PredictorSpec:
 
 @dataclasses.dataclass(frozen=True)
 class _Settings:
-    """Everything a run is made with that changes its rows: a rerun on the same folder must match it."""
+    """Everything a run is made with: :meth:`record` holds what changes its rows, which a rerun on the same folder
+    must match. ``skip_bad`` is not in it: a partition that meets a bad input without it writes no part, so the parts
+    of a run with and without it are the same."""
 
     spec: _PredictorSpec
     thresholds: Thresholds
@@ -311,7 +339,6 @@ class _Settings:
                            "disk_must_lead": bool(self.thresholds.disk_must_lead)},
             "partition_size": self.partition_size,
             "hdu": self.hdu,
-            "skip_bad": self.skip_bad,
         }
 
     def describe_thresholds(self):
@@ -319,113 +346,6 @@ class _Settings:
         text = f"p_disk >= {thresholds.disk}, p_bulge >= {thresholds.bulge}" + (
             ", p_disk leading" if thresholds.disk_must_lead else "")
         return f"{self.thresholds_name} ({text})" if self.thresholds_name else text
-
-
-def _mismatch_message(folder, recorded, wanted, what):
-    differences = [f"{key}: {recorded.get(key)!r} there, {wanted.get(key)!r} now"
-                   for key in sorted(set(recorded) | set(wanted)) if recorded.get(key) != wanted.get(key)]
-    return (
-        f"the output folder {folder!r} holds part of a run made with {what}: " + "; ".join(differences)
-        + ". Rerun with the same model, settings and inputs to finish it, or write to another folder (or remove "
-        "this one to start again)"
-    )
-
-
-# --------------------------------------------------------------------------- the manifest
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _parts_on_disk(folder):
-    """{partition id: file name} of the finished parts in ``folder``."""
-    found = {}
-    for name in os.listdir(folder):
-        match = _PART_NAME.match(name)
-        if match:
-            found[match["id"]] = name
-    return found
-
-
-def _entry_from_part(path):
-    """The manifest entry of a part found on disk but not in the manifest (its run stopped before saving it)."""
-    import pyarrow.parquet as pq
-
-    metadata = pq.read_metadata(path)
-    partition = json.loads(metadata.metadata[PARTITION_KEY.encode()])
-    return {"index": partition["index"], "file": os.path.basename(path), "rows": metadata.num_rows,
-            "bad": partition["bad"], "blank": partition["blank"], "run": None, "finished_at": None,
-            "worker": None, "worker_model_loads": None}
-
-
-class _Manifest:
-    """``_manifest.json``: the settings of a run and its finished partitions, rewritten atomically."""
-
-    def __init__(self, folder, settings, plan):
-        self.folder = folder
-        self.path = os.path.join(folder, MANIFEST_NAME)
-        self.data = {"gamornet_manifest": _MANIFEST_VERSION, "settings": settings, "plan": plan,
-                     "provenance": None, "runs": [], "finished": {}}
-        self._saved_at = 0.0
-        self._save_seconds = 0.0
-
-    @classmethod
-    def open(cls, folder, settings, plan, partitions):
-        """The manifest of ``folder``, checked against this run and brought up to date with the parts on disk."""
-        manifest = cls(folder, settings, plan)
-        if os.path.exists(manifest.path):
-            try:
-                with open(manifest.path, encoding="utf-8") as stream:
-                    recorded = json.load(stream)
-                recorded["settings"], recorded["plan"], recorded["finished"]  # noqa: B018 - the keys must exist
-            except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(f"the manifest {manifest.path!r} is damaged ({error}); remove the folder "
-                                 f"{folder!r} to start again") from None
-            if recorded["settings"] != settings:
-                raise ResumeMismatchError(_mismatch_message(folder, recorded["settings"], settings,
-                                                            "another model or other settings"))
-            if recorded["plan"] != plan:
-                raise ResumeMismatchError(_mismatch_message(folder, recorded["plan"], plan, "other inputs"))
-            manifest.data = recorded
-        manifest.reconcile(partitions)
-        return manifest
-
-    def reconcile(self, partitions):
-        """Parts on disk are the truth: add those the manifest missed, drop entries whose part is gone."""
-        on_disk = _parts_on_disk(self.folder)
-        planned = {partition.id: partition for partition in partitions}
-        finished = self.data["finished"]
-        for partition_id in [key for key in finished if key not in on_disk or key not in planned]:
-            del finished[partition_id]
-        for partition_id, name in on_disk.items():
-            if partition_id in planned and partition_id not in finished:
-                finished[partition_id] = _entry_from_part(os.path.join(self.folder, name))
-
-    @property
-    def finished(self):
-        return self.data["finished"]
-
-    def start_run(self, command_line):
-        self.data["runs"].append({"started_at": _now(), "command_line": command_line, "partitions_done": 0})
-        return len(self.data["runs"])
-
-    def record(self, result):
-        run = self.data["runs"][-1]
-        run["partitions_done"] += 1
-        entry = {key: result[key] for key in ("index", "file", "rows", "bad", "blank", "worker",
-                                               "worker_model_loads")}
-        self.finished[result["id"]] = dict(entry, run=len(self.data["runs"]), finished_at=_now())
-        interval = max(_MANIFEST_INTERVAL_S, self._save_seconds / _MANIFEST_TIME_SHARE)
-        if time.monotonic() - self._saved_at > interval:
-            self.save()
-
-    def save(self):
-        start = time.monotonic()
-        with atomic_write(self.path, encoding="utf-8") as stream:
-            json.dump(self.data, stream, indent=1)
-        self._saved_at = time.monotonic()
-        self._save_seconds = self._saved_at - start
 
 
 # --------------------------------------------------------------------------- on the workers
@@ -481,24 +401,54 @@ class _Job:
     metadata: tuple
 
 
+class _ShownAs:
+    """A reader whose sources name the files as the user gave them (``cutouts/g0.fits``), not by the absolute paths
+    the worker reads (as ``gamornet predict`` does in one process)."""
+
+    def __init__(self, reader, files):
+        self.reader = reader
+        self.names = dict(files)
+
+    def __getattr__(self, name):
+        return getattr(self.reader, name)
+
+    def shown(self, source):
+        if source in self.names:
+            return self.names[source]
+        match = _INDEXED_SOURCE.match(source)
+        if match and match["path"] in self.names:
+            return self.names[match["path"]] + match["index"]
+        return source
+
+    def __iter__(self):
+        for batch in self.reader:
+            batch.sources = [self.shown(source) for source in batch.sources]
+            batch.bad = [dataclasses.replace(bad, source=self.shown(bad.source)) for bad in batch.bad]
+            yield batch
+
+
 def _predict_partition(job, partition):
     """Task: classify one partition into its Parquet file; return what the manifest records of it."""
     from gamornet.inference.pipeline import Outcome, classify_stream
 
     settings = job.settings
     predictor = _worker_predictor(settings.spec)
+    # What this worker reads: each file's size and modification time, taken before it is read.
+    identity = [file_identity(path) for path, _ in partition.files]
+    inputs_sha256 = identity_sha256([path for path, _ in partition.files], identity)
     reader = io.ImageReader(list(partition.inputs), settings.spec.input_shape, batch_size=job.batch_size,
                             hdu=settings.hdu, skip_bad=settings.skip_bad)
     table = ParquetTable(dict(job.metadata), job.columns, dict(job.column_types))
     outcome = Outcome()
-    classify_stream(reader, predictor, settings.thresholds, table, False, outcome)
+    classify_stream(_ShownAs(reader, partition.files), predictor, settings.thresholds, table, False, outcome)
     bad = [str(item) for item in outcome.bad_inputs]
     table.metadata[PARTITION_KEY] = json.dumps({"index": partition.index, "id": partition.id, "bad": bad,
-                                                "blank": outcome.blank_sources})
+                                                "blank": outcome.blank_sources, "inputs_sha256": inputs_sha256,
+                                                "identity": identity})
     table.write(os.path.join(job.folder, partition.file_name))
     return {"id": partition.id, "index": partition.index, "file": partition.file_name, "rows": table.rows,
-            "bad": bad, "blank": outcome.blank_sources, "worker": f"{socket.gethostname()}:{os.getpid()}",
-            "worker_model_loads": _worker_loads}
+            "bad": bad, "blank": outcome.blank_sources, "inputs_sha256": inputs_sha256,
+            "worker": f"{socket.gethostname()}:{os.getpid()}", "worker_model_loads": _worker_loads}
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -598,8 +548,9 @@ class _InFlightLimit:
         return self.value
 
 
-def _classify_partitions(client, job, todo, manifest, bar):
-    """Run the partition tasks, a bounded number at a time, recording each finished one in the manifest."""
+def _classify_partitions(client, job, todo, manifest, bar, check_lock):
+    """Run the partition tasks, a bounded number at a time, recording each finished one in the manifest
+    (``check_lock()`` raises when the folder's lock was taken over by another run)."""
     from distributed import as_completed
 
     token = os.urandom(4).hex()
@@ -626,6 +577,7 @@ def _classify_partitions(client, job, todo, manifest, bar):
             result = future.result()
             in_flight.discard(future)
             manifest.record(result)
+            check_lock()
             done += future.partition.images
             bar.update(done)
             top_up()
@@ -663,14 +615,21 @@ def _output_layout(output):
     return kind, folder
 
 
-def _prepare_folder(folder):
-    """Create the output folder, or accept an existing one that is empty or holds a manifest."""
-    if not os.path.isdir(folder):
+def _make_folder(folder):
+    """Create the output folder unless it exists; return whether this run created it."""
+    try:
         os.mkdir(folder)
-        return
+    except FileExistsError:
+        return False
+    return True
+
+
+def _check_folder(folder):
+    """Accept an output folder that is empty, or holds a manifest (or only what a run writes before it starts)."""
     if os.path.exists(os.path.join(folder, MANIFEST_NAME)):
         return
-    others = sorted(name for name in os.listdir(folder) if not is_temporary_name(name))
+    others = sorted(name for name in os.listdir(folder) if not is_temporary_name(name)
+                    and not name.startswith(LOCK_NAME) and not re.match(r"^_\w+\.npy$", name))
     if others:
         raise ValueError(
             f"the output folder {folder!r} holds files ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}) "
@@ -694,16 +653,29 @@ def _dataset_metadata(provenance):
     return {PROVENANCE_KEY: json.dumps(provenance)}
 
 
+def _columns_of(schema):
+    return ", ".join(f"{field.name} ({field.type})" for field in schema)
+
+
 def _write_dataset_metadata(folder, partitions, provenance):
-    """``_common_metadata`` (schema and provenance) and ``_metadata`` (and the row groups of every part)."""
+    """``_common_metadata`` (schema and provenance) and ``_metadata`` (and the row groups of every part); parts of
+    different columns (written by an earlier gamornet, which did not keep them from changing) are refused."""
     import pyarrow.parquet as pq
 
-    collected = []
+    collected, schema = [], None
     for partition in partitions:
         metadata = pq.read_metadata(os.path.join(folder, partition.file_name))
+        part_schema = metadata.schema.to_arrow_schema()
+        if schema is None:
+            schema, first = part_schema, partition.file_name
+        elif not part_schema.equals(schema, check_metadata=False):
+            raise ValueError(
+                f"the parts of {folder!r} do not have the same columns: {first} has {_columns_of(schema)}; "
+                f"{partition.file_name} has {_columns_of(part_schema)}. They were made with different settings (a "
+                "model card added or removed between runs): remove the parts whose columns are not the ones you "
+                "want and run the same command again, which classifies them again")
         metadata.set_file_path(partition.file_name)
         collected.append(metadata)
-    schema = pq.read_schema(os.path.join(folder, partitions[0].file_name))
     schema = schema.with_metadata(_dataset_metadata(provenance))
     with atomic_path(os.path.join(folder, "_common_metadata"), suffix=".parquet") as temporary:
         pq.write_metadata(schema, temporary)
@@ -760,7 +732,7 @@ def read_provenance(path):
 
     path = os.fspath(path)
     if os.path.isdir(path):
-        names = ["_common_metadata"] + sorted(_parts_on_disk(path).values())
+        names = ["_common_metadata"] + sorted(parts_on_disk(path).values())
         existing = [name for name in names if os.path.exists(os.path.join(path, name))]
         if not existing:
             raise ValueError(f"{path!r} holds no Parquet file written by gamornet")
@@ -784,37 +756,138 @@ class _Summary:
     done_before: int
     bad: list
     blank: list
-
-
-def _stop_message(bad, manifest, partitions, folder):
-    finished = len(manifest.finished)
-    return (
-        f"cannot classify {bad.source!r}: {bad.reason}. The {finished} of {len(partitions)} partitions finished "
-        f"are kept in {folder!r}. Fix or remove this input (another input list is refused on that folder), or "
-        "skip bad inputs (--skip-bad, or skip_bad=True) and list them at the end; then run again"
-    )
-
-
-def _run_on_cluster(client, settings, manifest, todo, batch_size, progress, command_line):
-    """Describe the model on a worker, then classify the partitions of ``todo`` on the cluster."""
-    with _connected(client) as dask_client:
-        description = dask_client.submit(_describe, settings.spec, pure=False).result()
-        provenance = dict(description["provenance"], **_run_provenance(settings, command_line))
-        manifest.data["provenance"] = provenance
-        manifest.data["columns"] = description["columns"]
-        manifest.save()
-        metadata = _dataset_metadata(provenance)
-        job = _Job(settings, batch_size, os.path.abspath(manifest.folder), tuple(description["columns"]),
-                   tuple(description["column_types"].items()), tuple(metadata.items()))
-        with progress_bar(sum(partition.images for partition in todo), "Classifying", enabled=progress) as bar:
-            _classify_partitions(dask_client, job, todo, manifest, bar)
+    redone: int = 0
 
 
 def _run_provenance(settings, command_line):
     return {"thresholds": settings.record()["thresholds"], "thresholds_description": settings.describe_thresholds(),
             "predictor_options": settings.record()["predictor_options"], "partition_size": settings.partition_size,
             "hdu": settings.hdu, "skip_bad": settings.skip_bad, "command_line": command_line,
-            "created": _now()}
+            "created": now()}
+
+
+class _Run:
+    """One run on an output folder, from taking its lock to giving it back.
+
+    Nothing is written into the folder until the work starts (:meth:`start`: a worker has loaded the predictor and
+    the first partition is about to be submitted): a run that never starts (a scheduler out of reach, a predictor
+    that cannot load on the workers) leaves the folder as it found it, and removes it if it created it.
+    """
+
+    def __init__(self, output, kind, folder, partitions, settings, command_line):
+        self.output, self.kind, self.folder = os.fspath(output), kind, folder
+        self.partitions, self.settings, self.command_line = partitions, settings, command_line
+        self.created = _make_folder(folder)
+        self.written = []  # files written before the work started, removed if it never does
+        self.lock = LockFile(os.path.join(folder, LOCK_NAME), f"the output folder {folder!r}", command_line)
+        self.manifest, self.changed, self.started, self.complete = None, [], False, False
+
+    def __enter__(self):
+        try:
+            self.lock.acquire()
+        except BaseException:
+            self._remove_folder_if_created()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        self.lock.release()
+        if self.manifest is None or not self.manifest.on_disk:
+            for path in self.written:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            self._remove_folder_if_created()
+
+    def _remove_folder_if_created(self):
+        if self.created:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.folder)
+
+    def open(self, redo_changed):
+        """Check the folder, its settings and the identity of the inputs of its finished partitions; return the
+        partitions to classify."""
+        _check_folder(self.folder)
+        _remove_stale_temporaries(self.folder)
+        self.manifest = Manifest.open(self.folder, self.settings.record(),
+                                      _plan_record(self.partitions, self.settings.partition_size), self.partitions)
+        # Only once the settings are the folder's: the workers read the array options from files in it.
+        self.settings = _arrays_to_files(self.settings, self.folder, self.written)
+        self.changed = self.manifest.changed(self.partitions)
+        if self.changed and not redo_changed:
+            finished = len(self.manifest.finished)
+            raise ResumeMismatchError(
+                f"the inputs of {len(self.changed)} of the {finished} finished partitions in {self.folder!r} changed "
+                f"since they were classified (another size or modification time): "
+                f"{self.manifest.describe_changes(self.changed)}. Their rows were made from the files as they were. "
+                "Run the same command with --redo-changed (redo_changed=True) to classify these partitions again, or "
+                "write to another folder")
+        changed = {partition.id for partition in self.changed}
+        return [partition for partition in self.partitions
+                if partition.id not in self.manifest.finished or partition.id in changed]
+
+    def start(self, description):
+        """The work starts: check the predictor's columns, then write the manifest (and forget changed parts)."""
+        types = description["column_types"]
+        self.manifest.check_columns({name: types.get(name) for name in description["columns"]})
+        self.manifest.forget(self.changed)
+        self.manifest.start_run(self.command_line, self.settings.skip_bad)
+        self.manifest.data["provenance"] = dict(description["provenance"],
+                                                **_run_provenance(self.settings, self.command_line))
+        self.manifest.save()
+        self.started = True
+
+    def finish(self, rewrite):
+        """Write ``_metadata`` (when parts were written, or it is missing), and the CSV or FITS table."""
+        provenance = self.manifest.data["provenance"]
+        if rewrite or not os.path.exists(os.path.join(self.folder, "_metadata")):
+            _write_dataset_metadata(self.folder, self.partitions, provenance)
+        if self.kind != "parquet":
+            _concatenate(self.folder, self.partitions, self.output, self.kind,
+                         list(self.manifest.data["settings"]["columns"]), provenance, self.settings)
+        self.complete = True
+        if self.kind != "parquet":
+            shutil.rmtree(self.folder)
+
+    def kept(self):
+        """What a stopped run leaves, in words, and what to do."""
+        finished, total = len(self.manifest.finished), len(self.partitions)
+        if self.complete:
+            return f"the output {self.output!r} is complete"
+        if finished < total:
+            return (f"{finished} of {total} partitions are finished in {self.folder!r}; run the same command again "
+                    "to do the rest")
+        what = "its _metadata file" if self.kind == "parquet" else f"the table {self.output!r}"
+        return (f"all {total} partitions are finished in {self.folder!r}, but the run stopped before it had written "
+                f"{what}: run the same command again to write it (nothing is classified again)")
+
+    def stop_message(self, bad):
+        """A bad input stopped the run: what is kept, and the two ways on."""
+        return (
+            f"cannot classify {bad.source!r}: {bad.reason}. The {len(self.manifest.finished)} of "
+            f"{len(self.partitions)} partitions finished are kept in {self.folder!r}. Run the same command again with "
+            "--skip-bad (skip_bad=True) to skip the bad inputs and list them at the end, or replace this file by a "
+            "good one of the same name and run it again (leaving it out of the inputs makes other inputs, which the "
+            "folder refuses)"
+        )
+
+    def summary(self, todo):
+        entries = self.manifest.finished.values()
+        return _Summary(self.output, self.manifest.data["plan"]["images"], sum(entry["rows"] for entry in entries),
+                        len(self.partitions), len(todo), len(self.partitions) - len(todo),
+                        [bad for entry in entries for bad in entry["bad"]],
+                        [source for entry in entries for source in entry["blank"]], len(self.changed))
+
+
+def _run_on_cluster(client, run, todo, batch_size, progress):
+    """Describe the model on a worker, start the run, then classify the partitions of ``todo`` on the cluster."""
+    with _connected(client) as dask_client:
+        description = dask_client.submit(_describe, run.settings.spec, pure=False).result()
+        run.start(description)
+        metadata = _dataset_metadata(run.manifest.data["provenance"])
+        job = _Job(run.settings, batch_size, os.path.abspath(run.folder), tuple(description["columns"]),
+                   tuple(description["column_types"].items()), tuple(metadata.items()))
+        with progress_bar(sum(partition.images for partition in todo), "Classifying", enabled=progress) as bar:
+            _classify_partitions(dask_client, job, todo, run.manifest, bar, run.lock.check)
 
 
 def _calibrate_int8_on_the_inputs(settings, partitions):
@@ -840,9 +913,9 @@ def _calibrate_int8_on_the_inputs(settings, partitions):
     return dataclasses.replace(settings, spec=dataclasses.replace(spec, options=tuple(sorted(options.items()))))
 
 
-def _arrays_to_files(settings, folder):
+def _arrays_to_files(settings, folder, written):
     """Save the array options (int8's calibration images) as ``_<name>.npy`` in the output folder, where every
-    worker reads them, and give them to the workers as :class:`_NpyFile`."""
+    worker reads them, and give them to the workers as :class:`_NpyFile`; add the files written to ``written``."""
     options = {}
     for name, value in settings.spec.options:
         if isinstance(value, np.ndarray):
@@ -851,6 +924,7 @@ def _arrays_to_files(settings, folder):
             if not (os.path.exists(path) and _array_sha256(np.load(path)) == sha256):
                 with atomic_path(path, suffix=".npy") as temporary:
                     np.save(temporary, value)
+                written.append(path)
             value = _NpyFile(path, sha256, tuple(value.shape))
         options[name] = value
     return dataclasses.replace(settings, spec=dataclasses.replace(settings.spec, options=tuple(options.items())))
@@ -867,8 +941,9 @@ def _check_client(client):
         )
 
 
-def run_partitions(inputs, output, settings, client, batch_size, progress, command_line):
-    """Plan, resume, classify what is missing and finish the output; return a :class:`_Summary`."""
+def run_partitions(inputs, output, settings, client, batch_size, progress, command_line, redo_changed=False):
+    """Plan, take the folder's lock, resume, classify what is missing and finish the output; return a
+    :class:`_Summary`."""
     _check_client(client)
     kind, folder = _output_layout(output)
     # Folders and patterns among the inputs must not yield the output, nor the parts of an earlier run.
@@ -879,38 +954,25 @@ def run_partitions(inputs, output, settings, client, batch_size, progress, comma
     if not partitions:
         raise ValueError("the inputs hold no images")
     settings = _calibrate_int8_on_the_inputs(settings, partitions)
-    _prepare_folder(folder)
-    _remove_stale_temporaries(folder)
-    settings = _arrays_to_files(settings, folder)
-    manifest = _Manifest.open(folder, settings.record(), _plan_record(partitions, settings.partition_size),
-                              partitions)
-    todo = [partition for partition in partitions if partition.id not in manifest.finished]
-    done_before = len(partitions) - len(todo)
-    if todo:
-        manifest.start_run(command_line)
+    with _Run(output, kind, folder, partitions, settings, command_line) as run:
+        todo = run.open(redo_changed)
         try:
-            _run_on_cluster(client, settings, manifest, todo, batch_size, progress, command_line)
+            if todo:
+                _run_on_cluster(client, run, todo, batch_size, progress)
+            run.finish(rewrite=bool(todo))
         except BaseException as error:
-            # Tasks that were running when the run stopped may have finished their parts since.
-            manifest.reconcile(partitions)
-            if isinstance(error, BadInputError):
-                raise BadInputError(_stop_message(error.args[0], manifest, partitions, folder)) from None
-            error.kept = (f"{len(manifest.finished)} of {len(partitions)} partitions are finished in {folder!r}; "
-                          "run the same command again to do the rest")
+            if run.started:  # tasks that were running when the run stopped may have finished their parts since
+                run.manifest.reconcile(partitions)
+                if isinstance(error, BadInputError):
+                    raise BadInputError(run.stop_message(error.args[0])) from None
+            if run.manifest.on_disk:
+                error.kept = run.kept()
             raise
         finally:
-            manifest.save()
-            _remove_stale_temporaries(folder)
-    if todo or not os.path.exists(os.path.join(folder, "_metadata")):
-        _write_dataset_metadata(folder, partitions, manifest.data["provenance"])
-    if kind != "parquet":
-        _concatenate(folder, partitions, os.fspath(output), kind, manifest.data.get("columns", []),
-                     manifest.data["provenance"], settings)
-        shutil.rmtree(folder)
-    entries = manifest.finished.values()
-    return _Summary(os.fspath(output), manifest.data["plan"]["images"], sum(entry["rows"] for entry in entries),
-                    len(partitions), len(todo), done_before, [bad for entry in entries for bad in entry["bad"]],
-                    [source for entry in entries for source in entry["blank"]])
+            if run.started and os.path.isdir(folder):
+                run.manifest.save()
+                _remove_stale_temporaries(folder)
+        return run.summary(todo)
 
 
 # --------------------------------------------------------------------------- the Python API
@@ -934,31 +996,37 @@ def run_settings(model, input_shape, backend, thresholds, partition_size, hdu, s
     """Check every argument and resolve the model (fetching a published one once, here); return :class:`_Settings`."""
     if backend not in models.BACKENDS:
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
-    resolved = models.resolve_model(model, backend, input_shape)
-    shape = resolved.input_shape
+    model_record = models.resolve_model(model, backend, input_shape)
+    shape = model_record.input_shape
     partition_size = _checks.check_positive_int(partition_size, "partition_size")
     hdu = _checks.check_hdu(hdu)
     _check_predictor_options(options)
     name = thresholds if isinstance(thresholds, str) else None
     if thresholds is None:
-        name = default_thresholds(backend, resolved.data_set, shape)
-    resolved = resolve_thresholds(name if thresholds is None else thresholds)
+        name = default_thresholds(backend, model_record.data_set, shape)
+    rule = resolve_thresholds(name if thresholds is None else thresholds)
     if options.get("precision") == "bf16":
         # bf16 predicts again in fp32 the galaxies near the boundaries of the classes this run makes.
-        options = dict(options, thresholds=(resolved.disk, resolved.bulge, bool(resolved.disk_must_lead)))
+        options = dict(options, thresholds=(rule.disk, rule.bulge, bool(rule.disk_must_lead)))
+    if options.get("model_card") is not None:
+        # The card is found here, once ('auto': the one beside the model file, if any), and given to every worker:
+        # the folder's settings record it, so that a card added, removed or changed since is refused.
+        from gamornet.models.card import resolve_model_card
+
+        where = model if models.is_published_name(model) else model_record.path
+        options = dict(options, model_card=resolve_model_card(options["model_card"], where, backend, shape))
     # Published models go by name (each worker finds them in its cache); files by their absolute path.
     for_workers = model if models.is_published_name(model) else os.path.abspath(os.fspath(model))
     # Files given as options (a calibration) go to the workers by absolute path.
     options = {name: os.path.abspath(os.fspath(value)) if isinstance(value, (str, os.PathLike))
                and os.path.isfile(value) else value for name, value in options.items()}
-    spec = _PredictorSpec(for_workers, shape, backend, tuple(sorted(options.items())),
-                          resolved.sha256)
-    return _Settings(spec, resolved, name, partition_size, hdu, bool(skip_bad))
+    spec = _PredictorSpec(for_workers, shape, backend, tuple(sorted(options.items())), model_record.sha256)
+    return _Settings(spec, rule, name, partition_size, hdu, bool(skip_bad))
 
 
 def predict_catalogue(inputs, model, output, client=None, partition_size=DEFAULT_PARTITION_SIZE, *,
                       input_shape=None, backend="keras", thresholds=None, batch_size=64, hdu=None, skip_bad=False,
-                      progress=False, command_line=None, **predictor_options):
+                      redo_changed=False, progress=False, command_line=None, **predictor_options):
     """Classify a catalogue of images on a Dask cluster into a Parquet folder (or a CSV or FITS table).
 
     A rerun with the same arguments does only the partitions that are
@@ -1001,7 +1069,12 @@ def predict_catalogue(inputs, model, output, client=None, partition_size=DEFAULT
         The FITS HDU holding the images.
     skip_bad : bool
         Skip bad inputs (unreadable, of the wrong shape, NaN pixels) and list
-        them in the manifest, instead of stopping.
+        them in the manifest, instead of stopping. It may differ from run to
+        run on one folder: a partition stopped by a bad input writes no part.
+    redo_changed : bool
+        Classify again the finished partitions whose input files changed
+        since (another size or modification time), instead of refusing the
+        run.
     progress : bool
         Show a progress bar.
     command_line : list of str, optional
@@ -1018,7 +1091,11 @@ def predict_catalogue(inputs, model, output, client=None, partition_size=DEFAULT
     ------
     gamornet.errors.ResumeMismatchError
         ``output`` holds part of a run made with another model, other
-        settings or other inputs.
+        settings (the columns of the predictor included) or other inputs, or
+        inputs of finished partitions changed since (without
+        ``redo_changed``).
+    gamornet.errors.FolderInUseError
+        Another run uses ``output`` (it holds the lock file ``_lock.json``).
     gamornet.errors.BadInputError
         A bad input stopped the run (without ``skip_bad``); the finished
         partitions are kept.
@@ -1028,4 +1105,5 @@ def predict_catalogue(inputs, model, output, client=None, partition_size=DEFAULT
     """
     settings = run_settings(model, input_shape, backend, thresholds, partition_size, hdu, skip_bad, predictor_options)
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    return run_partitions(inputs, output, settings, client, batch_size, progress, command_line).output
+    return run_partitions(inputs, output, settings, client, batch_size, progress, command_line,
+                          redo_changed=redo_changed).output

@@ -250,7 +250,10 @@ def test_catalogue_formats(field, tmp_path, ending):
     field.catalog.write(path)
     catalog = read_sky_catalogue(path)
     assert (catalog.id_name, catalog.ra_name, catalog.dec_name) == ("objid", "ra", "dec")
-    np.testing.assert_array_equal(catalog.ids, field.catalog["objid"])
+    # CSV holds text, read as written; the typed formats keep the integers they store.
+    expected = field.catalog["objid"].astype(str) if ending == ".csv" else field.catalog["objid"]
+    np.testing.assert_array_equal(catalog.ids, expected)
+    assert catalog.ids.dtype.kind == ("U" if ending == ".csv" else "i")
     np.testing.assert_allclose(catalog.ra, field.catalog["ra"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(catalog.dec, field.catalog["dec"], rtol=0, atol=1e-12)
 
@@ -605,3 +608,33 @@ def test_predict_reports_bad_survey_options(field, model, tmp_path, capsys, argu
     assert status == 1
     assert re.search(message, capsys.readouterr().err)
     assert sorted(os.listdir(tmp_path)) == ["catalogue.fits", "tile.fits"]
+
+
+# --------------------------------------------------------------------------- ids, rows and edge cases (issue 24)
+
+TEXT_IDS = ["00123", "1e3", "nan_0", "7", "0012", "1.50", "-0"]  # each would read as a number
+
+
+def text_id_catalogue(field, tmp_path):
+    """The field's catalogue as a CSV file whose ids only look like numbers: they must come back as written."""
+    path = str(tmp_path / "catalogue.csv")
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["id", "ra", "dec"])
+        for text, ra, dec in zip(TEXT_IDS, field.catalog["ra"], field.catalog["dec"]):
+            writer.writerow([text, repr(float(ra)), repr(float(dec))])
+    return path
+
+
+def test_catalogue_ids_are_text_as_written_in_cutouts_and_predict(field, model, tmp_path):
+    catalog_path = text_id_catalogue(field, tmp_path)
+    written = TEXT_IDS
+    assert [read_sky_catalogue(catalog_path).source(row) for row in range(len(written))] == written
+    assert main(["cutouts", "--catalog", catalog_path, "--images", *field.tiles[:2], "--input-shape", "CANDELS",
+                 "--no-progress", "--output", str(tmp_path / "stamps.fits")]) == 0
+    with fits.open(tmp_path / "stamps.fits") as hdulist:
+        assert [value.strip() for value in hdulist["ROWS"].data["id"]] == written
+    assert main(["predict", "--catalog", catalog_path, "--images", *field.tiles[:2], "--model", model[0],
+                 "--input-shape", "CANDELS", "--no-progress", "--output", str(tmp_path / "predictions.csv")]) == 0
+    rows = list(csv.reader(open(tmp_path / "predictions.csv", newline="")))
+    assert [row[0] for row in rows[1:]] == written

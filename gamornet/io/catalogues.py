@@ -34,7 +34,10 @@ A training catalogue has one row per galaxy:
 Of a sky catalogue only the id, RA and Dec columns are read: 24 bytes or so
 per row. RA and Dec are in degrees (ICRS; columns with an angle unit are
 converted), the id is the first of :data:`ID_NAMES` (any case), or the row
-number if there is none.
+number if there is none. Ids are kept as the catalogue holds them: the text of
+a CSV file as written (``00123``, ``1e3`` and ``nan_0`` stay so, never read as
+numbers), the values of the typed columns of ECSV, FITS and Parquet files as
+stored; so a table of predictions joins back to its catalogue.
 
 Backend-neutral: imports neither TensorFlow nor tflearn (astropy is imported
 when a catalogue is read).
@@ -129,10 +132,16 @@ def _checked_file(path):
     return path, catalogue_format(path)
 
 
-def _read(path, table_format, names):
-    """Read the columns ``names`` (all when None; only the names when an empty list) of a catalogue file."""
+def _read(path, table_format, names, text_columns=()):
+    """Read the columns ``names`` (all when None; only the names when an empty list) of a catalogue file; of a CSV
+    file, the columns ``text_columns`` as the text written there (never guessed to be numbers)."""
     from astropy.table import Table
 
+    text = {}
+    if text_columns and table_format == "ascii.csv":
+        from astropy.io.ascii import convert_numpy
+
+        text = {"converters": {name: [convert_numpy(str)] for name in text_columns}}
     try:
         if names is None:
             return Table.read(path, format=table_format)
@@ -146,7 +155,7 @@ def _read(path, table_format, names):
             return Table.read(path, format="parquet", include_names=names)
         if names == []:
             return Table.read(path, format=table_format, data_end=1)
-        return Table.read(path, format=table_format, include_names=names)
+        return Table.read(path, format=table_format, include_names=names, **text)
     except ImportError as error:
         if table_format == "parquet":
             raise ImportError(f"reading the Parquet catalogue {path!r} needs pyarrow: pip install pyarrow") from error
@@ -205,11 +214,17 @@ def table_columns(path):
 
     Raises
     ------
-    FileNotFoundError, OSError, ValueError, ImportError
+    FileNotFoundError, OSError, ImportError
         As :func:`read_table`.
+    ValueError
+        As :func:`read_table`, or a file without columns (an empty file).
     """
     path, table_format = _checked_file(path)
-    return list(_read(path, table_format, []).colnames)
+    names = list(_read(path, table_format, []).colnames)
+    if not names:
+        raise ValueError(f"the catalogue {path!r} has no columns: it is empty (expected a header line naming the "
+                         "columns, then one row per galaxy)")
+    return names
 
 
 def _catalogue_path(catalogue, expected):
@@ -228,7 +243,8 @@ class SkyCatalogue:
     Attributes
     ----------
     ids : numpy.ndarray
-        The id of each row (the row number when the catalogue has no id column).
+        The id of each row (the row number when the catalogue has no id column):
+        text, as written, for a CSV catalogue; as stored for typed formats.
     ra, dec : numpy.ndarray of float64
         RA and Dec (degrees); NaN where the catalogue's value is masked.
     id_name, ra_name, dec_name : str
@@ -375,7 +391,10 @@ def read_sky_catalogue(catalogue, id_column=None, ra_column=None, dec_column=Non
                 f"case); name it with {option}. Its columns are: " + ", ".join(names[:40])
             )
     if path is not None:
-        table = read_table(path, [name for name in (id_name, ra_name, dec_name) if name is not None])
+        path, table_format = _checked_file(path)
+        # Ids are text in a CSV file: read as written (00123, 1e3 and nan_0 are not numbers to be rewritten).
+        table = _read(path, table_format, [name for name in (id_name, ra_name, dec_name) if name is not None],
+                      text_columns=(id_name,) if id_name is not None else ())
     ids = np.asarray(table[id_name]) if id_name is not None else np.arange(len(table), dtype=np.int64)
     if id_name is not None and isinstance(table[id_name], np.ma.MaskedArray) and np.ma.is_masked(table[id_name]):
         raise ValueError(f"the id column {id_name!r} of the catalogue {catalogue_name} has empty (masked) values")

@@ -195,3 +195,57 @@ def test_a_fits_table_of_gamornet_predict_carries_the_model_sha256(tmp_path, lab
     output = str(tmp_path / "calib.json")
     assert cli.main(["calibrate", str(tmp_path / "pred.fits"), "--labels", labels_file, "--output", output]) == 0
     assert calibration.load_calibration(output, SHA).temperature == pytest.approx(TEMPERATURE, rel=0.05)
+
+
+# --------------------------------------------------------------------------- rules that cannot hold (issue 24)
+
+
+def test_thresholds_never_writes_a_rule_that_classifies_no_disk(tmp_path, capsys):
+    """Every galaxy has p_bulge > p_disk and half are disks: alone, each class reaches a purity of 0.5 at its lowest
+    threshold, but together every galaxy passes both rules and the bulge rule wins them all."""
+    rng = np.random.default_rng(3)
+    n = 40
+    p_disk = rng.uniform(0.10, 0.30, n)
+    p_bulge = rng.uniform(0.60, 0.68, n)
+    probabilities = np.stack([p_disk, 1 - p_disk - p_bulge, p_bulge], axis=1).astype(np.float32)
+    labels = np.array([0, 2] * (n // 2))
+    sources = [f"g{i}.fits" for i in range(n)]
+    predictions = _write_predictions(tmp_path / "pred.csv", sources, probabilities)
+    labels_file = _write_labels(tmp_path / "labels.csv", sources, labels)
+    output = tmp_path / "thr.json"
+    assert cli.main(["thresholds", predictions, "--labels", labels_file, "--disk-purity", "0.5",
+                     "--bulge-purity", "0.5", "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert "no pair of thresholds gives both purities" in err and "thresholds above 0.5 never overlap" in err
+    assert not output.exists()
+
+
+def _plain_purity(probabilities, labels, disk, bulge, index):
+    """The purity of a class under the rule, computed here with plain comparisons (the larger wins a galaxy
+    passing both; a tie is indeterminate)."""
+    p_disk, p_bulge = probabilities[:, 0], probabilities[:, 2]
+    both = (p_disk >= disk) & (p_bulge >= bulge)
+    called_disk = (p_disk >= disk) & (~both | (p_disk > p_bulge))
+    called_bulge = (p_bulge >= bulge) & (~both | (p_bulge > p_disk))
+    called = called_disk if index == 0 else called_bulge
+    return (called & (labels == index)).sum() / called.sum() if called.any() else np.nan
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_low_purities_give_a_rule_that_reaches_them_or_a_clear_error(seed):
+    """Thresholds at or below 0.5 overlap: the rule chosen must reach both purities as classify applies it."""
+    from gamornet.errors import UnreachablePurityError
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 1.0, size=(300, 3))
+    labels = (rng.random(300)[:, None] > np.cumsum(_softmax(logits), axis=1)).sum(axis=1)
+    probabilities = _softmax(0.7 * logits + rng.normal(0.0, 0.8, size=(300, 3))).astype(np.float32)
+    for target in (0.35, 0.45, 0.55):
+        try:
+            choice = choose_thresholds(probabilities, labels, target, target)
+        except UnreachablePurityError as error:
+            assert "thresholds above 0.5 never overlap" in str(error) or "no threshold on" in str(error)
+            continue
+        for index, reported in ((0, choice.disk_purity), (2, choice.bulge_purity)):
+            purity = _plain_purity(probabilities, labels, choice.disk, choice.bulge, index)
+            assert purity >= target and purity == pytest.approx(reported)

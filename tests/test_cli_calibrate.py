@@ -249,3 +249,21 @@ def test_low_purities_give_a_rule_that_reaches_them_or_a_clear_error(seed):
         for index, reported in ((0, choice.disk_purity), (2, choice.bulge_purity)):
             purity = _plain_purity(probabilities, labels, choice.disk, choice.bulge, index)
             assert purity >= target and purity == pytest.approx(reported)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one class", "every one of the 300 labelled galaxies is disk"),
+    ("two galaxies", "cannot fit a temperature on 2 labelled galaxies: at least 30 are needed"),
+])
+def test_calibrate_refuses_degenerate_labels(tmp_path, labelled, capsys, case, message):
+    sources, probabilities, labels = labelled
+    if case == "one class":
+        sources, probabilities, labels = sources[:300], probabilities[:300], np.zeros(300, dtype=int)
+    else:
+        sources, probabilities, labels = sources[:2], probabilities[:2], np.array([0, 2])
+    predictions = _write_predictions(tmp_path / "pred.csv", sources, probabilities, comments=[f"model_sha256: {SHA}"])
+    labels_file = _write_labels(tmp_path / "labels.csv", sources, labels)
+    output = tmp_path / "calib.json"
+    assert cli.main(["calibrate", predictions, "--labels", labels_file, "--output", str(output)]) == 1
+    assert message in capsys.readouterr().err
+    assert not output.exists()

@@ -228,8 +228,9 @@ def choose_thresholds(probabilities, labels, disk_purity=0.95, bulge_purity=0.95
 
     Thresholds above 0.5 never overlap (p_disk + p_bulge <= 1). At or below
     0.5 a galaxy may pass both rules, and classify gives it to the larger of
-    p_disk and p_bulge; each threshold is then chosen again among the galaxies
-    its class can win under the other's rule, until neither changes. The rule
+    p_disk and p_bulge. If the rule then falls short of a purity, each
+    threshold is chosen again among the galaxies its class can win under the
+    other's rule, until neither changes. The rule
     returned always reaches both purities as classify applies it; when no pair
     does, an error says so (a rule that classifies no galaxy as a disk is
     never returned).
@@ -270,15 +271,9 @@ def choose_thresholds(probabilities, labels, disk_purity=0.95, bulge_purity=0.95
             raise ValueError(
                 f"the labels hold no {kind} galaxy: purity and completeness cannot be measured for it"
             )
-    disk, bulge = _joint_thresholds(values, truth, disk_target, bulge_target)
-    predicted = classify(values, Thresholds(disk=disk, bulge=bulge))
-    counts = {}
-    for name, index in (("disk", 0), ("bulge", 2)):
-        called, true = predicted == name, truth == index
-        counts[name] = (
-            float((called & true).sum() / called.sum()) if called.any() else float("nan"),
-            float((called & true).sum() / true.sum()),
-        )
+    targets = {"disk": disk_target, "bulge": bulge_target}
+    disk, bulge = _joint_thresholds(values, truth, targets)
+    predicted, counts = _rule_counts(values, truth, disk, bulge)
     _check_rule_reaches(counts, {"disk": disk_target, "bulge": bulge_target}, disk, bulge)
     return ThresholdChoice(
         disk=disk, bulge=bulge,
@@ -293,24 +288,38 @@ def choose_thresholds(probabilities, labels, disk_purity=0.95, bulge_purity=0.95
 _JOINT_ROUNDS = 20
 
 
-def _joint_thresholds(values, truth, disk_target, bulge_target):
+def _rule_counts(values, truth, disk, bulge):
+    """(classes, {'disk': (purity, completeness), 'bulge': ...}) of the rule as classify applies it."""
+    predicted = classify(values, Thresholds(disk=disk, bulge=bulge))
+    counts = {}
+    for name, index in (("disk", 0), ("bulge", 2)):
+        called, true = predicted == name, truth == index
+        counts[name] = (
+            float((called & true).sum() / called.sum()) if called.any() else float("nan"),
+            float((called & true).sum() / true.sum()),
+        )
+    return predicted, counts
+
+
+def _joint_thresholds(values, truth, targets):
     """(disk, bulge) thresholds whose combined rule reaches both purities.
 
-    Alone, each class's lowest threshold is exact when no galaxy passes both (as when both exceed 0.5). A galaxy
-    that passes both goes to the larger of p_disk and p_bulge, so each threshold is then chosen again among the
-    galaxies its class can win under the other's rule, until neither changes.
+    Each class's lowest threshold alone is kept when the rule they make reaches both purities (always, when no
+    galaxy passes both rules). Else, as a galaxy passing both goes to the larger of p_disk and p_bulge, each
+    threshold is chosen again among the galaxies its class can win under the other's rule, until neither changes.
     """
     p_disk, p_bulge = values[:, 0], values[:, 2]
-    disk = _lowest_threshold(p_disk, truth == 0, disk_target, "disk")
-    bulge = _lowest_threshold(p_bulge, truth == 2, bulge_target, "bulge")
+    disk = _lowest_threshold(p_disk, truth == 0, targets["disk"], "disk")
+    bulge = _lowest_threshold(p_bulge, truth == 2, targets["bulge"], "bulge")
     for _ in range(_JOINT_ROUNDS):
-        if not ((p_disk >= disk) & (p_bulge >= bulge)).any():
+        _, counts = _rule_counts(values, truth, disk, bulge)
+        if all(counts[kind][0] >= targets[kind] for kind in targets):
             break
         previous = (disk, bulge)
         winnable = ~((p_bulge >= bulge) & (p_bulge >= p_disk))
-        disk = _lowest_among(p_disk, truth == 0, winnable, disk_target, "disk", previous)
+        disk = _lowest_among(p_disk, truth == 0, winnable, targets["disk"], "disk", previous)
         winnable = ~((p_disk >= disk) & (p_disk >= p_bulge))
-        bulge = _lowest_among(p_bulge, truth == 2, winnable, bulge_target, "bulge", previous)
+        bulge = _lowest_among(p_bulge, truth == 2, winnable, targets["bulge"], "bulge", previous)
         if (disk, bulge) == previous:
             break
     return disk, bulge

@@ -340,6 +340,10 @@ def test_progress_bar_shows_images_per_second(tmp_path, case, capsys):
          r"--hdu must be a non-negative integer. Received: --hdu=-1"),
         (["--model", "SDSS_tl", "--input-shape", "CANDELS"],
          r"the published model 'SDSS_tl' takes images of shape \(167, 167, 1\), but --input-shape is \(83, 83, 1\)"),
+        (["--model", "{model}", "--input-shape", "CANDELS", "--mc-samples", "1"],
+         r"--mc-samples must be an integer >= 2 .*one draw has no spread.*reads as certainty"),
+        (["--model", "{model}", "--input-shape", "CANDELS", "--mc-samples", "100000"],
+         r"--mc-samples must be at most 1000: the Monte Carlo error .* Received: --mc-samples=100000"),
     ],
 )
 def test_errors_are_reported_before_any_work(tmp_path, case, capsys, options, message):

@@ -154,7 +154,8 @@ def _add_predictor_arguments(parser):
     parser.add_argument(
         "--mc-samples", type=int, default=0, metavar="N",
         help="MC dropout: predict each image N times with dropout on; the probabilities are the mean, and the "
-             "columns p_disk_std, p_indet_std, p_bulge_std, entropy, mutual_information are added (default: 0, off)",
+             "columns p_disk_std, p_indet_std, p_bulge_std, entropy, mutual_information are added; N from 2 to 1000 "
+             "(default: 0, off)",
     )
     parser.add_argument("--seed", type=int, metavar="N",
                         help="seed of the MC-dropout masks (same seed and batches: same numbers)")

@@ -267,3 +267,78 @@ def test_calibrate_refuses_degenerate_labels(tmp_path, labelled, capsys, case, m
     assert cli.main(["calibrate", predictions, "--labels", labels_file, "--output", str(output)]) == 1
     assert message in capsys.readouterr().err
     assert not output.exists()
+
+
+# --------------------------------------------------------------------------- what catalogue and cluster runs write
+
+
+def _catalogue_table(path, ids, probabilities, without_stamp):
+    """A table as `gamornet predict --catalog` writes it (through its own CSV writer): keyed by the catalogue's id,
+    RA and Dec, the flags after; rows without a stamp have empty probabilities and class."""
+    from gamornet.io.tables import CsvTable
+    from gamornet.survey.cutouts import FLAG_COLUMNS
+
+    values = probabilities.astype(np.float32).copy()
+    values[without_stamp] = np.nan
+    classes = ["" if missing else label for missing, label in zip(without_stamp, classify(probabilities))]
+    n = len(ids)
+    columns = {"ra": np.linspace(150.0, 150.1, n), "dec": np.full(n, 2.2), "off_image": without_stamp,
+               "partial": np.zeros(n, bool), "fraction_present": np.where(without_stamp, 0.0, 1.0),
+               "nan_fraction": np.zeros(n), "tile": np.where(without_stamp, "", "tile.fits")}
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        CsvTable(stream, FLAG_COLUMNS, ("objid", "ra", "dec")).add(ids, values, classes, columns)
+    return str(path)
+
+
+def test_calibrate_a_catalogue_table_keyed_by_its_id(tmp_path, labelled, capsys):
+    _, probabilities, labels = labelled
+    ids = np.array([f"{i:07d}" for i in range(N)])  # zero-padded ids: matched as text
+    without_stamp = np.zeros(N, bool)
+    without_stamp[::10] = True
+    predictions = _catalogue_table(tmp_path / "catalogue_predictions.csv", ids, probabilities, without_stamp)
+    labels_file = tmp_path / "labels.csv"
+    with open(labels_file, "w", newline="") as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(("objid", "label"))
+        writer.writerows((i, CLASS_NAMES[label]) for i, label in zip(ids, labels))
+    output = str(tmp_path / "calib.json")
+    assert cli.main(["calibrate", predictions, "--labels", str(labels_file), "--output", output,
+                     "--model", str(_model_file(tmp_path))]) == 0
+    err = capsys.readouterr().err
+    assert f"left out {without_stamp.sum()} rows of" in err and "without probabilities" in err
+    loaded = json.loads(open(output).read())
+    kept = ~without_stamp
+    assert loaded["fitted_on"]["n"] == kept.sum()
+    assert loaded["temperature"] == pytest.approx(calibration.fit_temperature(probabilities[kept], labels[kept]),
+                                                  rel=1e-6)
+
+
+def _model_file(tmp_path):
+    path = tmp_path / "model.hdf5"
+    path.write_bytes(b"not read: only its sha256 is")
+    return path
+
+
+def test_calibrate_and_thresholds_read_the_parquet_folder_of_a_cluster_run(tmp_path, labelled, capsys):
+    from gamornet.io.tables import ParquetTable
+
+    sources, probabilities, labels = labelled
+    folder = tmp_path / "predictions.parquet"
+    folder.mkdir()
+    metadata = {"gamornet": json.dumps({"model_sha256": SHA})}
+    classes = classify(probabilities)
+    for index, part in enumerate(np.array_split(np.arange(N), 3)):
+        table = ParquetTable(metadata)
+        table.add([sources[i] for i in part], probabilities[part], [classes[i] for i in part])
+        table.write(str(folder / f"part-{index:05d}-{index:020x}.parquet"))
+    (folder / "_manifest.json").write_text("{}")
+    labels_file = _write_labels(tmp_path / "labels.csv", sources, labels)
+    output = str(tmp_path / "calib.json")
+    assert cli.main(["calibrate", str(folder), "--labels", labels_file, "--output", output]) == 0
+    loaded = calibration.load_calibration(output, SHA)  # the model's sha256, from the run's provenance
+    assert loaded.temperature == pytest.approx(calibration.fit_temperature(probabilities, labels), rel=1e-6)
+    assert cli.main(["thresholds", str(folder), "--labels", labels_file, "--disk-purity", "0.9",
+                     "--bulge-purity", "0.9", "--output", str(tmp_path / "thr.json")]) == 0
+    rule = load_thresholds(str(tmp_path / "thr.json"))
+    expected = choose_thresholds(probabilities, labels, 0.9, 0.9)
+    assert (rule.disk, rule.bulge) == pytest.approx((expected.disk, expected.bulge))

@@ -638,3 +638,37 @@ def test_catalogue_ids_are_text_as_written_in_cutouts_and_predict(field, model, 
                  "--input-shape", "CANDELS", "--no-progress", "--output", str(tmp_path / "predictions.csv")]) == 0
     rows = list(csv.reader(open(tmp_path / "predictions.csv", newline="")))
     assert [row[0] for row in rows[1:]] == written
+
+
+def multi_extension_exposure(field, path, planes=False):
+    """tile_a and tile_b as the CCD1 and CCD2 extensions of one exposure, each with its own WCS (or, with
+    ``planes``, tile_b's image and a mask plane of the same WCS)."""
+    hdus = [fits.PrimaryHDU(header=fits.Header([("FILTER", survey_field.FILTER), ("BUNIT", survey_field.BUNIT)]))]
+    sources = [(field.tiles[1], "IMAGE"), (field.tiles[1], "MASK")] if planes else [(field.tiles[0], "CCD1"),
+                                                                                   (field.tiles[1], "CCD2")]
+    for source, name in sources:
+        with fits.open(source) as hdulist:
+            hdus.append(fits.ImageHDU(hdulist[0].data, hdulist[0].header, name=name))
+    fits.HDUList(hdus).writeto(path)
+    return str(path)
+
+
+def test_a_galaxy_on_the_second_ccd_of_a_multi_extension_exposure_is_found(field, tmp_path):
+    exposure = multi_extension_exposure(field, tmp_path / "exposure.fits")
+    found, _ = collect(CutoutReader(field.catalog, [exposure], "CANDELS", batch_size=3), field.catalog)
+    alone, _ = collect(CutoutReader(field.catalog, field.tiles[:2], "CANDELS", batch_size=3), field.catalog)
+    for name in ("in_b", "in_a_with_nan"):
+        stamp, flags = found[name]
+        np.testing.assert_array_equal(stamp, alone[name][0])
+        assert not flags["off_image"]
+    assert found["in_b"][1]["tile"] == f"{exposure}[2]" and found["in_a_with_nan"][1]["tile"] == f"{exposure}[1]"
+    # --hdu still picks one extension.
+    found, _ = collect(CutoutReader(field.catalog, [exposure], "CANDELS", hdu=1), field.catalog)
+    assert found["in_b"][1]["off_image"] and found["in_b"][1]["tile"] == ""
+
+
+def test_image_hdus_of_one_sky_are_refused_not_taken_for_ccds(field, tmp_path):
+    exposure = multi_extension_exposure(field, tmp_path / "calexp.fits", planes=True)
+    with pytest.raises(ValueError, match=r"HDUs 1 and 2 of .*calexp.fits' cover the same sky.* --hdu"):
+        SurveyImages([exposure])
+    assert len(SurveyImages([exposure], hdu=1)) == 1

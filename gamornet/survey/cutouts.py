@@ -75,13 +75,20 @@ of ``id``, ``ID`` or ``objid`` (any case), or the row number if there is none.
 
 The images must be of one band: files whose BUNIT or FILTER keywords differ
 are refused. Each must be a 2-D image with a celestial WCS (any projection,
-with or without SIP distortion; in any sky frame astropy knows).
+with or without SIP distortion; in any sky frame astropy knows). Every image
+HDU of a multi-extension file (the CCDs of a DECam, HSC or Rubin exposure) is
+a tile with its own WCS, named ``exposure.fits[HDU]`` in the ``tile`` flag; a
+file whose image HDUs cover the same sky (image, mask and variance planes) is
+refused, as is one with an image HDU without a celestial WCS: ``--hdu`` then
+names the one to use.
 
 Backend-neutral: imports neither TensorFlow nor tflearn. Resampling and the
 footprint index need ``reproject`` (and SciPy, which it requires):
 ``pip install 'gamornet[survey]'``.
 """
 
+import dataclasses
+import itertools
 import math
 import os
 import warnings
@@ -161,6 +168,10 @@ class Tile:
         Pixel size along each pixel axis (arcsec).
     bunit, band : str or None
         The BUNIT and FILTER keywords (of the image's HDU, else the primary's).
+    name : str
+        How the image is named in the ``tile`` flag and in messages: the
+        path, followed by ``[HDU]`` for one of several images of a file
+        (``exposure.fits[2]``).
     """
 
     path: str
@@ -172,6 +183,11 @@ class Tile:
     axis_scales: tuple
     bunit: object
     band: object
+    name: str = None
+
+    def __post_init__(self):
+        if self.name is None:
+            object.__setattr__(self, "name", self.path)
 
     @property
     def surface_brightness(self):
@@ -245,6 +261,50 @@ def _read_tile(path, hdu):
                 axis_scales=tuple(float(scale) for scale in scales), bunit=bunit, band=band)
 
 
+def _image_hdus(path):
+    """The indices of the HDUs of a FITS file that hold an image (an image HDU with data); headers only are read."""
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdulist:
+            return [index for index, hdu in enumerate(hdulist)
+                    if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                    and hdu.header.get("NAXIS", 0) > 0]
+    except Exception as error:  # noqa: BLE001 - any failure means the file is not a readable FITS file
+        raise OSError(f"cannot read the image {path!r} as FITS ({describe_error(error)})") from error
+
+
+def _file_tiles(path, hdu):
+    """The tiles of one file: the HDU asked for, else every image HDU (the CCDs of a multi-extension exposure).
+
+    Every image HDU of a file is used or refused with a reason, never left out without a word: an HDU without a
+    celestial WCS, or HDUs covering the same sky (the image, mask and variance planes of one image, not CCDs).
+    """
+    indices = [hdu] if hdu is not None else _image_hdus(path)
+    if len(indices) <= 1:
+        return [_read_tile(path, hdu)]
+    tiles = []
+    for index in indices:
+        try:
+            tile = _read_tile(path, index)
+        except ValueError as error:
+            raise ValueError(
+                f"{error}. The file {path!r} holds {len(indices)} images (HDUs {', '.join(map(str, indices))}), all "
+                "used as CCDs of one exposure; give the HDU of the image to use with --hdu (hdu=N) if the others "
+                "are not images of the sky"
+            ) from None
+        tiles.append(dataclasses.replace(tile, name=f"{path}[{index}]"))
+    for first, second in itertools.combinations(tiles, 2):
+        if first.shape == second.shape and np.allclose(_footprint(first)[0], _footprint(second)[0], rtol=0,
+                                                       atol=first.pixel_scale / 3600.0 * _DEGREE):
+            raise ValueError(
+                f"the HDUs {first.hdu} and {second.hdu} of {path!r} cover the same sky: they are planes of one "
+                "image (such as image, mask and variance), not CCDs of an exposure. Give the HDU of the image "
+                "with --hdu (hdu=N)"
+            )
+    return tiles
+
+
 def _check_one_band(tiles):
     first = tiles[0]
     for tile in tiles[1:]:
@@ -287,7 +347,11 @@ class SurveyImages:
         :func:`gamornet.io.images.expand_inputs`); tiles may overlap. A file given
         twice is used once.
     hdu : int, optional
-        The HDU that holds the image; by default the first HDU with data.
+        The HDU that holds the image. By default every image HDU of a file is
+        a tile of its own, with its own WCS (the CCDs of a multi-extension
+        exposure, named ``path[HDU]`` in the ``tile`` flag); a file whose
+        image HDUs cover the same sky (image, mask and variance planes) or
+        lack a celestial WCS is refused: give the image's HDU.
     exclude : iterable of str
         Files that folders and patterns must not match (the outputs of the
         run that reads them).
@@ -317,7 +381,7 @@ class SurveyImages:
             if os.path.realpath(path) not in seen:
                 seen.add(os.path.realpath(path))
                 paths.append(path)
-        self.tiles = [_read_tile(path, hdu) for path in paths]
+        self.tiles = [tile for path in paths for tile in _file_tiles(path, hdu)]
         _check_one_band(self.tiles)
         footprints = [_footprint(tile) for tile in self.tiles]
         self._centres = np.array([centre for centre, _ in footprints])
@@ -564,7 +628,8 @@ class CutoutReader:
         If False, stamps are cut in the images' own pixels and a
         :class:`gamornet.errors.PixelScaleWarning` states the mismatch.
     hdu : int, optional
-        The HDU that holds each image; by default the first with data.
+        The HDU that holds each image; by default every image HDU of each
+        file (see :class:`SurveyImages`).
     skip_bad : bool
         If False (the default), rows with NaN or out-of-range RA/Dec are an
         error, raised here, before any stamp is cut. If True they are listed in
@@ -789,7 +854,7 @@ class CutoutReader:
             raise
         except Exception as error:  # noqa: BLE001 - a truncated or corrupt image file
             raise OSError(
-                f"cannot read the pixels of {self.images.tiles[option.tile].path!r} for row {row} "
+                f"cannot read the pixels of {self.images.tiles[option.tile].name!r} for row {row} "
                 f"({self.catalog.id_name} {self.catalog.source(row)}): {describe_error(error)}"
             ) from error
 
@@ -814,7 +879,7 @@ class CutoutReader:
         option, stamp, present, missing_inside, finite = best
         fraction_present = float(np.count_nonzero(present)) / present.size
         values.update(off_image=False, partial=fraction_present < 1.0, fraction_present=fraction_present,
-                      nan_fraction=missing_inside / present.size, tile=self.images.tiles[option.tile].path)
+                      nan_fraction=missing_inside / present.size, tile=self.images.tiles[option.tile].name)
         if not finite.any():
             return _Row(source, None, values)
         if not finite.all():
@@ -851,7 +916,8 @@ class CutoutReader:
     def entries(self):
         """The files read: ``('catalog', path)`` (when read from a file), then ``('fits', path)`` per image."""
         catalog = [("catalog", self.catalog.path)] if self.catalog.path is not None else []
-        return catalog + [("fits", tile.path) for tile in self.images.tiles]
+        paths = dict.fromkeys(tile.path for tile in self.images.tiles)  # a multi-extension file once
+        return catalog + [("fits", path) for path in paths]
 
     def column_dtypes(self):
         """The dtype of each of :attr:`columns`."""

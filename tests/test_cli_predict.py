@@ -539,3 +539,19 @@ def test_a_calibration_for_another_model_is_refused(tmp_path, case, capsys):
                  "--calibration", calibration_file, "--output", str(tmp_path / "p.csv"), "--no-progress"]) == 1
     assert "was fitted for another model" in capsys.readouterr().err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_corrupt_model_card_says_how_to_go_on(tmp_path, case, capsys):
+    images, model, _ = case
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    copy = folder / "model.hdf5"
+    copy.write_bytes(open(model, "rb").read())
+    (folder / "model_card.json").write_text('{"format": "gamornet-model-card", "statis')  # cut short by a full disk
+    np.save(tmp_path / "stack.npy", images[:1])
+    assert main(["predict", str(tmp_path / "stack.npy"), "--model", str(copy), "--input-shape", "CANDELS",
+                 "--output", str(tmp_path / "p.csv"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a JSON model card" in err
+    assert "restore it from the training run" in err and "move it out of the model's folder" in err
+    assert not (tmp_path / "p.csv").exists()

@@ -547,6 +547,25 @@ def test_cli_bad_catalogue_is_named(tmp_path, catalogues, capsys):
     assert "max_shift must be a number of pixels >= 0" in capsys.readouterr().err
 
 
+def test_cli_one_class_training_data_are_refused_before_any_work(tmp_path, galaxies, catalogues, capsys):
+    images, _ = galaxies
+    one_class = _write_catalogue(tmp_path, "disks", images[:6], [0] * 6)
+    assert cli.main(_train_command((one_class, catalogues[1]), tmp_path / "out")) == 1
+    assert "every one of the 6 galaxies of the training data is labelled disk" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("ending", [".fits", ".npy"])
+def test_a_blank_training_image_is_refused_and_named(tmp_path, ending):
+    path = tmp_path / f"blank{ending}"
+    if ending == ".npy":
+        np.save(path, np.zeros(SHAPE[:2], np.float32))
+    else:
+        fits.writeto(path, np.zeros(SHAPE[:2], np.float32))
+    with pytest.raises(ValueError, match=r"blank.* every pixel of this training image is 0 \(a blank or failed cutout"):
+        training.read_image(str(path), SHAPE)
+
+
 # --------------------------------------------------------------------------- runs in other processes
 
 import signal  # noqa: E402

@@ -745,3 +745,21 @@ def test_an_empty_catalogue_is_the_same_clear_error_in_cutouts_and_predict(field
     err = capsys.readouterr().err
     assert "has no columns: it is empty (expected a header line" in err and "Its columns are: \n" not in err
     assert sorted(os.listdir(tmp_path)) == ["blank.csv", "empty.csv"]
+
+
+def test_rows_are_counted_from_1_in_cutouts_as_in_train(field, tmp_path, capsys):
+    catalog = field.catalog.copy()
+    catalog["dec"][0] = np.nan  # the first row of the file: row 1, as gamornet train counts
+    catalog_path = str(tmp_path / "catalogue.fits")
+    catalog.write(catalog_path)
+    assert main(["cutouts", "--catalog", catalog_path, "--images", field.tiles[0], "--output",
+                 str(tmp_path / "stamps.fits")]) == 1
+    assert "rows counted from 1): row 1 (objid 101)" in capsys.readouterr().err
+
+
+def test_an_image_hdu_without_a_wcs_in_an_exposure_is_refused_not_ignored(field, tmp_path):
+    path = multi_extension_exposure(field, tmp_path / "exposure.fits")
+    with fits.open(path, mode="append") as hdulist:
+        hdulist.append(fits.ImageHDU(np.zeros((20, 20), np.float32), name="WEIGHT"))
+    with pytest.raises(ValueError, match=r"no celestial WCS.*holds 3 images \(HDUs 1, 2, 3\).*--hdu"):
+        SurveyImages([path])

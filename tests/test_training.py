@@ -542,7 +542,8 @@ def test_cli_bad_catalogue_is_named(tmp_path, catalogues, capsys):
     bad.write_text(f"path,label\n{catalogues[0].parent / 'images' / 'train_000.fits'},elliptical\n")
     command = _train_command((bad, catalogues[1]), tmp_path / "out")
     assert cli.main(command) == 1
-    assert f"gamornet train: error: the catalogue '{bad}', row 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"gamornet train: error: the catalogue '{bad}', row 1" in err and "Rows are counted from 1" in err
     assert cli.main(command[:-2] + ["--max-shift", "-1"]) == 1
     assert "max_shift must be a number of pixels >= 0" in capsys.readouterr().err
 

@@ -89,6 +89,9 @@ RA_NAMES = ("ra", "RA", "RAJ2000", "_RAJ2000", "RA_J2000", "RA_ICRS", "ALPHA_J20
 DEC_NAMES = ("dec", "DEC", "DEJ2000", "_DEJ2000", "DECJ2000", "DEC_J2000", "DE_ICRS", "DEC_ICRS", "DELTA_J2000",
              "DELTAWIN_J2000", "DEC_DEG", "DEdeg", "DELTA")
 
+# Messages count a catalogue's rows as gamornet cutouts and predict --catalog do.
+_ROWS_COUNTED = "Rows are counted from 1, the header not counted"
+
 # Missing files are listed by name up to this many in one error message.
 _LISTED_MISSING = 5
 
@@ -497,7 +500,7 @@ def _class_labels(path, table, column, paths):
             shown = "an empty cell" if masked else repr(value.item() if hasattr(value, "item") else value)
             raise ValueError(
                 f"the catalogue {path!r}, row {row + 1} ({paths[row]}): unknown label {shown} in column {column!r}; "
-                "labels must be disk, indeterminate or bulge, or 0, 1 or 2 (in that order)"
+                f"labels must be disk, indeterminate or bulge, or 0, 1 or 2 (in that order). {_ROWS_COUNTED}"
             )
         indices[row] = index
     return np.eye(3, dtype=np.float32)[indices]
@@ -515,7 +518,8 @@ def _one_hot_labels(path, table, columns, paths):
         row = int(np.flatnonzero(~good)[0])
         raise ValueError(
             f"the catalogue {path!r}, row {row + 1} ({paths[row]}): the one-hot labels {values[row].tolist()} in "
-            f"columns {', '.join(columns)} are not one-hot (non-negative numbers summing to 1, e.g. disk 1, 0, 0)"
+            f"columns {', '.join(columns)} are not one-hot (non-negative numbers summing to 1, e.g. disk 1, 0, 0). "
+            f"{_ROWS_COUNTED}"
         )
     return values.astype(np.float32)
 
@@ -528,7 +532,8 @@ def _image_paths(path, table, path_column):
             value = value.decode("utf-8", "replace")
         text = str(value).strip() if not np.ma.is_masked(value) else ""
         if not text:
-            raise ValueError(f"the catalogue {path!r}, row {row + 1}: the path column {path_column!r} is empty")
+            raise ValueError(f"the catalogue {path!r}, row {row + 1}: the path column {path_column!r} is empty. "
+                             f"{_ROWS_COUNTED}")
         paths.append(os.path.normpath(os.path.join(folder, os.path.expanduser(text))))
     missing = [(row, image) for row, image in enumerate(paths) if not os.path.isfile(image)]
     if missing:
@@ -536,7 +541,7 @@ def _image_paths(path, table, path_column):
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
         raise FileNotFoundError(
             f"the catalogue {path!r} names {len(missing)} image file(s) that do not exist ({listed}{more}); paths are "
-            "relative to the catalogue's folder"
+            f"relative to the catalogue's folder. {_ROWS_COUNTED}"
         )
     return tuple(paths)
 

@@ -284,7 +284,8 @@ def _catalogue_table(path, ids, probabilities, without_stamp):
     n = len(ids)
     columns = {"ra": np.linspace(150.0, 150.1, n), "dec": np.full(n, 2.2), "off_image": without_stamp,
                "partial": np.zeros(n, bool), "fraction_present": np.where(without_stamp, 0.0, 1.0),
-               "nan_fraction": np.zeros(n), "tile": np.where(without_stamp, "", "tile.fits")}
+               "nan_fraction": np.zeros(n), "tile": np.where(without_stamp, "", "tile.fits"),
+               "bad_coordinates": np.zeros(n, bool)}
     with open(path, "w", newline="", encoding="utf-8") as stream:
         CsvTable(stream, FLAG_COLUMNS, ("objid", "ra", "dec")).add(ids, values, classes, columns)
     return str(path)

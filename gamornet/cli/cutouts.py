@@ -109,7 +109,9 @@ def add_parser(subparsers):
     parser.add_argument("--input-shape", default="SDSS", metavar="SDSS|CANDELS|X,Y,1",
                         help="the stamps' size in pixels: that of a network's input (default: SDSS, 167x167 pixels "
                              "of 0.396 arcsec)")
-    parser.add_argument("--hdu", type=int, metavar="N", help="FITS HDU holding each image (default: the first with data)")
+    parser.add_argument("--hdu", type=int, metavar="N",
+                        help="FITS HDU holding each image (default: every image HDU, such as the CCDs of a "
+                             "multi-extension exposure)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="rows cut at a time (default: 64)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="keep catalogue rows whose RA/Dec are missing or out of range as planes of NaN, flagged "

@@ -130,7 +130,8 @@ def add_parser(subparsers):
              "by `gamornet thresholds --output`; default: the handbook set of the backend and data set",
     )
     parser.add_argument("--hdu", type=int, metavar="N",
-                        help="FITS HDU holding the image (default: the first with data)")
+                        help="FITS HDU holding the image (default: the first with data; with --images, every image "
+                             "HDU, such as the CCDs of a multi-extension exposure)")
     parser.add_argument(
         "--output", metavar="FILE.csv|FILE.fits|DIR.parquet",
         help="the table to write (CSV or FITS, by its ending; with --workers or --scheduler, also a Parquet "

@@ -201,8 +201,8 @@ def _check_enough_labels(truth):
         raise ValueError(
             f"cannot fit a temperature: every one of the {len(truth)} labelled galaxies is "
             f"{CLASS_NAMES[int(present[0])]}. With one class the fit only asks how much probability that class gets, "
-            "not whether the model's confidence matches its accuracy; label galaxies of at least two classes (of all three, for a "
-            "temperature that holds for each)"
+            "not whether the model's confidence matches its accuracy; label galaxies of at least two classes (of "
+            "all three, for a temperature that holds for each)"
         )
 
 

@@ -347,7 +347,8 @@ def _check_rule_reaches(counts, targets, disk, bulge):
     for kind in ("disk", "bulge"):
         purity = counts[kind][0]
         if not purity >= targets[kind]:
-            reached = "classifies no galaxy as " + kind if np.isnan(purity) else f"gives a {kind} purity of {purity:.3f}"
+            reached = (f"classifies no galaxy as {kind}" if np.isnan(purity)
+                       else f"gives a {kind} purity of {purity:.3f}")
             raise UnreachablePurityError(
                 f"the rule p_disk >= {disk:.4f}, p_bulge >= {bulge:.4f} {reached} on the labelled galaxies, short of "
                 f"the {targets[kind]:g} asked for. Ask for higher purities (thresholds above 0.5 never overlap), or "

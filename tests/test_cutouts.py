@@ -628,6 +628,7 @@ def text_id_catalogue(field, tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_catalogue_ids_are_text_as_written_in_cutouts_and_predict(field, model, tmp_path):
     catalog_path = text_id_catalogue(field, tmp_path)
     written = TEXT_IDS
@@ -676,6 +677,7 @@ def test_image_hdus_of_one_sky_are_refused_not_taken_for_ccds(field, tmp_path):
     assert len(SurveyImages([exposure], hdu=1)) == 1
 
 
+@pytest.mark.slow
 def test_skip_bad_keeps_one_row_per_catalogue_row_and_no_stamp_reads_nan(field, tmp_path, capsys):
     """--skip-bad in catalogue mode: a row with unusable RA/Dec stays a row, with empty probabilities and the flag
     bad_coordinates, counted from 1 in the messages; out_of_domain of rows without a stamp is empty, not 'nan'."""

@@ -240,8 +240,8 @@ def test_bad_temperature(temperature):
 
 
 def test_temperatures_that_cannot_be_fitted():
-    with pytest.raises(ValueError, match="most probable class of every one of the 4 galaxies is right"):
-        calibration.fit_temperature(HAND_PROBABILITIES, ["disk", "bulge", "disk", "disk"])
+    with pytest.raises(ValueError, match="most probable class of every one of the 40 galaxies is right"):
+        calibration.fit_temperature(HAND_PROBABILITIES * 10, ["disk", "bulge", "disk", "disk"] * 10)
     logits, labels = _calibrated_set(500, seed=7)
     with pytest.raises(ValueError, match="no better than chance"):
         calibration.fit_temperature(_softmax(logits), (labels + 1) % 3)

@@ -195,3 +195,151 @@ def test_a_fits_table_of_gamornet_predict_carries_the_model_sha256(tmp_path, lab
     output = str(tmp_path / "calib.json")
     assert cli.main(["calibrate", str(tmp_path / "pred.fits"), "--labels", labels_file, "--output", output]) == 0
     assert calibration.load_calibration(output, SHA).temperature == pytest.approx(TEMPERATURE, rel=0.05)
+
+
+# --------------------------------------------------------------------------- rules that cannot hold (issue 24)
+
+
+def test_thresholds_never_writes_a_rule_that_classifies_no_disk(tmp_path, capsys):
+    """Every galaxy has p_bulge > p_disk and half are disks: alone, each class reaches a purity of 0.5 at its lowest
+    threshold, but together every galaxy passes both rules and the bulge rule wins them all."""
+    rng = np.random.default_rng(3)
+    n = 40
+    p_disk = rng.uniform(0.10, 0.30, n)
+    p_bulge = rng.uniform(0.60, 0.68, n)
+    probabilities = np.stack([p_disk, 1 - p_disk - p_bulge, p_bulge], axis=1).astype(np.float32)
+    labels = np.array([0, 2] * (n // 2))
+    sources = [f"g{i}.fits" for i in range(n)]
+    predictions = _write_predictions(tmp_path / "pred.csv", sources, probabilities)
+    labels_file = _write_labels(tmp_path / "labels.csv", sources, labels)
+    output = tmp_path / "thr.json"
+    assert cli.main(["thresholds", predictions, "--labels", labels_file, "--disk-purity", "0.5",
+                     "--bulge-purity", "0.5", "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert "no pair of thresholds gives both purities" in err and "thresholds above 0.5 never overlap" in err
+    assert not output.exists()
+
+
+def _plain_purity(probabilities, labels, disk, bulge, index):
+    """The purity of a class under the rule, computed here with plain comparisons (the larger wins a galaxy
+    passing both; a tie is indeterminate)."""
+    p_disk, p_bulge = probabilities[:, 0], probabilities[:, 2]
+    both = (p_disk >= disk) & (p_bulge >= bulge)
+    called_disk = (p_disk >= disk) & (~both | (p_disk > p_bulge))
+    called_bulge = (p_bulge >= bulge) & (~both | (p_bulge > p_disk))
+    called = called_disk if index == 0 else called_bulge
+    return (called & (labels == index)).sum() / called.sum() if called.any() else np.nan
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_low_purities_give_a_rule_that_reaches_them_or_a_clear_error(seed):
+    """Thresholds at or below 0.5 overlap: the rule chosen must reach both purities as classify applies it."""
+    from gamornet.errors import UnreachablePurityError
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 1.0, size=(300, 3))
+    labels = (rng.random(300)[:, None] > np.cumsum(_softmax(logits), axis=1)).sum(axis=1)
+    probabilities = _softmax(0.7 * logits + rng.normal(0.0, 0.8, size=(300, 3))).astype(np.float32)
+    for target in (0.35, 0.45, 0.55):
+        try:
+            choice = choose_thresholds(probabilities, labels, target, target)
+        except UnreachablePurityError as error:
+            assert "thresholds above 0.5 never overlap" in str(error) or "no threshold on" in str(error)
+            continue
+        for index, reported in ((0, choice.disk_purity), (2, choice.bulge_purity)):
+            purity = _plain_purity(probabilities, labels, choice.disk, choice.bulge, index)
+            assert purity >= target and purity == pytest.approx(reported)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one class", "every one of the 300 labelled galaxies is disk"),
+    ("two galaxies", "cannot fit a temperature on 2 labelled galaxies: at least 30 are needed"),
+])
+def test_calibrate_refuses_degenerate_labels(tmp_path, labelled, capsys, case, message):
+    sources, probabilities, labels = labelled
+    if case == "one class":
+        sources, probabilities, labels = sources[:300], probabilities[:300], np.zeros(300, dtype=int)
+    else:
+        sources, probabilities, labels = sources[:2], probabilities[:2], np.array([0, 2])
+    predictions = _write_predictions(tmp_path / "pred.csv", sources, probabilities, comments=[f"model_sha256: {SHA}"])
+    labels_file = _write_labels(tmp_path / "labels.csv", sources, labels)
+    output = tmp_path / "calib.json"
+    assert cli.main(["calibrate", predictions, "--labels", labels_file, "--output", str(output)]) == 1
+    assert message in capsys.readouterr().err
+    assert not output.exists()
+
+
+# --------------------------------------------------------------------------- what catalogue and cluster runs write
+
+
+def _catalogue_table(path, ids, probabilities, without_stamp):
+    """A table as `gamornet predict --catalog` writes it (through its own CSV writer): keyed by the catalogue's id,
+    RA and Dec, the flags after; rows without a stamp have empty probabilities and class."""
+    from gamornet.io.tables import CsvTable
+    from gamornet.survey.cutouts import FLAG_COLUMNS
+
+    values = probabilities.astype(np.float32).copy()
+    values[without_stamp] = np.nan
+    classes = ["" if missing else label for missing, label in zip(without_stamp, classify(probabilities))]
+    n = len(ids)
+    columns = {"ra": np.linspace(150.0, 150.1, n), "dec": np.full(n, 2.2), "off_image": without_stamp,
+               "partial": np.zeros(n, bool), "fraction_present": np.where(without_stamp, 0.0, 1.0),
+               "nan_fraction": np.zeros(n), "tile": np.where(without_stamp, "", "tile.fits"),
+               "bad_coordinates": np.zeros(n, bool)}
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        CsvTable(stream, FLAG_COLUMNS, ("objid", "ra", "dec")).add(ids, values, classes, columns)
+    return str(path)
+
+
+def test_calibrate_a_catalogue_table_keyed_by_its_id(tmp_path, labelled, capsys):
+    _, probabilities, labels = labelled
+    ids = np.array([f"{i:07d}" for i in range(N)])  # zero-padded ids: matched as text
+    without_stamp = np.zeros(N, bool)
+    without_stamp[::10] = True
+    predictions = _catalogue_table(tmp_path / "catalogue_predictions.csv", ids, probabilities, without_stamp)
+    labels_file = tmp_path / "labels.csv"
+    with open(labels_file, "w", newline="") as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(("objid", "label"))
+        writer.writerows((i, CLASS_NAMES[label]) for i, label in zip(ids, labels))
+    output = str(tmp_path / "calib.json")
+    assert cli.main(["calibrate", predictions, "--labels", str(labels_file), "--output", output,
+                     "--model", str(_model_file(tmp_path))]) == 0
+    err = capsys.readouterr().err
+    assert f"left out {without_stamp.sum()} rows of" in err and "without probabilities" in err
+    loaded = json.loads(open(output).read())
+    kept = ~without_stamp
+    assert loaded["fitted_on"]["n"] == kept.sum()
+    assert loaded["temperature"] == pytest.approx(calibration.fit_temperature(probabilities[kept], labels[kept]),
+                                                  rel=1e-6)
+
+
+def _model_file(tmp_path):
+    path = tmp_path / "model.hdf5"
+    path.write_bytes(b"not read: only its sha256 is")
+    return path
+
+
+def test_calibrate_and_thresholds_read_the_parquet_folder_of_a_cluster_run(tmp_path, labelled, capsys):
+    from gamornet.io.tables import ParquetTable
+
+    sources, probabilities, labels = labelled
+    folder = tmp_path / "predictions.parquet"
+    folder.mkdir()
+    metadata = {"gamornet": json.dumps({"model_sha256": SHA})}
+    classes = classify(probabilities)
+    for index, part in enumerate(np.array_split(np.arange(N), 3)):
+        table = ParquetTable(metadata)
+        table.add([sources[i] for i in part], probabilities[part], [classes[i] for i in part])
+        table.write(str(folder / f"part-{index:05d}-{index:020x}.parquet"))
+    (folder / "_manifest.json").write_text("{}")
+    labels_file = _write_labels(tmp_path / "labels.csv", sources, labels)
+    output = str(tmp_path / "calib.json")
+    assert cli.main(["calibrate", str(folder), "--labels", labels_file, "--output", output]) == 0
+    loaded = calibration.load_calibration(output, SHA)  # the model's sha256, from the run's provenance
+    assert loaded.temperature == pytest.approx(calibration.fit_temperature(probabilities, labels), rel=1e-6)
+    assert cli.main(["thresholds", str(folder), "--labels", labels_file, "--disk-purity", "0.9",
+                     "--bulge-purity", "0.9", "--output", str(tmp_path / "thr.json")]) == 0
+    rule = load_thresholds(str(tmp_path / "thr.json"))
+    expected = choose_thresholds(probabilities, labels, 0.9, 0.9)
+    assert (rule.disk, rule.bulge) == pytest.approx((expected.disk, expected.bulge))

@@ -340,6 +340,10 @@ def test_progress_bar_shows_images_per_second(tmp_path, case, capsys):
          r"--hdu must be a non-negative integer. Received: --hdu=-1"),
         (["--model", "SDSS_tl", "--input-shape", "CANDELS"],
          r"the published model 'SDSS_tl' takes images of shape \(167, 167, 1\), but --input-shape is \(83, 83, 1\)"),
+        (["--model", "{model}", "--input-shape", "CANDELS", "--mc-samples", "1"],
+         r"--mc-samples must be an integer >= 2 .*one draw has no spread.*reads as certainty"),
+        (["--model", "{model}", "--input-shape", "CANDELS", "--mc-samples", "100000"],
+         r"--mc-samples must be at most 1000: the Monte Carlo error .* Received: --mc-samples=100000"),
     ],
 )
 def test_errors_are_reported_before_any_work(tmp_path, case, capsys, options, message):
@@ -534,4 +538,20 @@ def test_a_calibration_for_another_model_is_refused(tmp_path, case, capsys):
     assert main(["predict", str(tmp_path / "stack.npy"), "--model", model, "--input-shape", "CANDELS",
                  "--calibration", calibration_file, "--output", str(tmp_path / "p.csv"), "--no-progress"]) == 1
     assert "was fitted for another model" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_corrupt_model_card_says_how_to_go_on(tmp_path, case, capsys):
+    images, model, _ = case
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    copy = folder / "model.hdf5"
+    copy.write_bytes(open(model, "rb").read())
+    (folder / "model_card.json").write_text('{"format": "gamornet-model-card", "statis')  # cut short by a full disk
+    np.save(tmp_path / "stack.npy", images[:1])
+    assert main(["predict", str(tmp_path / "stack.npy"), "--model", str(copy), "--input-shape", "CANDELS",
+                 "--output", str(tmp_path / "p.csv"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a JSON model card" in err
+    assert "restore it from the training run" in err and "move it out of the model's folder" in err
     assert not (tmp_path / "p.csv").exists()

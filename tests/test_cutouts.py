@@ -6,6 +6,7 @@ be. Cutouts must equal the direct stamps plus the field's noise on those pixels.
 """
 
 import csv
+import math
 import os
 import re
 import warnings
@@ -31,7 +32,7 @@ from gamornet.survey.cutouts import (
     write_stamps,
 )
 from gamornet.errors import GamornetWarning, PixelScaleWarning
-from gamornet.io.images import BadInput, ImageReader, MissingRow
+from gamornet.io.images import ImageReader, MissingRow
 
 
 @pytest.fixture(scope="session")
@@ -250,7 +251,10 @@ def test_catalogue_formats(field, tmp_path, ending):
     field.catalog.write(path)
     catalog = read_sky_catalogue(path)
     assert (catalog.id_name, catalog.ra_name, catalog.dec_name) == ("objid", "ra", "dec")
-    np.testing.assert_array_equal(catalog.ids, field.catalog["objid"])
+    # CSV holds text, read as written; the typed formats keep the integers they store.
+    expected = field.catalog["objid"].astype(str) if ending == ".csv" else field.catalog["objid"]
+    np.testing.assert_array_equal(catalog.ids, expected)
+    assert catalog.ids.dtype.kind == ("U" if ending == ".csv" else "i")
     np.testing.assert_allclose(catalog.ra, field.catalog["ra"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(catalog.dec, field.catalog["dec"], rtol=0, atol=1e-12)
 
@@ -284,11 +288,12 @@ def test_rows_with_bad_coordinates_can_be_skipped(field):
     catalog["ra"][1] = np.nan
     catalog["dec"][3] = 95.0
     reader = CutoutReader(catalog, field.tiles, "CANDELS", batch_size=4, skip_bad=True)
-    bad = [item for batch in reader for item in batch.bad]
-    assert [item.source for item in bad] == ["102", "104"]
-    assert all(isinstance(item, BadInput) for item in bad)
-    assert "not numbers" in bad[0].reason and "Dec is outside -90 to +90" in bad[1].reason
-    assert sum(len(batch.sources) + len(batch.missing) for batch in reader) == len(catalog) - 2
+    assert not any(batch.bad for batch in reader)  # every catalogue row stays a row
+    kept = [item for batch in reader for item in batch.missing if item.columns["bad_coordinates"]]
+    assert [item.source for item in kept] == ["102", "104"]
+    assert all(item.columns["off_image"] and item.columns["tile"] == "" for item in kept)
+    assert "not numbers" in reader.bad_rows[1] and "Dec is outside -90 to +90" in reader.bad_rows[3]
+    assert sum(len(batch.sources) + len(batch.missing) for batch in reader) == len(catalog)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -358,8 +363,8 @@ BAD_INPUTS = [
     ("no RA column", ValueError, r"has no RA column under a usual name .*--ra-column"),
     ("RA as text", ValueError, r"column 'ra' .* holds text \(such as '10:00:00'\)"),
     ("RA in magnitudes", ValueError, r"has the unit mag, which is not an angle"),
-    ("NaN Dec", ValueError, r"1 rows .* unusable coordinates .*row 2 \(objid 103\): its RA/Dec are not numbers"),
-    ("RA out of range", ValueError, r"row 2 \(objid 103\): its RA is outside 0-360 degrees \(ra=400\.0\).*--skip-bad"),
+    ("NaN Dec", ValueError, r"1 rows .* unusable coordinates .*row 3 \(objid 103\): its RA/Dec are not numbers"),
+    ("RA out of range", ValueError, r"rows counted from 1\): row 3 \(objid 103\): its RA is outside 0-360 degrees \(ra=400\.0\).*--skip-bad"),
     ("unknown catalogue format", ValueError, r"CSV, ECSV, FITS or Parquet table.*catalogue\.txt"),
     ("no such catalogue", FileNotFoundError, r"no such catalogue file: .*nothing\.fits"),
     ("unreadable catalogue", OSError, r"cannot read the catalogue .*broken\.fits"),
@@ -391,7 +396,7 @@ def test_a_truncated_tile_stops_with_an_error_naming_it(field, tmp_path):
         path.write_bytes(source.read()[: 2880 + 100 * 260 * 4])
     catalog = field.catalog[:1]
     reader = CutoutReader(catalog, [str(path)], "CANDELS")
-    with pytest.raises(OSError, match=r"cannot read the pixels of .*truncated\.fits' for row 0 \(objid 101\)"):
+    with pytest.raises(OSError, match=r"cannot read the pixels of .*truncated\.fits' for row 1 \(objid 101\)"):
         list(reader)
 
 
@@ -605,3 +610,158 @@ def test_predict_reports_bad_survey_options(field, model, tmp_path, capsys, argu
     assert status == 1
     assert re.search(message, capsys.readouterr().err)
     assert sorted(os.listdir(tmp_path)) == ["catalogue.fits", "tile.fits"]
+
+
+# --------------------------------------------------------------------------- ids, rows and edge cases (issue 24)
+
+TEXT_IDS = ["00123", "1e3", "nan_0", "7", "0012", "1.50", "-0"]  # each would read as a number
+
+
+def text_id_catalogue(field, tmp_path):
+    """The field's catalogue as a CSV file whose ids only look like numbers: they must come back as written."""
+    path = str(tmp_path / "catalogue.csv")
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["id", "ra", "dec"])
+        for text, ra, dec in zip(TEXT_IDS, field.catalog["ra"], field.catalog["dec"]):
+            writer.writerow([text, repr(float(ra)), repr(float(dec))])
+    return path
+
+
+@pytest.mark.slow
+def test_catalogue_ids_are_text_as_written_in_cutouts_and_predict(field, model, tmp_path):
+    catalog_path = text_id_catalogue(field, tmp_path)
+    written = TEXT_IDS
+    assert [read_sky_catalogue(catalog_path).source(row) for row in range(len(written))] == written
+    assert main(["cutouts", "--catalog", catalog_path, "--images", *field.tiles[:2], "--input-shape", "CANDELS",
+                 "--no-progress", "--output", str(tmp_path / "stamps.fits")]) == 0
+    with fits.open(tmp_path / "stamps.fits") as hdulist:
+        assert [value.strip() for value in hdulist["ROWS"].data["id"]] == written
+    assert main(["predict", "--catalog", catalog_path, "--images", *field.tiles[:2], "--model", model[0],
+                 "--input-shape", "CANDELS", "--no-progress", "--output", str(tmp_path / "predictions.csv")]) == 0
+    rows = list(csv.reader(open(tmp_path / "predictions.csv", newline="")))
+    assert [row[0] for row in rows[1:]] == written
+
+
+def multi_extension_exposure(field, path, planes=False):
+    """tile_a and tile_b as the CCD1 and CCD2 extensions of one exposure, each with its own WCS (or, with
+    ``planes``, tile_b's image and a mask plane of the same WCS)."""
+    hdus = [fits.PrimaryHDU(header=fits.Header([("FILTER", survey_field.FILTER), ("BUNIT", survey_field.BUNIT)]))]
+    sources = [(field.tiles[1], "IMAGE"), (field.tiles[1], "MASK")] if planes else [(field.tiles[0], "CCD1"),
+                                                                                   (field.tiles[1], "CCD2")]
+    for source, name in sources:
+        with fits.open(source) as hdulist:
+            hdus.append(fits.ImageHDU(hdulist[0].data, hdulist[0].header, name=name))
+    fits.HDUList(hdus).writeto(path)
+    return str(path)
+
+
+def test_a_galaxy_on_the_second_ccd_of_a_multi_extension_exposure_is_found(field, tmp_path):
+    exposure = multi_extension_exposure(field, tmp_path / "exposure.fits")
+    found, _ = collect(CutoutReader(field.catalog, [exposure], "CANDELS", batch_size=3), field.catalog)
+    alone, _ = collect(CutoutReader(field.catalog, field.tiles[:2], "CANDELS", batch_size=3), field.catalog)
+    for name in ("in_b", "in_a_with_nan"):
+        stamp, flags = found[name]
+        np.testing.assert_array_equal(stamp, alone[name][0])
+        assert not flags["off_image"]
+    assert found["in_b"][1]["tile"] == f"{exposure}[2]" and found["in_a_with_nan"][1]["tile"] == f"{exposure}[1]"
+    # --hdu still picks one extension.
+    found, _ = collect(CutoutReader(field.catalog, [exposure], "CANDELS", hdu=1), field.catalog)
+    assert found["in_b"][1]["off_image"] and found["in_b"][1]["tile"] == ""
+
+
+def test_image_hdus_of_one_sky_are_refused_not_taken_for_ccds(field, tmp_path):
+    exposure = multi_extension_exposure(field, tmp_path / "calexp.fits", planes=True)
+    with pytest.raises(ValueError, match=r"HDUs 1 and 2 of .*calexp.fits' cover the same sky.* --hdu"):
+        SurveyImages([exposure])
+    assert len(SurveyImages([exposure], hdu=1)) == 1
+
+
+@pytest.mark.slow
+def test_skip_bad_keeps_one_row_per_catalogue_row_and_no_stamp_reads_nan(field, tmp_path, capsys):
+    """--skip-bad in catalogue mode: a row with unusable RA/Dec stays a row, with empty probabilities and the flag
+    bad_coordinates, counted from 1 in the messages; out_of_domain of rows without a stamp is empty, not 'nan'."""
+    from gamornet.models.card import write_model_card
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    images = reference.galaxy_images(3, CANDELS, seed=1)
+    model_path = write_keras2_file(str(folder / "model.hdf5"), reference.calibrated_weights(
+        CANDELS, images, reference.lrn_keras, seed=2))
+    write_model_card(folder, reference.galaxy_images(60, CANDELS, seed=3))
+    catalog = field.catalog.copy()
+    catalog["ra"][1] = np.nan
+    catalog_path = str(tmp_path / "catalogue.fits")
+    catalog.write(catalog_path)
+    output = tmp_path / "predictions.csv"
+    assert main(["predict", "--catalog", catalog_path, "--images", *field.tiles[:2], "--model", model_path,
+                 "--input-shape", "CANDELS", "--no-progress", "--skip-bad", "--output", str(output)]) == 0
+    rows = list(csv.DictReader(open(output, newline="")))
+    assert [row["objid"] for row in rows] == [str(value) for value in catalog["objid"]]
+    assert rows[1]["bad_coordinates"] == "true" and rows[1]["p_disk"] == "" and rows[1]["class"] == ""
+    assert [row["bad_coordinates"] for row in rows].count("true") == 1
+    without_stamp = [row for row in rows if row["p_disk"] == ""]
+    assert len(without_stamp) == 3  # the bad row, the row off the images and the resampled galaxy's (no tile 3)
+    assert all(row["out_of_domain"] == "" for row in without_stamp)
+    assert "row 2 (objid 102): its RA/Dec are not numbers" in capsys.readouterr().err
+    assert main(["cutouts", "--catalog", catalog_path, "--images", *field.tiles[:2], "--input-shape", "CANDELS",
+                 "--no-progress", "--skip-bad", "--output", str(tmp_path / "stamps.fits")]) == 0
+    with fits.open(tmp_path / "stamps.fits") as hdulist:
+        assert hdulist[0].data.shape[0] == len(catalog) and np.isnan(hdulist[0].data[1]).all()
+        assert list(hdulist["ROWS"].data["bad_coordinates"]) == [row["bad_coordinates"] == "true" for row in rows]
+    assert "1 with unusable RA/Dec" in capsys.readouterr().err
+
+
+def test_a_stamp_with_more_real_pixels_is_preferred_to_a_whole_one_mostly_nan(field, tmp_path):
+    """Tile X holds the whole stamp of in_b, but 73 % of it NaN; tile Y holds 73 % of it, all real pixels."""
+    with fits.open(field.tiles[1]) as hdulist:
+        header, data = hdulist[0].header.copy(), hdulist[0].data.copy()
+    catalog = field.catalog[list(field.catalog["name"]).index("in_b"):][:1]
+    x, _ = SurveyImages([field.tiles[1]]).tiles[0].wcs.world_to_pixel_values(catalog["ra"][0], catalog["dec"][0])
+    start = math.ceil(float(x) - 83 / 2)  # the stamp's first column, as astropy's Cutout2D rounds it
+    cut = start + 61  # 61 of the stamp's 83 columns lie left of it: 73 %
+    mostly_nan = data.copy()
+    mostly_nan[:, :cut] = np.nan
+    whole = image_file(tmp_path / "x_whole.fits", mostly_nan, header)
+    partial = image_file(tmp_path / "y_partial.fits", data[:, :cut].copy(), header)
+    batch = next(iter(CutoutReader(catalog, [whole, partial], "CANDELS")))
+    assert len(batch.sources) == 1
+    assert batch.columns["tile"][0] == partial and batch.columns["partial"][0]
+    assert batch.columns["fraction_present"][0] == pytest.approx(61 / 83) and batch.columns["nan_fraction"][0] == 0
+
+
+def test_an_empty_catalogue_is_the_same_clear_error_in_cutouts_and_predict(field, model, tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,ra,dec\n")
+    assert main(["cutouts", "--catalog", str(empty), "--images", field.tiles[0], "--input-shape", "CANDELS",
+                 "--output", str(tmp_path / "stamps.fits")]) == 1
+    message = "has no rows: there is no galaxy to cut a stamp for"
+    assert message in capsys.readouterr().err
+    assert main(["predict", "--catalog", str(empty), "--images", field.tiles[0], "--model", model[0],
+                 "--input-shape", "CANDELS", "--output", str(tmp_path / "p.csv")]) == 1
+    assert message in capsys.readouterr().err
+    blank = tmp_path / "blank.csv"
+    blank.write_text("")
+    assert main(["cutouts", "--catalog", str(blank), "--images", field.tiles[0], "--input-shape", "CANDELS",
+                 "--output", str(tmp_path / "stamps.fits")]) == 1
+    err = capsys.readouterr().err
+    assert "has no columns: it is empty (expected a header line" in err and "Its columns are: \n" not in err
+    assert sorted(os.listdir(tmp_path)) == ["blank.csv", "empty.csv"]
+
+
+def test_rows_are_counted_from_1_in_cutouts_as_in_train(field, tmp_path, capsys):
+    catalog = field.catalog.copy()
+    catalog["dec"][0] = np.nan  # the first row of the file: row 1, as gamornet train counts
+    catalog_path = str(tmp_path / "catalogue.fits")
+    catalog.write(catalog_path)
+    assert main(["cutouts", "--catalog", catalog_path, "--images", field.tiles[0], "--output",
+                 str(tmp_path / "stamps.fits")]) == 1
+    assert "rows counted from 1): row 1 (objid 101)" in capsys.readouterr().err
+
+
+def test_an_image_hdu_without_a_wcs_in_an_exposure_is_refused_not_ignored(field, tmp_path):
+    path = multi_extension_exposure(field, tmp_path / "exposure.fits")
+    with fits.open(path, mode="append") as hdulist:
+        hdulist.append(fits.ImageHDU(np.zeros((20, 20), np.float32), name="WEIGHT"))
+    with pytest.raises(ValueError, match=r"no celestial WCS.*holds 3 images \(HDUs 1, 2, 3\).*--hdu"):
+        SurveyImages([path])

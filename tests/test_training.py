@@ -542,9 +542,29 @@ def test_cli_bad_catalogue_is_named(tmp_path, catalogues, capsys):
     bad.write_text(f"path,label\n{catalogues[0].parent / 'images' / 'train_000.fits'},elliptical\n")
     command = _train_command((bad, catalogues[1]), tmp_path / "out")
     assert cli.main(command) == 1
-    assert f"gamornet train: error: the catalogue '{bad}', row 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"gamornet train: error: the catalogue '{bad}', row 1" in err and "Rows are counted from 1" in err
     assert cli.main(command[:-2] + ["--max-shift", "-1"]) == 1
     assert "max_shift must be a number of pixels >= 0" in capsys.readouterr().err
+
+
+def test_cli_one_class_training_data_are_refused_before_any_work(tmp_path, galaxies, catalogues, capsys):
+    images, _ = galaxies
+    one_class = _write_catalogue(tmp_path, "disks", images[:6], [0] * 6)
+    assert cli.main(_train_command((one_class, catalogues[1]), tmp_path / "out")) == 1
+    assert "every one of the 6 galaxies of the training data is labelled disk" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("ending", [".fits", ".npy"])
+def test_a_blank_training_image_is_refused_and_named(tmp_path, ending):
+    path = tmp_path / f"blank{ending}"
+    if ending == ".npy":
+        np.save(path, np.zeros(SHAPE[:2], np.float32))
+    else:
+        fits.writeto(path, np.zeros(SHAPE[:2], np.float32))
+    with pytest.raises(ValueError, match=r"blank.* every pixel of this training image is 0 \(a blank or failed cutout"):
+        training.read_image(str(path), SHAPE)
 
 
 # --------------------------------------------------------------------------- runs in other processes

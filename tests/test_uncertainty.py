@@ -228,7 +228,7 @@ def test_the_predictor_adds_the_mc_columns(models):
         assert empty.draws.shape == (4, 0, 3) and empty.columns["entropy"].shape == (0,)
     with gamornet.load_predictor(models.keras.path, SHAPE) as plain:
         assert plain.columns == () and plain.predict_batch(models.images).draws is None
-        with pytest.raises(ValueError, match="load it with mc_samples >= 1"):
+        with pytest.raises(ValueError, match="load it with mc_samples >= 2"):
             plain.predict_mc(models.images)
 
 
@@ -254,9 +254,10 @@ def test_head_from_the_layers_after_the_flatten(keras_network):
         mc_dropout.MCDropoutHead.from_head_layers(layers[:-1], n_samples=3)
 
 
-@pytest.mark.parametrize("n_samples", [0, -1, 2.0, True, None])
+@pytest.mark.parametrize("n_samples", [0, 1, -1, 2.0, True, None, 1001])
 def test_bad_n_samples(models, keras_network, n_samples):
-    message = f"n_samples must be an integer >= 1.*Received: n_samples={n_samples!r}"
+    message = (f"n_samples must be an integer >= 2.*one draw has no spread.*Received: n_samples={n_samples!r}"
+               if n_samples != 1001 else r"n_samples must be at most 1000: the Monte Carlo error.*Received")
     with pytest.raises(ValueError, match=message):
         mc_dropout.MCDropoutHead(keras_network.dense, (0.5, 0.5), n_samples=n_samples)
     with pytest.raises(ValueError, match=message):

@@ -109,6 +109,10 @@ def read_calibration_images(args, input_shape, exclude=()):
 def predictor_options(args, input_shape, exclude=()):
     """The options of :func:`gamornet.load_predictor` that the command line sets, checked."""
     mc_samples = _checks.check_positive_int(args.mc_samples, "--mc-samples", allow_zero=True)
+    if mc_samples:
+        from gamornet.inference.mc_dropout import check_n_samples
+
+        mc_samples = check_n_samples(mc_samples, "--mc-samples")
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be an integer >= 0. Received: --seed={args.seed}")
     return {"mc_samples": mc_samples, "seed": args.seed, "precision": args.precision,

@@ -1,8 +1,10 @@
 """``gamornet calibrate`` and ``gamornet thresholds``: learn from labelled galaxies.
 
-Both read a table written by ``gamornet predict`` (CSV or FITS: source,
-p_disk, p_indet, p_bulge, class) and a CSV of the true classes of some of those
-galaxies, matched by ``source``. ``calibrate`` fits the temperature that
+Both read a table written by ``gamornet predict`` (CSV, FITS, or Parquet: a
+file, or the folder of a cluster run; source, p_disk, p_indet, p_bulge, class)
+and a CSV of the true classes of some of those galaxies, matched by ``source``
+(by the catalogue's id column, the table's first, for a table of ``gamornet
+predict --catalog``; its rows without probabilities are left out). ``calibrate`` fits the temperature that
 calibrates the probabilities and writes it, with the model's sha256, as JSON
 for ``gamornet predict --calibration``. ``thresholds`` chooses the lowest
 thresholds on p_disk and p_bulge that reach given purities and writes them as
@@ -26,11 +28,15 @@ from gamornet.science.thresholds import choose_thresholds, save_thresholds
 
 _PROBABILITY_COLUMNS = ("p_disk", "p_indet", "p_bulge")
 _FITS_ENDINGS = (".fits", ".fit", ".fits.gz", ".fit.gz")
+_PARQUET_ENDINGS = (".parquet", ".pq")
 
 _LABELS_HELP = """\
 labels file (CSV, one row per labelled galaxy, matched to the predictions by source):
   source,label             label: disk, indeterminate or bulge (or 0, 1, 2)
   source,disk,indeterminate,bulge    one-hot: 1 in the true class's column, 0 elsewhere
+For a table of `gamornet predict --catalog`, the galaxies are matched by the
+catalogue's id column (the table's first column; the labels name it the same
+way, or 'source'), and rows without probabilities (no stamp) are left out.
 Only galaxies present in both files are used; how many were left out is printed.
 """
 
@@ -107,24 +113,26 @@ def add_parser(subparsers):
 
 def _add_common(parser):
     parser.add_argument("predictions", metavar="PREDICTIONS.csv",
-                        help="a table written by gamornet predict (CSV, or FITS: .fits)")
+                        help="a table written by gamornet predict: CSV, FITS (.fits), or Parquet (a .parquet file, "
+                             "or the folder of a cluster run)")
     parser.add_argument("--labels", required=True, metavar="LABELS.csv", help="the true classes (see below)")
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _read_csv(path, what):
-    """(header comments {key: value}, column names, rows) of a CSV file whose first lines may be '# key: value'."""
+def _read_csv(path, what, key=None):
+    """(header comments {key: value}, column names, rows, key column) of a CSV file whose first lines may be
+    '# key: value'. The key column is ``key``, else 'source', else (for predictions) the first column."""
     comments = {}
     with open(path, newline="", encoding="utf-8") as stream:
         lines = iter(stream)
         body = []
         for line in lines:
             if line.startswith("#"):
-                key, separator, value = line[1:].replace("=", ":", 1).partition(":")
+                name, separator, value = line[1:].replace("=", ":", 1).partition(":")
                 if separator:
-                    comments[key.strip()] = value.strip()
+                    comments[name.strip()] = value.strip()
                 continue
             body.append(line)
             break
@@ -133,13 +141,30 @@ def _read_csv(path, what):
     if not rows:
         raise ValueError(f"the {what} file {path!r} is empty: expected a header line and one row per galaxy")
     header = [name.strip() for name in rows[0]]
-    if "source" not in header:
-        raise ValueError(f"the {what} file {path!r} has no 'source' column. Its columns: {', '.join(header)}")
-    return comments, header, rows[1:]
+    return comments, header, rows[1:], _key_of(path, header, what, key)
 
 
-def _row_by_source(path, header, rows, what):
-    column = header.index("source")
+def _key_of(path, names, what, key):
+    """The column that names each galaxy: for predictions 'source' (files of images) or the first column (a
+    catalogue's id); for labels the predictions' key, or 'source'."""
+    if key is None:
+        if not names:
+            _no_key(path, names, what, "source")
+        return "source" if "source" in names else names[0]
+    for candidate in (key, "source"):
+        if candidate in names:
+            return candidate
+    return _no_key(path, names, what, key)
+
+
+def _no_key(path, names, what, key):
+    wanted = repr(key) if key == "source" else f"{key!r} (the predictions' key column) or 'source'"
+    raise ValueError(f"the {what} file {path!r} has no column {wanted} to match galaxies by. Its columns: "
+                     f"{', '.join(names) or 'none'}")
+
+
+def _row_by_source(path, header, rows, what, key):
+    column = header.index(key)
     by_source = {}
     for number, row in enumerate(rows, start=2):
         if not row:
@@ -148,66 +173,91 @@ def _row_by_source(path, header, rows, what):
             raise ValueError(f"{path!r}, line {number}: {len(row)} fields, but the header has {len(header)}")
         source = row[column]
         if source in by_source:
-            raise ValueError(f"{path!r}: the source {source!r} appears twice ({what} must name each galaxy once)")
+            raise ValueError(f"{path!r}: the {key} {source!r} appears twice ({what} must name each galaxy once)")
         by_source[source] = row
     if not by_source:
         raise ValueError(f"the {what} file {path!r} has a header but no rows")
     return by_source
 
 
-def _read_fits_predictions(path):
-    """As _read_predictions, for a FITS table of gamornet predict (the model's sha256 in the header's MODELSHA)."""
-    from astropy.table import Table
+def _read_typed_predictions(path):
+    """As _read_predictions, for a FITS table, a Parquet file or a Parquet folder of gamornet predict."""
+    if os.path.isdir(path) or path.lower().endswith(_PARQUET_ENDINGS):
+        import pyarrow.parquet as pq
 
-    table = Table.read(path)
-    missing = [name for name in ("source",) + _PROBABILITY_COLUMNS if name not in table.colnames]
+        from gamornet.survey.distributed import read_provenance
+
+        try:
+            table = pq.read_table(path).to_pandas()
+        except Exception as error:  # noqa: BLE001 - any failure is a folder or file that is not a Parquet table
+            raise OSError(f"cannot read {path!r} as a Parquet table of gamornet predict ({error})") from error
+        names = list(table.columns)
+        try:
+            recorded = read_provenance(path).get("model_sha256")
+        except (ValueError, OSError):
+            recorded = None
+    else:
+        from astropy.table import Table
+
+        table = Table.read(path, mask_invalid=False)
+        names, recorded = list(table.colnames), table.meta.get("MODELSHA")
+    key = _key_of(path, names, "predictions", None)
+    missing = [name for name in _PROBABILITY_COLUMNS if name not in names]
     if missing:
         raise ValueError(f"{path!r} is not a gamornet predict table: it lacks the column(s) {', '.join(missing)}. "
-                         f"Its columns: {', '.join(table.colnames)}")
+                         f"Its columns: {', '.join(names)}")
+    keys = [value.decode() if isinstance(value, bytes) else str(value) for value in table[key]]
     values = np.stack([np.asarray(table[name], dtype=np.float64) for name in _PROBABILITY_COLUMNS], axis=1)
-    probabilities = {}
-    for source, row in zip((str(value) for value in table["source"]), values):
-        if source in probabilities:
-            raise ValueError(f"{path!r}: the source {source!r} appears twice (predictions must name each galaxy once)")
-        probabilities[source] = row.tolist()
-    if not probabilities:
-        raise ValueError(f"the predictions file {path!r} has no rows")
-    return probabilities, table.meta.get("MODELSHA")
+    return keys, values, recorded, key
 
 
 def _read_predictions(path):
-    """({source: [p_disk, p_indet, p_bulge]}, model sha256 recorded in the file or None)."""
-    if path.lower().endswith(_FITS_ENDINGS):
-        return _read_fits_predictions(path)
-    comments, header, rows = _read_csv(path, "predictions")
-    missing = [name for name in _PROBABILITY_COLUMNS if name not in header]
-    if missing:
-        raise ValueError(
-            f"{path!r} is not a gamornet predict table: it lacks the column(s) {', '.join(missing)} "
-            f"(expected source, p_disk, p_indet, p_bulge, class). Its columns: {', '.join(header)}"
-        )
-    by_source = _row_by_source(path, header, rows, "predictions")
-    indices = [header.index(name) for name in _PROBABILITY_COLUMNS]
-    probabilities = {}
-    for source, row in by_source.items():
-        try:
-            probabilities[source] = [float(row[i]) for i in indices]
-        except ValueError:
-            raise ValueError(f"{path!r}: the probabilities of {source!r} are not numbers: "
-                             f"{[row[i] for i in indices]}") from None
-    recorded = {comments["model_sha256"]} if "model_sha256" in comments else set()
-    if "model_sha256" in header:
-        recorded |= {row[header.index("model_sha256")] for row in by_source.values()}
-    if len(recorded) > 1:
-        raise ValueError(f"{path!r} holds predictions of several models (sha256 {', '.join(sorted(recorded))}); "
-                         "calibrate each model on its own predictions")
-    return probabilities, (recorded.pop() if recorded else None)
+    """({key: [p_disk, p_indet, p_bulge]}, model sha256 recorded in the file or None, key column, rows left out
+    for having no probabilities)."""
+    if os.path.isdir(path) or path.lower().endswith(_FITS_ENDINGS + _PARQUET_ENDINGS):
+        keys, values, recorded, key = _read_typed_predictions(path)
+        rows = {}
+        for source, row in zip(keys, values.tolist()):
+            if source in rows:
+                raise ValueError(f"{path!r}: the {key} {source!r} appears twice (predictions must name each galaxy "
+                                 "once)")
+            rows[source] = row
+    else:
+        comments, header, lines, key = _read_csv(path, "predictions")
+        missing = [name for name in _PROBABILITY_COLUMNS if name not in header]
+        if missing:
+            raise ValueError(
+                f"{path!r} is not a gamornet predict table: it lacks the column(s) {', '.join(missing)} "
+                f"(expected source (or a catalogue's id), p_disk, p_indet, p_bulge, class). Its columns: "
+                f"{', '.join(header)}"
+            )
+        by_source = _row_by_source(path, header, lines, "predictions", key)
+        indices = [header.index(name) for name in _PROBABILITY_COLUMNS]
+        rows = {}
+        for source, row in by_source.items():
+            try:
+                rows[source] = [float(row[i]) if row[i].strip() else np.nan for i in indices]
+            except ValueError:
+                raise ValueError(f"{path!r}: the probabilities of {source!r} are not numbers: "
+                                 f"{[row[i] for i in indices]}") from None
+        recorded = {comments["model_sha256"]} if "model_sha256" in comments else set()
+        if "model_sha256" in header:
+            recorded |= {row[header.index("model_sha256")] for row in by_source.values()}
+        if len(recorded) > 1:
+            raise ValueError(f"{path!r} holds predictions of several models (sha256 {', '.join(sorted(recorded))}); "
+                             "calibrate each model on its own predictions")
+        recorded = recorded.pop() if recorded else None
+    if not rows:
+        raise ValueError(f"the predictions file {path!r} has no rows")
+    # Rows without probabilities (catalogue rows without a stamp) have nothing to calibrate.
+    probabilities = {source: row for source, row in rows.items() if np.isfinite(row).all()}
+    return probabilities, recorded, key, len(rows) - len(probabilities)
 
 
-def _read_labels(path):
-    """{source: class index} from a labels CSV (see _LABELS_HELP)."""
-    _, header, rows = _read_csv(path, "labels")
-    by_source = _row_by_source(path, header, rows, "labels")
+def _read_labels(path, key):
+    """{key: class index} from a labels CSV (see _LABELS_HELP), matched on the predictions' key column."""
+    _, header, rows, key = _read_csv(path, "labels", key)
+    by_source = _row_by_source(path, header, rows, "labels", key)
     if "label" in header:
         column = header.index("label")
         values = [row[column].strip() for row in by_source.values()]
@@ -236,15 +286,33 @@ def _read_labels(path):
     )
 
 
+def _table_sha256(path):
+    """The sha256 of a table file; of a Parquet folder, the sha256 of its parts' names and sha256s, in order."""
+    if not os.path.isdir(path):
+        return file_sha256(path)
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".parquet") and not name.startswith((".", "_")):
+            digest.update(f"{name} {file_sha256(os.path.join(path, name))}\n".encode())
+    return digest.hexdigest()
+
+
 def _labelled_set(args):
     """(probabilities (n, 3), labels (n,), description dict, model sha256 from the predictions or None)."""
-    probabilities, recorded_sha256 = _read_predictions(args.predictions)
-    labels = _read_labels(args.labels)
+    probabilities, recorded_sha256, key, without = _read_predictions(args.predictions)
+    if without:
+        print(f"gamornet {args.command_name}: left out {without} rows of {args.predictions!r} without probabilities "
+              "(catalogue rows without a stamp)", file=sys.stderr)
+    if not probabilities:
+        raise ValueError(f"no row of {args.predictions!r} has probabilities: nothing to learn from")
+    labels = _read_labels(args.labels, key)
     common = [source for source in probabilities if source in labels]
     if not common:
         raise ValueError(
-            f"no galaxy of {args.predictions!r} is in {args.labels!r}: the labels' sources must be written as in "
-            f"the predictions' source column (such as {next(iter(probabilities))!r})"
+            f"no galaxy of {args.predictions!r} is in {args.labels!r}: the labels' {key} column must name galaxies "
+            f"as the predictions' {key} column does (such as {next(iter(probabilities))!r})"
         )
     unmatched_predictions, unmatched_labels = len(probabilities) - len(common), len(labels) - len(common)
     if unmatched_predictions or unmatched_labels:
@@ -254,7 +322,7 @@ def _labelled_set(args):
     description = {
         "n": len(common),
         "predictions": {"file": os.path.abspath(args.predictions),
-                        "sha256": file_sha256(args.predictions)},
+                        "sha256": _table_sha256(args.predictions)},
         "labels": {"file": os.path.abspath(args.labels), "sha256": file_sha256(args.labels)},
         "unmatched_predictions": unmatched_predictions,
         "unmatched_labels": unmatched_labels,

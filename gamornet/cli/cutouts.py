@@ -32,7 +32,10 @@ flags (columns of the ROWS table, and of `gamornet predict --catalog`):
   partial           the stamp crosses the edge of its image
   fraction_present  fraction of the stamp's pixels inside the image
   nan_fraction      fraction of the stamp's pixels that are NaN or infinite in the image
-  tile              the image the stamp was cut from
+  tile              the image the stamp was cut from (path[HDU] for one CCD of a multi-extension file)
+  bad_coordinates   the row's RA/Dec are missing or out of range (kept with --skip-bad; no stamp)
+
+rows are counted from 1 in messages (the first row after the header is row 1).
 
 examples:
   gamornet cutouts --catalog galaxies.fits --images 'tiles/*.fits' --output stamps.fits
@@ -73,9 +76,24 @@ def survey_reader(args, input_shape, batch_size, exclude=()):
     from gamornet.survey.cutouts import CutoutReader
 
     hdu = _checks.check_hdu(args.hdu, "--hdu")
-    return CutoutReader(args.catalog, args.images, input_shape, batch_size=batch_size, pixel_scale=args.pixel_scale,
-                        resample=not args.no_resample, hdu=hdu, skip_bad=args.skip_bad, id_column=args.id_column,
-                        ra_column=args.ra_column, dec_column=args.dec_column, exclude=exclude)
+    reader = CutoutReader(args.catalog, args.images, input_shape, batch_size=batch_size, pixel_scale=args.pixel_scale,
+                          resample=not args.no_resample, hdu=hdu, skip_bad=args.skip_bad, id_column=args.id_column,
+                          ra_column=args.ra_column, dec_column=args.dec_column, exclude=exclude)
+    if reader.total == 0:
+        raise ValueError(f"the catalogue {args.catalog!r} has no rows: there is no galaxy to cut a stamp for")
+    return reader
+
+
+def bad_rows_lines(reader, command):
+    """The lines that list the catalogue rows kept without a stamp for their RA/Dec (rows counted from 1)."""
+    if not reader.bad_rows:
+        return []
+    count = len(reader.bad_rows)
+    lines = [f"{command}: {_rows(count)} had unusable RA/Dec: kept without a stamp, flagged bad_coordinates "
+             "(rows counted from 1):"]
+    for row, reason in sorted(reader.bad_rows.items()):
+        lines.append(f"  row {row + 1} ({reader.catalog.id_name} {reader.catalog.source(row)}): {reason}")
+    return lines
 
 
 def add_parser(subparsers):
@@ -91,10 +109,13 @@ def add_parser(subparsers):
     parser.add_argument("--input-shape", default="SDSS", metavar="SDSS|CANDELS|X,Y,1",
                         help="the stamps' size in pixels: that of a network's input (default: SDSS, 167x167 pixels "
                              "of 0.396 arcsec)")
-    parser.add_argument("--hdu", type=int, metavar="N", help="FITS HDU holding each image (default: the first with data)")
+    parser.add_argument("--hdu", type=int, metavar="N",
+                        help="FITS HDU holding each image (default: every image HDU, such as the CCDs of a "
+                             "multi-extension exposure)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="rows cut at a time (default: 64)")
     parser.add_argument("--skip-bad", action="store_true",
-                        help="skip catalogue rows whose RA/Dec are missing or out of range (default: stop)")
+                        help="keep catalogue rows whose RA/Dec are missing or out of range as planes of NaN, flagged "
+                             "bad_coordinates (default: stop)")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.set_defaults(command_name="cutouts", handler=run)
     return parser
@@ -121,9 +142,8 @@ def run(args):
     counts = write_stamps(reader, output, progress=not args.no_progress)
     print(f"gamornet cutouts: wrote {_rows(counts['rows'])} to {output!r}: {counts['stamps']} with a stamp "
           f"({counts['partial']} partial), {counts['off_image']} off the images, {counts['no_finite_pixel']} with no "
-          "finite pixel", file=sys.stderr)
-    if reader.bad_rows:
-        print(f"gamornet cutouts: skipped {_rows(len(reader.bad_rows))} with unusable RA/Dec:", file=sys.stderr)
-        for row, reason in sorted(reader.bad_rows.items()):
-            print(f"  row {row} ({reader.catalog.id_name} {reader.catalog.source(row)}): {reason}", file=sys.stderr)
+          "finite pixel" + (f", {counts['skipped']} with unusable RA/Dec" if counts["skipped"] else ""),
+          file=sys.stderr)
+    for line in bad_rows_lines(reader, "gamornet cutouts"):
+        print(line, file=sys.stderr)
     return 0

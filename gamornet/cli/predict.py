@@ -32,7 +32,7 @@ from gamornet._utils import checks as _checks
 from gamornet._utils.atomic import atomic_path, remove_stale_temporaries
 from gamornet.cli import distributed as _cli_distributed
 from gamornet.cli._options import predictor_options, resolve_model, resolve_thresholds
-from gamornet.cli.cutouts import add_survey_arguments, survey_reader
+from gamornet.cli.cutouts import add_survey_arguments, bad_rows_lines, survey_reader
 from gamornet.errors import BadInputError
 from gamornet.inference.pipeline import Outcome, classify_stream, describe_thresholds, report_lines
 from gamornet.inference.predictor import load_predictor
@@ -58,8 +58,9 @@ Or, instead of INPUT, a catalogue and survey images: --catalog cat.fits
 each row's RA/Dec (resampled to the network's pixel scale when the images'
 differs), and the table has one row per catalogue row: its id, RA and Dec, the
 probabilities and class (empty when the row is off the images), and the flags
-off_image, partial, fraction_present, nan_fraction and tile (see `gamornet
-cutouts --help`). Needs reproject: pip install 'gamornet[survey]'.
+off_image, partial, fraction_present, nan_fraction, tile and bad_coordinates
+(see `gamornet cutouts --help`); with --skip-bad, a row with unusable RA/Dec is
+kept, without a stamp, flagged bad_coordinates. Needs reproject: pip install 'gamornet[survey]'.
 
 Classes use the handbook's probability thresholds. By default the set is the
 one of the backend and data set: keras_SDSS, keras_CANDELS, tflearn_SDSS or
@@ -129,13 +130,16 @@ def add_parser(subparsers):
              "by `gamornet thresholds --output`; default: the handbook set of the backend and data set",
     )
     parser.add_argument("--hdu", type=int, metavar="N",
-                        help="FITS HDU holding the image (default: the first with data)")
+                        help="FITS HDU holding the image (default: the first with data; with --images, every image "
+                             "HDU, such as the CCDs of a multi-extension exposure)")
     parser.add_argument(
         "--output", metavar="FILE.csv|FILE.fits|DIR.parquet",
         help="the table to write (CSV or FITS, by its ending; with --workers or --scheduler, also a Parquet "
              "folder); default: CSV on standard output",
     )
-    parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs and list them at the end")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip bad inputs and list them at the end (with --catalog: keep each row with unusable "
+                             "RA/Dec, without a stamp, flagged bad_coordinates)")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     _add_predictor_arguments(parser)
     add_survey_arguments(parser, required=False)
@@ -154,7 +158,8 @@ def _add_predictor_arguments(parser):
     parser.add_argument(
         "--mc-samples", type=int, default=0, metavar="N",
         help="MC dropout: predict each image N times with dropout on; the probabilities are the mean, and the "
-             "columns p_disk_std, p_indet_std, p_bulge_std, entropy, mutual_information are added (default: 0, off)",
+             "columns p_disk_std, p_indet_std, p_bulge_std, entropy, mutual_information are added; N from 2 to 1000 "
+             "(default: 0, off)",
     )
     parser.add_argument("--seed", type=int, metavar="N",
                         help="seed of the MC-dropout masks (same seed and batches: same numbers)")
@@ -278,8 +283,6 @@ def _open_survey_reader(args, input_shape, batch_size):
         raise ValueError(f"{given} needs {missing}: give the catalogue (--catalog) and the survey images (--images)")
     reader = survey_reader(args, input_shape, batch_size, exclude=_own_files(args.output))
     _refuse_overwriting_inputs(reader, args.output)
-    if reader.total == 0:
-        raise ValueError(f"the catalogue {args.catalog!r} has no rows")
     return reader
 
 
@@ -367,7 +370,10 @@ def run(args):
     if args.output is not None and os.path.exists(partial_path(args.output)):
         # The partial rows of an earlier, stopped run are superseded by this complete table.
         os.remove(partial_path(args.output))
-    print("\n".join(report_lines(table.rows, outcome, args.output, thresholds)), file=sys.stderr)
+    lines = report_lines(table.rows, outcome, args.output, thresholds)
+    if hasattr(reader, "bad_rows"):
+        lines += bad_rows_lines(reader, "gamornet predict")
+    print("\n".join(lines), file=sys.stderr)
     return 0
 
 

@@ -60,6 +60,8 @@ def batch_rows(batch, result, classes, key_column, predictor_columns):
     rows = {"sources": [], "probabilities": [], "classes": []}
     merged = {name: [] for name in columns}
     empty = (np.nan, np.nan, np.nan)
+    # What a row without an image holds in a column it lacks: empty text in a text column (never the string 'nan').
+    blank = {name: "" if np.asarray(values).dtype.kind in "OUS" else np.nan for name, values in columns.items()}
     for item in order:
         if isinstance(item, int):
             rows["sources"].append(sources[item])
@@ -72,7 +74,7 @@ def batch_rows(batch, result, classes, key_column, predictor_columns):
             rows["probabilities"].append(empty)
             rows["classes"].append("")
             for name in columns:
-                merged[name].append(item.columns.get(name, np.nan))
+                merged[name].append(item.columns.get(name, blank[name]))
     merged = {name: np.asarray(values) for name, values in merged.items()}
     return rows["sources"], np.asarray(rows["probabilities"], dtype=np.float32), rows["classes"], merged
 
@@ -114,7 +116,8 @@ def report_lines(rows, outcome, output, thresholds, command="gamornet predict"):
     if outcome.without_image:
         count = outcome.without_image
         lines.append(f"{command}: {count} catalogue row{'s' if count > 1 else ''} had no stamp (off the "
-                     "images, or no finite pixel): their probabilities and class are empty in the table")
+                     "images, no finite pixel, or unusable RA/Dec): their probabilities and class are empty in the "
+                     "table")
     if outcome.blank_sources:
         count = len(outcome.blank_sources)
         lines.append(f"{command}: warning: {count} image{'s' if count > 1 else ''} had the same value in every "

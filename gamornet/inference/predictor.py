@@ -321,7 +321,7 @@ class Predictor:
         from gamornet.science.uncertainty import MCResult
 
         if not self.mc_samples:
-            raise ValueError("this predictor makes plain predictions: load it with mc_samples >= 1 for MC dropout")
+            raise ValueError("this predictor makes plain predictions: load it with mc_samples >= 2 for MC dropout")
         _checks.check_images(images, self.input_shape, "images")
         batch_size = _checks.check_positive_int(batch_size, "batch_size")
         mean, columns, draws = self._predict_checked(images, batch_size, progress, keep_columns=True,
@@ -396,7 +396,8 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         the backend's own local response normalisation, so the TFLearn models
         give the same probabilities as with tflearn itself.
     mc_samples : int
-        0 (default): plain, deterministic predictions. N >= 1: Monte-Carlo
+        0 (default): plain, deterministic predictions. N from 2 to
+        :data:`gamornet.inference.mc_dropout.MAX_MC_SAMPLES` (1000): Monte-Carlo
         dropout with N draws per image (see :mod:`gamornet.science.uncertainty`); the
         probabilities are the mean of the draws, and the results gain the
         columns p_disk_std, p_indet_std, p_bulge_std, entropy and
@@ -435,7 +436,7 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     ------
     ValueError, TypeError
         An unknown backend or precision, a missing or invalid input shape,
-        calibration images of the wrong shape, a negative ``mc_samples``, a
+        calibration images of the wrong shape, ``mc_samples`` of 1, above 1000 or negative, a
         bad seed, unknown thresholds, or MC dropout asked of an int8 network.
     gamornet.errors.CalibrationMismatchError
         A calibration fitted for another model (a ``ValueError``).
@@ -459,6 +460,10 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     if calibration_images is not None:
         _checks.check_images(calibration_images, shape, "calibration_images")
     mc_samples = _checks.check_positive_int(mc_samples, "mc_samples", allow_zero=True)
+    if mc_samples:
+        from gamornet.inference.mc_dropout import check_n_samples
+
+        mc_samples = check_n_samples(mc_samples, "mc_samples")
     if mc_samples and precision == "int8":
         raise ValueError(
             "MC dropout runs the network's dense layers with dropout on, which the int8 network does not expose: "
@@ -564,7 +569,7 @@ def predict_mc(images, model, input_shape=None, backend="keras", n_samples=30, b
     Raises
     ------
     ValueError, TypeError
-        ``n_samples`` < 1, a bad seed or batch size, an unknown backend, a
+        ``n_samples`` < 2 or above 1000, a bad seed or batch size, an unknown backend, a
         missing input shape, images not of shape (n, x, y, ndim) of finite
         numbers, or an empty set of images.
     FileNotFoundError, gamornet.errors.ModelFileError

@@ -34,7 +34,10 @@ A training catalogue has one row per galaxy:
 Of a sky catalogue only the id, RA and Dec columns are read: 24 bytes or so
 per row. RA and Dec are in degrees (ICRS; columns with an angle unit are
 converted), the id is the first of :data:`ID_NAMES` (any case), or the row
-number if there is none.
+number if there is none. Ids are kept as the catalogue holds them: the text of
+a CSV file as written (``00123``, ``1e3`` and ``nan_0`` stay so, never read as
+numbers), the values of the typed columns of ECSV, FITS and Parquet files as
+stored; so a table of predictions joins back to its catalogue.
 
 Backend-neutral: imports neither TensorFlow nor tflearn (astropy is imported
 when a catalogue is read).
@@ -86,6 +89,9 @@ RA_NAMES = ("ra", "RA", "RAJ2000", "_RAJ2000", "RA_J2000", "RA_ICRS", "ALPHA_J20
 DEC_NAMES = ("dec", "DEC", "DEJ2000", "_DEJ2000", "DECJ2000", "DEC_J2000", "DE_ICRS", "DEC_ICRS", "DELTA_J2000",
              "DELTAWIN_J2000", "DEC_DEG", "DEdeg", "DELTA")
 
+# Messages count a catalogue's rows as gamornet cutouts and predict --catalog do.
+_ROWS_COUNTED = "Rows are counted from 1, the header not counted"
+
 # Missing files are listed by name up to this many in one error message.
 _LISTED_MISSING = 5
 
@@ -129,10 +135,16 @@ def _checked_file(path):
     return path, catalogue_format(path)
 
 
-def _read(path, table_format, names):
-    """Read the columns ``names`` (all when None; only the names when an empty list) of a catalogue file."""
+def _read(path, table_format, names, text_columns=()):
+    """Read the columns ``names`` (all when None; only the names when an empty list) of a catalogue file; of a CSV
+    file, the columns ``text_columns`` as the text written there (never guessed to be numbers)."""
     from astropy.table import Table
 
+    text = {}
+    if text_columns and table_format == "ascii.csv":
+        from astropy.io.ascii import convert_numpy
+
+        text = {"converters": {name: [convert_numpy(str)] for name in text_columns}}
     try:
         if names is None:
             return Table.read(path, format=table_format)
@@ -146,7 +158,7 @@ def _read(path, table_format, names):
             return Table.read(path, format="parquet", include_names=names)
         if names == []:
             return Table.read(path, format=table_format, data_end=1)
-        return Table.read(path, format=table_format, include_names=names)
+        return Table.read(path, format=table_format, include_names=names, **text)
     except ImportError as error:
         if table_format == "parquet":
             raise ImportError(f"reading the Parquet catalogue {path!r} needs pyarrow: pip install pyarrow") from error
@@ -205,11 +217,17 @@ def table_columns(path):
 
     Raises
     ------
-    FileNotFoundError, OSError, ValueError, ImportError
+    FileNotFoundError, OSError, ImportError
         As :func:`read_table`.
+    ValueError
+        As :func:`read_table`, or a file without columns (an empty file).
     """
     path, table_format = _checked_file(path)
-    return list(_read(path, table_format, []).colnames)
+    names = list(_read(path, table_format, []).colnames)
+    if not names:
+        raise ValueError(f"the catalogue {path!r} has no columns: it is empty (expected a header line naming the "
+                         "columns, then one row per galaxy)")
+    return names
 
 
 def _catalogue_path(catalogue, expected):
@@ -228,7 +246,8 @@ class SkyCatalogue:
     Attributes
     ----------
     ids : numpy.ndarray
-        The id of each row (the row number when the catalogue has no id column).
+        The id of each row (the row number when the catalogue has no id column):
+        text, as written, for a CSV catalogue; as stored for typed formats.
     ra, dec : numpy.ndarray of float64
         RA and Dec (degrees); NaN where the catalogue's value is masked.
     id_name, ra_name, dec_name : str
@@ -375,7 +394,10 @@ def read_sky_catalogue(catalogue, id_column=None, ra_column=None, dec_column=Non
                 f"case); name it with {option}. Its columns are: " + ", ".join(names[:40])
             )
     if path is not None:
-        table = read_table(path, [name for name in (id_name, ra_name, dec_name) if name is not None])
+        path, table_format = _checked_file(path)
+        # Ids are text in a CSV file: read as written (00123, 1e3 and nan_0 are not numbers to be rewritten).
+        table = _read(path, table_format, [name for name in (id_name, ra_name, dec_name) if name is not None],
+                      text_columns=(id_name,) if id_name is not None else ())
     ids = np.asarray(table[id_name]) if id_name is not None else np.arange(len(table), dtype=np.int64)
     if id_name is not None and isinstance(table[id_name], np.ma.MaskedArray) and np.ma.is_masked(table[id_name]):
         raise ValueError(f"the id column {id_name!r} of the catalogue {catalogue_name} has empty (masked) values")
@@ -478,7 +500,7 @@ def _class_labels(path, table, column, paths):
             shown = "an empty cell" if masked else repr(value.item() if hasattr(value, "item") else value)
             raise ValueError(
                 f"the catalogue {path!r}, row {row + 1} ({paths[row]}): unknown label {shown} in column {column!r}; "
-                "labels must be disk, indeterminate or bulge, or 0, 1 or 2 (in that order)"
+                f"labels must be disk, indeterminate or bulge, or 0, 1 or 2 (in that order). {_ROWS_COUNTED}"
             )
         indices[row] = index
     return np.eye(3, dtype=np.float32)[indices]
@@ -496,7 +518,8 @@ def _one_hot_labels(path, table, columns, paths):
         row = int(np.flatnonzero(~good)[0])
         raise ValueError(
             f"the catalogue {path!r}, row {row + 1} ({paths[row]}): the one-hot labels {values[row].tolist()} in "
-            f"columns {', '.join(columns)} are not one-hot (non-negative numbers summing to 1, e.g. disk 1, 0, 0)"
+            f"columns {', '.join(columns)} are not one-hot (non-negative numbers summing to 1, e.g. disk 1, 0, 0). "
+            f"{_ROWS_COUNTED}"
         )
     return values.astype(np.float32)
 
@@ -509,7 +532,8 @@ def _image_paths(path, table, path_column):
             value = value.decode("utf-8", "replace")
         text = str(value).strip() if not np.ma.is_masked(value) else ""
         if not text:
-            raise ValueError(f"the catalogue {path!r}, row {row + 1}: the path column {path_column!r} is empty")
+            raise ValueError(f"the catalogue {path!r}, row {row + 1}: the path column {path_column!r} is empty. "
+                             f"{_ROWS_COUNTED}")
         paths.append(os.path.normpath(os.path.join(folder, os.path.expanduser(text))))
     missing = [(row, image) for row, image in enumerate(paths) if not os.path.isfile(image)]
     if missing:
@@ -517,7 +541,7 @@ def _image_paths(path, table, path_column):
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
         raise FileNotFoundError(
             f"the catalogue {path!r} names {len(missing)} image file(s) that do not exist ({listed}{more}); paths are "
-            "relative to the catalogue's folder"
+            f"relative to the catalogue's folder. {_ROWS_COUNTED}"
         )
     return tuple(paths)
 

@@ -429,14 +429,25 @@ def find_model_card(model, backend="keras"):
     Raises
     ------
     ValueError
-        A card beside the model that is not a valid card.
+        A card beside the model that is not a valid card (the message says
+        how to restore it or predict without it).
     """
     from gamornet.models._registry import is_published_name
 
     if is_published_name(model):
         return published_model_card(model, backend)
     path = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model))), CARD_FILE_NAME)
-    return read_model_card(path) if os.path.isfile(path) else None
+    if not os.path.isfile(path):
+        return None
+    try:
+        return read_model_card(path)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}. This card beside the model was written by gamornet train with the model's training images' "
+            "statistics: restore it from the training run (or regenerate it with "
+            "gamornet.models.card.write_model_card on the training images), or move it out of the model's folder "
+            "to predict without the out-of-domain check (the column out_of_domain is then not written)"
+        ) from None
 
 
 def resolve_model_card(card, model, backend="keras", input_shape=None):

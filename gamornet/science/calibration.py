@@ -36,6 +36,7 @@ import numpy as np
 
 from gamornet._version import __version__
 from gamornet.errors import CalibrationMismatchError
+from gamornet.presets import CLASS_NAMES
 from gamornet.science._checks import check_n_bins, check_probability_set, check_temperature
 from gamornet.science._json_files import FORMAT_VERSION, json_safe, read_json, utc_now, write_json
 
@@ -45,6 +46,7 @@ __all__ = [
     "apply_temperature",
     "expected_calibration_error",
     "fit_temperature",
+    "MIN_CALIBRATION_GALAXIES",
     "load_calibration",
     "reliability_curve",
     "save_calibration",
@@ -57,6 +59,10 @@ _LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 
 # Temperatures are searched in [1 / _BETA_MAX, 1 / _BETA_MIN].
 _BETA_MIN, _BETA_MAX = 1e-4, 1e4
+
+#: The fewest labelled galaxies a temperature is fitted on. The fitted T is a mean over galaxies, whose spread
+#: shrinks as 1/sqrt(n): below 30 galaxies a few of them decide it. A few hundred are advised.
+MIN_CALIBRATION_GALAXIES = 30
 
 
 # --------------------------------------------------------------------------- calibration
@@ -183,6 +189,23 @@ def _nll_slope_and_curvature(logits, true_logit, beta):
     return float(np.mean(mean_logit - true_logit)), float(np.mean(variance))
 
 
+def _check_enough_labels(truth):
+    """Refuse labelled sets on which a temperature means nothing: too few galaxies, or one class only."""
+    if len(truth) < MIN_CALIBRATION_GALAXIES:
+        raise ValueError(
+            f"cannot fit a temperature on {len(truth)} labelled galaxies: at least {MIN_CALIBRATION_GALAXIES} are "
+            "needed (a few hundred are advised), else a handful of galaxies decide it"
+        )
+    present = np.unique(truth)
+    if present.size < 2:
+        raise ValueError(
+            f"cannot fit a temperature: every one of the {len(truth)} labelled galaxies is "
+            f"{CLASS_NAMES[int(present[0])]}. With one class the fit only asks how much probability that class gets, "
+            "not whether the model's confidence matches its accuracy; label galaxies of at least two classes (of "
+            "all three, for a temperature that holds for each)"
+        )
+
+
 def fit_temperature(probabilities, labels):
     """Fit the temperature that calibrates a model's probabilities on labelled galaxies.
 
@@ -208,12 +231,16 @@ def fit_temperature(probabilities, labels):
     Raises
     ------
     ValueError
-        Bad probabilities or labels (see :func:`reliability_curve`); or no
+        Bad probabilities or labels (see :func:`reliability_curve`); fewer
+        than :data:`MIN_CALIBRATION_GALAXIES` (30) labelled galaxies, or
+        labels of one class only (the fit then says nothing about whether
+        confidence matches accuracy); or no
         temperature in [1e-4, 1e4] minimises the likelihood: when every
         galaxy's most probable class is right (T would be 0), or when the
         probabilities do no better than chance (T would be infinite).
     """
     values, truth = check_probability_set(probabilities, labels)
+    _check_enough_labels(truth)
     logits = _log_probabilities(values)
     true_logit = logits[np.arange(len(truth)), truth]
     low, high = _BETA_MIN, _BETA_MAX

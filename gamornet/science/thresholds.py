@@ -226,6 +226,15 @@ def choose_thresholds(probabilities, labels, disk_purity=0.95, bulge_purity=0.95
     fall short of it. A purity of 1 is reached as soon as the galaxy with the
     highest p_disk is a disk, even if by one galaxy: look at the completeness.
 
+    Thresholds above 0.5 never overlap (p_disk + p_bulge <= 1). At or below
+    0.5 a galaxy may pass both rules, and classify gives it to the larger of
+    p_disk and p_bulge. If the rule then falls short of a purity, each
+    threshold is chosen again among the galaxies its class can win under the
+    other's rule, until neither changes. The rule
+    returned always reaches both purities as classify applies it; when no pair
+    does, an error says so (a rule that classifies no galaxy as a disk is
+    never returned).
+
     Parameters
     ----------
     probabilities : array_like of shape (n, 3)
@@ -246,8 +255,9 @@ def choose_thresholds(probabilities, labels, disk_purity=0.95, bulge_purity=0.95
     Raises
     ------
     gamornet.errors.UnreachablePurityError
-        No threshold reaches a purity asked for; the message gives the
-        highest purity reached (a ``ValueError``).
+        No threshold reaches a purity asked for (the message gives the
+        highest purity reached), or no pair of overlapping thresholds reaches
+        both (a ``ValueError``).
     ValueError
         Bad probabilities or labels (see :func:`gamornet.science.calibration.reliability_curve`), a
         purity outside (0, 1], or labels without any disk-dominated or
@@ -261,8 +271,25 @@ def choose_thresholds(probabilities, labels, disk_purity=0.95, bulge_purity=0.95
             raise ValueError(
                 f"the labels hold no {kind} galaxy: purity and completeness cannot be measured for it"
             )
-    disk = _lowest_threshold(values[:, 0], truth == 0, disk_target, "disk")
-    bulge = _lowest_threshold(values[:, 2], truth == 2, bulge_target, "bulge")
+    targets = {"disk": disk_target, "bulge": bulge_target}
+    disk, bulge = _joint_thresholds(values, truth, targets)
+    predicted, counts = _rule_counts(values, truth, disk, bulge)
+    _check_rule_reaches(counts, {"disk": disk_target, "bulge": bulge_target}, disk, bulge)
+    return ThresholdChoice(
+        disk=disk, bulge=bulge,
+        disk_purity=counts["disk"][0], disk_completeness=counts["disk"][1],
+        bulge_purity=counts["bulge"][0], bulge_completeness=counts["bulge"][1],
+        indeterminate_fraction=float((predicted == "indeterminate").mean()),
+        target_disk_purity=disk_target, target_bulge_purity=bulge_target, n=len(values),
+    )
+
+
+# Rounds of choosing each class's threshold given the other's, where the two rules overlap (thresholds <= 0.5).
+_JOINT_ROUNDS = 20
+
+
+def _rule_counts(values, truth, disk, bulge):
+    """(classes, {'disk': (purity, completeness), 'bulge': ...}) of the rule as classify applies it."""
     predicted = classify(values, Thresholds(disk=disk, bulge=bulge))
     counts = {}
     for name, index in (("disk", 0), ("bulge", 2)):
@@ -271,13 +298,63 @@ def choose_thresholds(probabilities, labels, disk_purity=0.95, bulge_purity=0.95
             float((called & true).sum() / called.sum()) if called.any() else float("nan"),
             float((called & true).sum() / true.sum()),
         )
-    return ThresholdChoice(
-        disk=disk, bulge=bulge,
-        disk_purity=counts["disk"][0], disk_completeness=counts["disk"][1],
-        bulge_purity=counts["bulge"][0], bulge_completeness=counts["bulge"][1],
-        indeterminate_fraction=float((predicted == "indeterminate").mean()),
-        target_disk_purity=disk_target, target_bulge_purity=bulge_target, n=len(values),
+    return predicted, counts
+
+
+def _joint_thresholds(values, truth, targets):
+    """(disk, bulge) thresholds whose combined rule reaches both purities.
+
+    Each class's lowest threshold alone is kept when the rule they make reaches both purities (always, when no
+    galaxy passes both rules). Else, as a galaxy passing both goes to the larger of p_disk and p_bulge, each
+    threshold is chosen again among the galaxies its class can win under the other's rule, until neither changes.
+    """
+    p_disk, p_bulge = values[:, 0], values[:, 2]
+    disk = _lowest_threshold(p_disk, truth == 0, targets["disk"], "disk")
+    bulge = _lowest_threshold(p_bulge, truth == 2, targets["bulge"], "bulge")
+    for _ in range(_JOINT_ROUNDS):
+        _, counts = _rule_counts(values, truth, disk, bulge)
+        if all(counts[kind][0] >= targets[kind] for kind in targets):
+            break
+        previous = (disk, bulge)
+        winnable = ~((p_bulge >= bulge) & (p_bulge >= p_disk))
+        disk = _lowest_among(p_disk, truth == 0, winnable, targets["disk"], "disk", previous)
+        winnable = ~((p_disk >= disk) & (p_disk >= p_bulge))
+        bulge = _lowest_among(p_bulge, truth == 2, winnable, targets["bulge"], "bulge", previous)
+        if (disk, bulge) == previous:
+            break
+    return disk, bulge
+
+
+def _lowest_among(probability, is_class, winnable, target, kind, previous):
+    """The lowest threshold reaching ``target`` among the galaxies the class can win; a clear error if none."""
+    if winnable.any():
+        try:
+            return _lowest_threshold(probability[winnable], is_class[winnable], target, kind)
+        except UnreachablePurityError:
+            pass
+    other = "bulge" if kind == "disk" else "disk"
+    raise UnreachablePurityError(
+        f"no pair of thresholds gives both purities asked for: with p_disk >= {previous[0]:.4f} and p_bulge >= "
+        f"{previous[1]:.4f} (each class alone reaches its purity there) most galaxies pass both rules, and the "
+        f"{other} rule takes those where p_{other} is larger, so no {kind} threshold keeps a {kind} purity of "
+        f"{target:g}. Ask for higher purities (thresholds above 0.5 never overlap)",
+        kind, target, float("nan"), float("nan"),
     )
+
+
+def _check_rule_reaches(counts, targets, disk, bulge):
+    """Refuse a rule that, applied as classify applies it, falls short of a purity asked for (never written)."""
+    for kind in ("disk", "bulge"):
+        purity = counts[kind][0]
+        if not purity >= targets[kind]:
+            reached = (f"classifies no galaxy as {kind}" if np.isnan(purity)
+                       else f"gives a {kind} purity of {purity:.3f}")
+            raise UnreachablePurityError(
+                f"the rule p_disk >= {disk:.4f}, p_bulge >= {bulge:.4f} {reached} on the labelled galaxies, short of "
+                f"the {targets[kind]:g} asked for. Ask for higher purities (thresholds above 0.5 never overlap), or "
+                "label more galaxies",
+                kind, targets[kind], float(purity), float(disk if kind == "disk" else bulge),
+            )
 
 
 # --------------------------------------------------------------------------- the thresholds file

@@ -62,6 +62,15 @@ Every row gets the columns of :data:`FLAG_COLUMNS`:
     finite pixel at all has no stamp either, and gets empty probabilities.
 ``tile``
     The image the stamp was cut from (empty when off the images).
+``bad_coordinates``
+    True for a row whose RA/Dec are missing or out of range, kept with
+    ``skip_bad`` (``--skip-bad``) so that there is still one row per
+    catalogue row: it has no stamp (``off_image`` is True too) and empty
+    probabilities. Without ``skip_bad`` such rows stop the run before any
+    stamp is cut.
+
+Rows are counted from 1 in messages (the first row of the catalogue is row 1,
+a header line not counted), as in the training catalogues' messages.
 
 Catalogues and images
 ---------------------
@@ -75,13 +84,20 @@ of ``id``, ``ID`` or ``objid`` (any case), or the row number if there is none.
 
 The images must be of one band: files whose BUNIT or FILTER keywords differ
 are refused. Each must be a 2-D image with a celestial WCS (any projection,
-with or without SIP distortion; in any sky frame astropy knows).
+with or without SIP distortion; in any sky frame astropy knows). Every image
+HDU of a multi-extension file (the CCDs of a DECam, HSC or Rubin exposure) is
+a tile with its own WCS, named ``exposure.fits[HDU]`` in the ``tile`` flag; a
+file whose image HDUs cover the same sky (image, mask and variance planes) is
+refused, as is one with an image HDU without a celestial WCS: ``--hdu`` then
+names the one to use.
 
 Backend-neutral: imports neither TensorFlow nor tflearn. Resampling and the
 footprint index need ``reproject`` (and SciPy, which it requires):
 ``pip install 'gamornet[survey]'``.
 """
 
+import dataclasses
+import itertools
 import math
 import os
 import warnings
@@ -95,7 +111,7 @@ from gamornet._utils.atomic import atomic_path
 from gamornet._utils.progress import progress_bar
 from gamornet.errors import PixelScaleWarning
 from gamornet.io.catalogues import SkyCatalogue, read_sky_catalogue
-from gamornet.io.images import BadInput, Batch, MissingRow, describe_error, expand_inputs, find_image_hdu
+from gamornet.io.images import Batch, MissingRow, describe_error, expand_inputs, find_image_hdu
 from gamornet.presets import INPUT_SHAPES, PIXEL_SCALES
 
 __all__ = [
@@ -109,7 +125,7 @@ __all__ = [
 ]
 
 #: The flag columns every catalogue row gets, in this order.
-FLAG_COLUMNS = ("off_image", "partial", "fraction_present", "nan_fraction", "tile")
+FLAG_COLUMNS = ("off_image", "partial", "fraction_present", "nan_fraction", "tile", "bad_coordinates")
 
 #: Images whose pixel scale differs from the network's by more than this fraction are resampled.
 RESAMPLE_TOLERANCE = 0.01
@@ -161,6 +177,10 @@ class Tile:
         Pixel size along each pixel axis (arcsec).
     bunit, band : str or None
         The BUNIT and FILTER keywords (of the image's HDU, else the primary's).
+    name : str
+        How the image is named in the ``tile`` flag and in messages: the
+        path, followed by ``[HDU]`` for one of several images of a file
+        (``exposure.fits[2]``).
     """
 
     path: str
@@ -172,6 +192,11 @@ class Tile:
     axis_scales: tuple
     bunit: object
     band: object
+    name: str = None
+
+    def __post_init__(self):
+        if self.name is None:
+            object.__setattr__(self, "name", self.path)
 
     @property
     def surface_brightness(self):
@@ -201,48 +226,89 @@ def _open_image_hdu(path, hdu):
     return hdulist, hdulist.index(image_hdu), image_hdu
 
 
-def _read_tile(path, hdu):
-    """A :class:`Tile` from the header of one image file."""
+def _read_tile(path, hdulist, index):
+    """A :class:`Tile` from the header of HDU ``index`` of an open image file."""
     from astropy.wcs import WCS, FITSFixedWarning
     from astropy.wcs.utils import proj_plane_pixel_scales, wcs_to_celestial_frame
 
-    hdulist, index, image_hdu = _open_image_hdu(path, hdu)
-    with hdulist:
-        header = image_hdu.header
-        shape = tuple(image_hdu.shape)
-        if len(shape) != 2:
-            raise ValueError(
-                f"the image {path!r} (HDU {index}) holds an array of shape {shape}; survey images must be 2-D images "
-                "(one band) with a celestial WCS"
-            )
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FITSFixedWarning)
-                wcs = WCS(header, fobj=hdulist, relax=True)
-        except Exception as error:  # noqa: BLE001 - astropy raises many kinds for malformed WCS keywords
-            raise ValueError(
-                f"the image {path!r} has a WCS that astropy cannot read ({describe_error(error)})"
-            ) from error
-        if not wcs.has_celestial:
-            raise ValueError(
-                f"the image {path!r} has no celestial WCS: expected sky axes (CTYPE1/CTYPE2 such as 'RA---TAN' and "
-                f"'DEC--TAN', with CRVAL, CRPIX and CD or CDELT). Received CTYPE {tuple(wcs.wcs.ctype)}"
-            )
-        wcs = wcs.celestial
-        try:
-            frame = wcs_to_celestial_frame(wcs)
-        except ValueError as error:
-            raise ValueError(
-                f"the image {path!r} has a sky frame astropy does not know ({describe_error(error)})"
-            ) from None
-        primary = hdulist[0].header
-        bunit = header.get("BUNIT", primary.get("BUNIT"))
-        band = header.get("FILTER", primary.get("FILTER"))
+    image_hdu = hdulist[index]
+    header = image_hdu.header
+    shape = tuple(image_hdu.shape)
+    if len(shape) != 2:
+        raise ValueError(
+            f"the image {path!r} (HDU {index}) holds an array of shape {shape}; survey images must be 2-D images "
+            "(one band) with a celestial WCS"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, fobj=hdulist, relax=True)
+    except Exception as error:  # noqa: BLE001 - astropy raises many kinds for malformed WCS keywords
+        raise ValueError(
+            f"the image {path!r} has a WCS that astropy cannot read ({describe_error(error)})"
+        ) from error
+    if not wcs.has_celestial:
+        raise ValueError(
+            f"the image {path!r} has no celestial WCS: expected sky axes (CTYPE1/CTYPE2 such as 'RA---TAN' and "
+            f"'DEC--TAN', with CRVAL, CRPIX and CD or CDELT). Received CTYPE {tuple(wcs.wcs.ctype)}"
+        )
+    wcs = wcs.celestial
+    try:
+        frame = wcs_to_celestial_frame(wcs)
+    except ValueError as error:
+        raise ValueError(
+            f"the image {path!r} has a sky frame astropy does not know ({describe_error(error)})"
+        ) from None
+    primary = hdulist[0].header
+    bunit = header.get("BUNIT", primary.get("BUNIT"))
+    band = header.get("FILTER", primary.get("FILTER"))
     scales = proj_plane_pixel_scales(wcs) * 3600.0  # the celestial WCS is in degrees
     if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
         raise ValueError(f"the image {path!r} has a WCS without a valid pixel scale (CD or CDELT): {scales} arcsec")
     return Tile(path=path, hdu=index, shape=shape, wcs=wcs, frame=frame, pixel_scale=float(np.sqrt(np.prod(scales))),
                 axis_scales=tuple(float(scale) for scale in scales), bunit=bunit, band=band)
+
+
+def _image_hdus(hdulist):
+    """The indices of the HDUs of an open FITS file that hold an image (an image HDU with data)."""
+    from astropy.io import fits
+
+    return [index for index, hdu in enumerate(hdulist)
+            if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS", 0) > 0]
+
+
+def _file_tiles(path, hdu):
+    """The tiles of one file (opened once): the HDU asked for, else every image HDU (the CCDs of a
+    multi-extension exposure).
+
+    Every image HDU of a file is used or refused with a reason, never left out without a word: an HDU without a
+    celestial WCS, or HDUs covering the same sky (the image, mask and variance planes of one image, not CCDs).
+    """
+    hdulist, first, _ = _open_image_hdu(path, hdu)
+    with hdulist:
+        indices = [first] if hdu is not None else _image_hdus(hdulist)
+        if len(indices) <= 1:
+            return [_read_tile(path, hdulist, first)]
+        tiles = []
+        for index in indices:
+            try:
+                tile = _read_tile(path, hdulist, index)
+            except ValueError as error:
+                raise ValueError(
+                    f"{error}. The file {path!r} holds {len(indices)} images (HDUs {', '.join(map(str, indices))}), "
+                    "all used as CCDs of one exposure; give the HDU of the image to use with --hdu (hdu=N) if the "
+                    "others are not images of the sky"
+                ) from None
+            tiles.append(dataclasses.replace(tile, name=f"{path}[{index}]"))
+    for one, other in itertools.combinations(tiles, 2):
+        if one.shape == other.shape and np.allclose(_footprint(one)[0], _footprint(other)[0], rtol=0,
+                                                    atol=one.pixel_scale / 3600.0 * _DEGREE):
+            raise ValueError(
+                f"the HDUs {one.hdu} and {other.hdu} of {path!r} cover the same sky: they are planes of one "
+                "image (such as image, mask and variance), not CCDs of an exposure. Give the HDU of the image "
+                "with --hdu (hdu=N)"
+            )
+    return tiles
 
 
 def _check_one_band(tiles):
@@ -287,7 +353,11 @@ class SurveyImages:
         :func:`gamornet.io.images.expand_inputs`); tiles may overlap. A file given
         twice is used once.
     hdu : int, optional
-        The HDU that holds the image; by default the first HDU with data.
+        The HDU that holds the image. By default every image HDU of a file is
+        a tile of its own, with its own WCS (the CCDs of a multi-extension
+        exposure, named ``path[HDU]`` in the ``tile`` flag); a file whose
+        image HDUs cover the same sky (image, mask and variance planes) or
+        lack a celestial WCS is refused: give the image's HDU.
     exclude : iterable of str
         Files that folders and patterns must not match (the outputs of the
         run that reads them).
@@ -317,7 +387,7 @@ class SurveyImages:
             if os.path.realpath(path) not in seen:
                 seen.add(os.path.realpath(path))
                 paths.append(path)
-        self.tiles = [_read_tile(path, hdu) for path in paths]
+        self.tiles = [tile for path in paths for tile in _file_tiles(path, hdu)]
         _check_one_band(self.tiles)
         footprints = [_footprint(tile) for tile in self.tiles]
         self._centres = np.array([centre for centre, _ in footprints])
@@ -538,9 +608,9 @@ class CutoutReader:
     :class:`gamornet.io.images.ImageReader` does: ``images`` holds the stamps of up
     to ``batch_size`` rows, ``sources`` their ids (as text), ``columns`` the
     id, RA, Dec and the flags of :data:`FLAG_COLUMNS` per stamp, ``missing``
-    the rows without a stamp (off the images, or no finite pixel) with the
-    same columns, and ``bad`` the rows skipped for unusable RA/Dec (with
-    ``skip_bad``). Rows come in catalogue order. Only one batch of stamps is
+    the rows without a stamp (off the images, no finite pixel, or unusable
+    RA/Dec kept with ``skip_bad``) with the same columns; ``bad`` stays
+    empty: every catalogue row is a row. Rows come in catalogue order. Only one batch of stamps is
     in memory at a time, whatever the number of rows.
 
     Parameters
@@ -564,11 +634,13 @@ class CutoutReader:
         If False, stamps are cut in the images' own pixels and a
         :class:`gamornet.errors.PixelScaleWarning` states the mismatch.
     hdu : int, optional
-        The HDU that holds each image; by default the first with data.
+        The HDU that holds each image; by default every image HDU of each
+        file (see :class:`SurveyImages`).
     skip_bad : bool
         If False (the default), rows with NaN or out-of-range RA/Dec are an
-        error, raised here, before any stamp is cut. If True they are listed in
-        ``Batch.bad`` and skipped.
+        error, raised here, before any stamp is cut. If True each is kept as a
+        row without a stamp, flagged ``bad_coordinates`` (one row per
+        catalogue row); :attr:`bad_rows` says why.
     id_column, ra_column, dec_column : str, optional
         The catalogue's columns (see :func:`gamornet.io.catalogues.read_sky_catalogue`).
     exclude : iterable of str
@@ -634,17 +706,18 @@ class CutoutReader:
         self.images = images if isinstance(images, SurveyImages) else SurveyImages(images, hdu, exclude)
         self.total = len(self.catalog)
         self._plans = [self._plan(tile) for tile in self.images.tiles]
+        self._stamp_size = self.input_shape[0] * self.input_shape[1]
         self._reach = np.array([plan.reach for plan in self._plans])
         self._warn_about_scales()
 
     def _bad_rows_message(self):
         rows = sorted(self.bad_rows)
-        listed = "; ".join(f"row {row} ({self.catalog.id_name} {self.catalog.source(row)}): {self.bad_rows[row]}"
-                           for row in rows[:5])
+        listed = "; ".join(f"row {row + 1} ({self.catalog.id_name} {self.catalog.source(row)}): "
+                           f"{self.bad_rows[row]}" for row in rows[:5])
         more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
         return (f"{len(rows)} rows of the catalogue {self.catalog.name} have unusable coordinates (RA must be a "
-                f"number of degrees in 0-360, Dec in -90 to +90): {listed}{more}. Fix them, or skip these rows "
-                "(skip_bad=True, --skip-bad)")
+                f"number of degrees in 0-360, Dec in -90 to +90; rows counted from 1): {listed}{more}. Fix them, or "
+                "keep these rows without a stamp, flagged bad_coordinates (skip_bad=True, --skip-bad)")
 
     def _plan(self, tile):
         rows, columns = self.input_shape[:2]
@@ -789,7 +862,7 @@ class CutoutReader:
             raise
         except Exception as error:  # noqa: BLE001 - a truncated or corrupt image file
             raise OSError(
-                f"cannot read the pixels of {self.images.tiles[option.tile].path!r} for row {row} "
+                f"cannot read the pixels of {self.images.tiles[option.tile].name!r} for row {row + 1} "
                 f"({self.catalog.id_name} {self.catalog.source(row)}): {describe_error(error)}"
             ) from error
 
@@ -798,23 +871,27 @@ class CutoutReader:
         values = {self.catalog.id_name: self.catalog.ids[row], self.catalog.ra_name: self.catalog.ra[row],
                   self.catalog.dec_name: self.catalog.dec[row]}
         source = self.catalog.source(row)
-        if not options:
-            values.update(off_image=True, partial=False, fraction_present=0.0, nan_fraction=0.0, tile="")
+        if not options or row in self.bad_rows:
+            values.update(off_image=True, partial=False, fraction_present=0.0, nan_fraction=0.0, tile="",
+                          bad_coordinates=row in self.bad_rows)
             return _Row(source, None, values)
-        whole = [option for option in options if option.fraction >= 1.0] or options[:1]
         best = None
-        for option in whole:
+        for option in options:  # whole stamps first, then by the share of the stamp inside the tile
+            if best is not None and option.fraction * self._stamp_size <= best[3]:
+                break  # no later option holds as many real pixels
             stamp, present = self._cut(option, files, row)
             finite = np.isfinite(stamp) & present
-            missing_inside = int(np.count_nonzero(present)) - int(np.count_nonzero(finite))
-            if best is None or missing_inside < best[3]:
-                best = (option, stamp, present, missing_inside, finite)
-            if missing_inside == 0:
+            real = int(np.count_nonzero(finite))
+            if best is None or real > best[3]:
+                best = (option, stamp, present, real, finite)
+            if real == self._stamp_size:
                 break
-        option, stamp, present, missing_inside, finite = best
+        option, stamp, present, real, finite = best
+        missing_inside = int(np.count_nonzero(present)) - real
         fraction_present = float(np.count_nonzero(present)) / present.size
         values.update(off_image=False, partial=fraction_present < 1.0, fraction_present=fraction_present,
-                      nan_fraction=missing_inside / present.size, tile=self.images.tiles[option.tile].path)
+                      nan_fraction=missing_inside / present.size, tile=self.images.tiles[option.tile].name,
+                      bad_coordinates=False)
         if not finite.any():
             return _Row(source, None, values)
         if not finite.all():
@@ -822,7 +899,7 @@ class CutoutReader:
         return _Row(source, stamp, values)
 
     def rows(self):
-        """Yield every catalogue row, in order: a ``_Row`` (with its stamp, or None) or a :class:`BadInput`."""
+        """Yield a ``_Row`` (with its stamp, or None) for every catalogue row, in order."""
         files = _OpenFiles(self.images.tiles)
         try:
             for start in range(0, self.total, self.batch_size):
@@ -830,10 +907,7 @@ class CutoutReader:
                         if row not in self.bad_rows]
                 options = dict(zip(rows, self._options(np.asarray(rows, dtype=np.int64)))) if rows else {}
                 for row in range(start, min(start + self.batch_size, self.total)):
-                    if row in self.bad_rows:
-                        yield BadInput(self.catalog.source(row), self.bad_rows[row])
-                    else:
-                        yield self._row(row, options[row], files)
+                    yield self._row(row, options.get(row, []), files)
         finally:
             files.close()
 
@@ -851,26 +925,25 @@ class CutoutReader:
     def entries(self):
         """The files read: ``('catalog', path)`` (when read from a file), then ``('fits', path)`` per image."""
         catalog = [("catalog", self.catalog.path)] if self.catalog.path is not None else []
-        return catalog + [("fits", tile.path) for tile in self.images.tiles]
+        paths = dict.fromkeys(tile.path for tile in self.images.tiles)  # a multi-extension file once
+        return catalog + [("fits", path) for path in paths]
 
     def column_dtypes(self):
         """The dtype of each of :attr:`columns`."""
         catalog = self.catalog
         return {catalog.id_name: catalog.ids.dtype, catalog.ra_name: np.dtype(np.float64),
                 catalog.dec_name: np.dtype(np.float64), "off_image": np.dtype(bool), "partial": np.dtype(bool),
-                "fraction_present": np.dtype(np.float64), "nan_fraction": np.dtype(np.float64), "tile": np.dtype(str)}
+                "fraction_present": np.dtype(np.float64), "nan_fraction": np.dtype(np.float64), "tile": np.dtype(str),
+                "bad_coordinates": np.dtype(bool)}
 
     def __iter__(self):
         pending = _PendingBatch(self)
         for item in self.rows():
-            if isinstance(item, BadInput):
-                pending.bad.append(item)
-                continue
             pending.add(item)
             if pending.full():
                 yield pending.batch()
                 pending = _PendingBatch(self)
-        if pending.sources or pending.missing or pending.bad:
+        if pending.sources or pending.missing:
             yield pending.batch()
 
 
@@ -931,7 +1004,7 @@ def _cube_header(reader, n_planes):
         header["PIXSCALE"] = (float(np.median(native)), "[arcsec/pixel] of the stamps (the images')")
     header["RESAMPLE"] = (reader.resample, "images at other pixel scales resampled")
     header["COMMENT"] = "Stamps cut by gamornet cutouts: plane i is row i of the ROWS table."
-    header["COMMENT"] = "Rows without a stamp (off_image, no finite pixel): planes of NaN."
+    header["COMMENT"] = "Rows without a stamp (off_image, no finite pixel, bad_coordinates): planes of NaN."
     header["COMMENT"] = "Missing pixels of partial stamps: filled with the stamp's median."
     return header
 
@@ -939,8 +1012,8 @@ def _cube_header(reader, n_planes):
 def write_stamps(reader, path, progress=True):
     """Write the stamps of a :class:`CutoutReader` to a FITS file, for inspection.
 
-    The primary HDU is a cube with one plane per catalogue row (rows skipped
-    for their RA/Dec left out), in catalogue order; rows without a stamp have a
+    The primary HDU is a cube with one plane per catalogue row, in catalogue
+    order; rows without a stamp (unusable RA/Dec kept with ``skip_bad`` too) have a
     plane of NaN. The ``ROWS`` table HDU holds, per plane, the id, RA, Dec and
     the flags. The file is written under a temporary name and renamed into
     place when complete. ``gamornet predict`` reads such a cube directly.
@@ -958,12 +1031,13 @@ def write_stamps(reader, path, progress=True):
     dict
         Counts of rows: ``'rows'`` (planes written), ``'stamps'``,
         ``'partial'``, ``'off_image'``, ``'no_finite_pixel'`` and ``'skipped'``
-        (bad RA/Dec).
+        (rows with bad RA/Dec kept with ``skip_bad``: planes of NaN, not
+        counted as off the images).
     """
     from astropy.io import fits
     from astropy.table import Table
 
-    n_planes = reader.total - len(reader.bad_rows)
+    n_planes = reader.total
     blank = np.full(reader.input_shape[:2], np.nan, dtype=np.float32)
     values = {name: [] for name in reader.columns}
     counts = dict(rows=0, stamps=0, partial=0, off_image=0, no_finite_pixel=0, skipped=0)
@@ -975,7 +1049,10 @@ def write_stamps(reader, path, progress=True):
                     for item in batch.in_order():
                         if isinstance(item, MissingRow):
                             row_values, plane = item.columns, blank
-                            counts["off_image" if item.columns["off_image"] else "no_finite_pixel"] += 1
+                            if item.columns["bad_coordinates"]:
+                                counts["skipped"] += 1
+                            else:
+                                counts["off_image" if item.columns["off_image"] else "no_finite_pixel"] += 1
                         else:
                             row_values = {name: batch.columns[name][item] for name in reader.columns}
                             plane = batch.images[item, ..., 0]
@@ -985,8 +1062,7 @@ def write_stamps(reader, path, progress=True):
                         for name in reader.columns:
                             values[name].append(row_values[name])
                     counts["rows"] += len(batch.sources) + len(batch.missing)
-                    counts["skipped"] += len(batch.bad)
-                    bar.update(counts["rows"] + counts["skipped"])
+                    bar.update(counts["rows"])
         finally:
             stream.close()
         dtypes = reader.column_dtypes()

@@ -52,6 +52,7 @@ from gamornet.io.catalogues import TrainingCatalogue, read_training_catalogue
 
 __all__ = [
     "AugmentationSettings",
+    "check_training_classes",
     "read_image",
     "catalogue_dataset",
     "class_weighted_crossentropy",
@@ -109,6 +110,16 @@ def _read_npy_image(path, input_shape):
     return image
 
 
+def _refuse_blank(path, image):
+    """A training image with one value in every pixel (all zero: a failed cutout) shows no galaxy: refused."""
+    if image.size and np.all(image == image.flat[0]):
+        raise ValueError(
+            f"{path}: every pixel of this training image is {float(image.flat[0]):g} (a blank or failed cutout): it "
+            "shows no galaxy, yet its label would teach the network a class; remove it from the catalogue"
+        )
+    return image
+
+
 def read_image(path, input_shape):
     """Read one training image, from a FITS file or a ``.npy`` file, as float32.
 
@@ -133,7 +144,8 @@ def read_image(path, input_shape):
         No such file.
     ValueError
         A file that cannot be read, an image of the wrong shape, more than one
-        image, or NaN or infinite pixels; the message starts with the file name.
+        image, NaN or infinite pixels, or one value in every pixel (a blank
+        image, such as all zeros); the message starts with the file name.
     """
     from gamornet.io.images import ImageReader
 
@@ -142,13 +154,13 @@ def read_image(path, input_shape):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such image file")
     if path.lower().endswith(".npy"):
-        return _read_npy_image(path, shape)
+        return _refuse_blank(path, _read_npy_image(path, shape))
     batch = next(iter(ImageReader([path], shape, batch_size=2)))
     if batch.bad:
         raise ValueError(str(batch.bad[0]))
     if len(batch.sources) != 1:
         raise ValueError(f"{path}: holds a cube of several images, but a catalogue row names one image")
-    return batch.images[0]
+    return _refuse_blank(path, batch.images[0])
 
 
 class _BadImages:
@@ -413,6 +425,38 @@ class TrainingArrays:
 
     def __len__(self):
         return len(self.labels)
+
+
+def check_training_classes(source, name):
+    """Refuse training data whose labels hold one class only.
+
+    A network trained on one class learns to answer that class for every galaxy, with a loss that looks excellent.
+
+    Parameters
+    ----------
+    source : TrainingArrays, TrainingCatalogue or tf.data.Dataset
+        From :func:`resolve_source` (a dataset is not read, so not checked).
+    name : str
+        How the data are named in the message.
+
+    Raises
+    ------
+    ValueError
+        Labels of one class only.
+    """
+    from gamornet.presets import CLASS_NAMES
+
+    labels = getattr(source, "labels", None)
+    if labels is None or not len(labels):
+        return
+    counts = np.bincount(np.argmax(np.asarray(labels), axis=1), minlength=3)
+    if np.count_nonzero(counts) < 2:
+        only = CLASS_NAMES[int(np.argmax(counts))]
+        raise ValueError(
+            f"every one of the {len(labels)} galaxies of {name} is labelled {only}: a network trained on one class "
+            f"learns to answer {only} for every galaxy. Give labelled galaxies of at least two classes (of all three "
+            "for GaMorNet's disk, indeterminate and bulge)"
+        )
 
 
 def resolve_source(data, labels, input_shape, name, labels_name, path_column="path", label_column="label"):

@@ -140,6 +140,7 @@ def _train(data, input_shape, *, mode, build, files_save_path, epochs, checkpoin
     training_imgs, training_labels, validation_imgs, validation_labels = data
     training = _training_data.resolve_source(training_imgs, training_labels, shape, "training_imgs", "training_labels",
                                              path_column, label_column)  # fmt: skip
+    _training_data.check_training_classes(training, "the training data")
     validation = _training_data.resolve_source(validation_imgs, validation_labels, shape, "validation_imgs",
                                                "validation_labels", path_column, label_column)  # fmt: skip
     # Checked without making the optimizer: its variables would start TensorFlow's runtime, which a multi-worker

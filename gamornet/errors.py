@@ -27,7 +27,9 @@ __all__ = [
     "ModelFileError",
     "PixelScaleWarning",
     "PrecisionWarning",
+    "PreprocessingWarning",
     "ResumeMismatchError",
+    "TrainingDivergedWarning",
     "Terminated",
     "UnreachablePurityError",
 ]
@@ -85,6 +87,14 @@ class Terminated(KeyboardInterrupt):
 
 class BlankImageWarning(GamornetWarning):
     """Images whose pixels all have one value (blank, or saturated everywhere): their probabilities say nothing."""
+
+
+class PreprocessingWarning(GamornetWarning):
+    """Images given to a 0.4.x function look unlike what the model's preprocessing makes (see the model folder)."""
+
+
+class TrainingDivergedWarning(GamornetWarning):
+    """Training diverged: the loss rose above a uniform guess, or the network predicts one class for nearly all."""
 
 
 class PixelScaleWarning(GamornetWarning):

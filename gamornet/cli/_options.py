@@ -11,8 +11,8 @@ from gamornet.presets import INPUT_SHAPES
 from gamornet.science.classify import HANDBOOK_THRESHOLDS, default_thresholds
 from gamornet.science.classify import resolve_thresholds as _thresholds_from_values
 
-__all__ = ["parse_input_shape", "parse_thresholds", "predictor_options", "read_calibration_images", "resolve_model",
-           "resolve_thresholds"]
+__all__ = ["applied_line", "parse_input_shape", "parse_thresholds", "predictor_options", "read_calibration_images",
+           "resolve_model", "resolve_thresholds"]
 
 
 def parse_input_shape(text):
@@ -68,18 +68,25 @@ def resolve_model(args):
                 f"--input-shape is {_checks.check_input_shape(shape_option)}; leave --input-shape out"
             )
     elif shape_option is None:
-        raise ValueError(
-            f"--input-shape is needed with a model file ({args.model!r}): SDSS, CANDELS or X,Y,NDIM. "
-            "(Published models, such as SDSS_tl, know their input shape.)"
-        )
+        try:
+            return models.resolve_model(args.model, args.backend)  # a model folder's card records the shape
+        except ValueError:
+            raise ValueError(
+                f"--input-shape is needed with a model file ({args.model!r}): SDSS, CANDELS or X,Y,NDIM. "
+                "(Published models, such as SDSS_tl, and model folders with a model card know their input shape.)"
+            ) from None
     return models.resolve_model(args.model, args.backend, shape_option)
 
 
 def resolve_thresholds(args, resolved):
-    """The class rule of --thresholds, else the handbook set of the model's backend and data set."""
+    """The class rule of --thresholds, else the model folder's thresholds (``gamornet thresholds --save``), else the
+    handbook set of the model's backend and data set."""
     thresholds = parse_thresholds(args.thresholds)
     if thresholds is not None:
         return thresholds
+    saved, _ = resolved.thresholds
+    if saved is not None:
+        return saved
     return default_thresholds(args.backend, resolved.data_set, resolved.input_shape,
                               "--thresholds P_DISK,P_BULGE (such as 0.7,0.7)")
 
@@ -106,6 +113,20 @@ def read_calibration_images(args, input_shape, exclude=()):
     raise ValueError(f"--calibration-images {args.calibration_images!r} holds no images")
 
 
+def _model_or_file(value, option):
+    """--preprocessing / --calibration: 'model' when not given, None for 'none', else a file that must exist."""
+    if value is None:
+        return "model"
+    if value.lower() == "none":
+        return None
+    import os
+
+    if not os.path.isfile(value):
+        raise FileNotFoundError(f"{option}: no file {value!r}; give 'none', or a JSON file (leave {option} out to "
+                                "apply what the model folder holds)")  # fmt: skip
+    return value
+
+
 def predictor_options(args, input_shape, exclude=()):
     """The options of :func:`gamornet.load_predictor` that the command line sets, checked."""
     mc_samples = _checks.check_positive_int(args.mc_samples, "--mc-samples", allow_zero=True)
@@ -116,5 +137,19 @@ def predictor_options(args, input_shape, exclude=()):
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be an integer >= 0. Received: --seed={args.seed}")
     return {"mc_samples": mc_samples, "seed": args.seed, "precision": args.precision,
-            "calibration_images": read_calibration_images(args, input_shape, exclude), "calibration": args.calibration,
+            "calibration_images": read_calibration_images(args, input_shape, exclude),
+            "calibration": _model_or_file(args.calibration, "--calibration"),
+            "preprocessing": _model_or_file(getattr(args, "preprocessing", None), "--preprocessing"),
             "model_card": "auto"}
+
+
+def applied_line(args, predictor, thresholds):
+    """What ``gamornet predict`` applies, in one line (preprocessing, calibration, thresholds, each with its file)."""
+    from gamornet.inference.pipeline import describe_thresholds
+    from gamornet.models.folder import describe_applied
+
+    sources = predictor.sources
+    thresholds_source = sources["thresholds"] if args.thresholds is None else None
+    return "gamornet predict: applies " + describe_applied(
+        (predictor.preprocessing, sources["preprocessing"]), (predictor.calibration, sources["calibration"]),
+        (describe_thresholds(thresholds), thresholds_source))

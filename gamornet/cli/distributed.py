@@ -103,7 +103,7 @@ def run(args):
         raise ValueError(f"--partition-size must be a positive number of images. Received: {args.partition_size}")
     _checks.check_hdu(args.hdu, "--hdu")
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
-    if not resolved.published and args.backend == "keras":
+    if not resolved.published and args.backend == "keras" and resolved.folder is None:
         _checks.check_model_file(args.model, "--model")
     options = predictor_options(args, resolved.input_shape)
     settings = distributed.run_settings(args.model, resolved.input_shape, args.backend, thresholds, partition_size,
@@ -111,6 +111,7 @@ def run(args):
     command_line = getattr(args, "command_line", None) or ["gamornet", *sys.argv[1:]]
     summary = distributed.run_partitions(args.inputs, args.output, settings, _client(args), batch_size,
                                          not args.no_progress, command_line, redo_changed=args.redo_changed)
+    print("gamornet predict: applies " + settings.describe_applied(), file=sys.stderr)
     _report(summary, settings)
     return 0
 

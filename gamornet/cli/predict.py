@@ -31,7 +31,7 @@ from gamornet import models
 from gamornet._utils import checks as _checks
 from gamornet._utils.atomic import atomic_path, remove_stale_temporaries
 from gamornet.cli import distributed as _cli_distributed
-from gamornet.cli._options import predictor_options, resolve_model, resolve_thresholds
+from gamornet.cli._options import applied_line, predictor_options, resolve_model, resolve_thresholds
 from gamornet.cli.cutouts import add_survey_arguments, bad_rows_lines, survey_reader
 from gamornet.errors import BadInputError
 from gamornet.inference.pipeline import Outcome, classify_stream, describe_thresholds, report_lines
@@ -62,10 +62,22 @@ off_image, partial, fraction_present, nan_fraction, tile and bad_coordinates
 (see `gamornet cutouts --help`); with --skip-bad, a row with unusable RA/Dec is
 kept, without a stamp, flagged bad_coordinates. Needs reproject: pip install 'gamornet[survey]'.
 
-Classes use the handbook's probability thresholds. By default the set is the
-one of the backend and data set: keras_SDSS, keras_CANDELS, tflearn_SDSS or
-tflearn_CANDELS, from the published model name (SDSS_tl ...) or from
---input-shape SDSS / CANDELS. For any other input shape, give --thresholds.
+A model folder (what gamornet train writes: trained_model.hdf5 with
+model_card.json and preprocessing.json beside it, and the calibration.json and
+thresholds.json that `gamornet calibrate --save` and `gamornet thresholds
+--save` add) is used as a whole, whether --model names the folder or its
+trained_model.hdf5: by default every image gets the folder's preprocessing
+before the network sees it (so give the images raw, as the survey delivers
+them), the probabilities get its calibration, and the classes its thresholds.
+The run prints what it applied; --preprocessing none, --calibration none and
+--thresholds turn each off or replace it. `gamornet models --info FOLDER`
+shows what a folder holds.
+
+Without saved thresholds, classes use the handbook's probability thresholds.
+By default the set is the one of the backend and data set: keras_SDSS,
+keras_CANDELS, tflearn_SDSS or tflearn_CANDELS, from the published model name
+(SDSS_tl ...) or from the input shape SDSS / CANDELS. For any other input
+shape, give --thresholds.
 
 A model trained by gamornet has a model card (model_card.json) beside it: then
 each image is also checked against the card's central 99% range of its
@@ -99,6 +111,8 @@ examples:
   gamornet predict cutouts/ --model SDSS_tl --output sdss.csv
   gamornet predict 'field*/*.fits' --model CANDELS_tl --backend tflearn --output candels.fits --skip-bad
   gamornet predict stack.npy --model my_model.hdf5 --input-shape 64,64,2 --thresholds 0.6,0.6
+  gamornet predict raw_cutouts/ --model my_run/ --output classes.csv      # the folder's preprocessing, calibration, thresholds
+  gamornet predict cutouts/ --model my_run/ --preprocessing none --calibration none --thresholds 0.7,0.7
   gamornet predict --catalog galaxies.fits --images 'tiles/*.fits' --model SDSS_tl --output sdss.csv
 """
 
@@ -115,19 +129,21 @@ def add_parser(subparsers):
                         help="FITS files, folders, glob patterns or .npy files (or give --catalog and --images)")
     parser.add_argument(
         "--model", required=True, metavar="NAME_OR_PATH",
-        help="a published model (SDSS_sim, SDSS_tl, CANDELS_sim, CANDELS_tl) or a model file: a Keras .hdf5 "
-             "file, or a TFLearn checkpoint prefix",
+        help="a published model (SDSS_sim, SDSS_tl, CANDELS_sim, CANDELS_tl), a model folder (what gamornet train "
+             "writes) or a model file: a Keras .hdf5 file, or a TFLearn checkpoint prefix",
     )
     parser.add_argument("--backend", choices=models.BACKENDS, default="keras", help="default: keras")
     parser.add_argument(
         "--input-shape", metavar="SDSS|CANDELS|X,Y,NDIM",
-        help="the network's input shape; default: that of the published model (required with a model file)",
+        help="the network's input shape; default: that of the published model or of the model folder's card "
+             "(required with a model file outside a model folder)",
     )
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default: 64)")
     parser.add_argument(
         "--thresholds", metavar="SET|P_DISK,P_BULGE[,lead]|FILE.json",
         help="a handbook set (" + ", ".join(HANDBOOK_THRESHOLDS) + "), your own thresholds, or a file written "
-             "by `gamornet thresholds --output`; default: the handbook set of the backend and data set",
+             "by `gamornet thresholds --output`; default: the model folder's thresholds.json, else the handbook set "
+             "of the backend and data set",
     )
     parser.add_argument("--hdu", type=int, metavar="N",
                         help="FITS HDU holding the image (default: the first with data; with --images, every image "
@@ -151,9 +167,15 @@ def add_parser(subparsers):
 def _add_predictor_arguments(parser):
     """The options of the predictor itself: calibration, MC dropout, precision."""
     parser.add_argument(
-        "--calibration", metavar="FILE.json",
-        help="a temperature fitted for this model by `gamornet calibrate`, applied to every probability; a "
-             "calibration fitted for another model is refused",
+        "--calibration", metavar="none|FILE.json",
+        help="a temperature fitted for this model by `gamornet calibrate`, applied to every probability, or none; "
+             "default: the model folder's calibration.json, if any. A calibration fitted for other weights is refused",
+    )
+    parser.add_argument(
+        "--preprocessing", metavar="none|FILE.json",
+        help="what every image gets before the network sees it: none (images as given), or a JSON file of "
+             "preprocessing settings (a preprocessing.json); default: the model folder's preprocessing.json (its "
+             "model card's otherwise), none for a published model",
     )
     parser.add_argument(
         "--mc-samples", type=int, default=0, metavar="N",
@@ -356,7 +378,7 @@ def run(args):
     batch_size = _checks.check_positive_int(args.batch_size, "--batch-size")
     kind = _output_format(args.output)
     reader = _open_reader(args, input_shape, batch_size)
-    if not resolved.published and args.backend == "keras":
+    if not resolved.published and args.backend == "keras" and resolved.folder is None:
         _checks.check_model_file(args.model, "--model")
     options = dict(predictor_options(args, input_shape, _own_files(args.output)), thresholds=thresholds)  # bf16 refines near their boundaries
     if args.output is not None:
@@ -364,6 +386,7 @@ def run(args):
             remove_stale_temporaries(path)
     outcome = Outcome()
     with load_predictor(args.model, input_shape, args.backend, **options) as predictor:
+        print(applied_line(args, predictor, thresholds), file=sys.stderr)
         table = _write_table(args, reader, predictor, thresholds, kind, outcome)
         if predictor.precision == "bf16":
             outcome.refined = dict(predictor.engine.counts, margin=predictor.engine.refinement.margin)

@@ -99,12 +99,27 @@ class Predictor:
         The temperature applied to every probability (to every draw with MC dropout).
     model_card : dict or None
         The model card images are checked against.
+    preprocessing : dict or None
+        The settings of :func:`gamornet.science.preprocess.preprocess_images`
+        applied to every image before the network sees it (None: images as
+        they are).
+    sources : dict
+        Where the preprocessing, calibration and thresholds come from:
+        ``{"preprocessing": path or None, "calibration": path or None,
+        "thresholds": path or None}`` (None: given by the caller, or none).
+    thresholds : gamornet.science.classify.Thresholds or None
+        The class thresholds saved in the model folder (``gamornet
+        thresholds --save``), which ``gamornet predict`` classifies with by
+        default; None when it holds none.
     """
 
     def __init__(self, engine, model, model_path, backend, input_shape, *, precision="fp32", mc_samples=0,
-                 seed=None, calibration=None, model_card=None):
+                 seed=None, calibration=None, model_card=None, preprocessing=None, sources=None, thresholds=None):
         from gamornet.models.card import has_statistics
 
+        self.preprocessing = preprocessing
+        self.sources = dict({"preprocessing": None, "calibration": None, "thresholds": None}, **(sources or {}))
+        self.thresholds = thresholds
         self._engine = engine
         self.precision = precision
         self.model = model
@@ -163,7 +178,10 @@ class Predictor:
             "mc_samples": self.mc_samples,
             "mc_seed": self.seed,
             "calibration": None if self.calibration is None else {
-                "temperature": self.calibration.temperature, "fitted_on": self.calibration.fitted_on},
+                "temperature": self.calibration.temperature, "fitted_on": self.calibration.fitted_on,
+                "file": self.sources["calibration"]},
+            "preprocessing": self.preprocessing,
+            "preprocessing_file": self.sources["preprocessing"],
             "model_card": None if self.model_card is None else {
                 key: self.model_card.get(key) for key in ("trained_by", "n_training_images", "domain_levels")},
         }
@@ -184,12 +202,20 @@ class Predictor:
         -------
         BatchResult
         """
-        array = np.asarray(images, dtype=np.float32)
+        array = self.preprocess(np.asarray(images, dtype=np.float32))
         if getattr(self.engine, "needs_calibration", False) and len(array):
             from gamornet.inference.int8 import DEFAULT_CALIBRATION_SIZE
 
             self.engine.calibrate(array[:DEFAULT_CALIBRATION_SIZE])
         return self._result(array, array)
+
+    def preprocess(self, images):
+        """``images`` (float32, (n, x, y, ndim)) as the network takes them: with :attr:`preprocessing` applied."""
+        if self.preprocessing is None or len(images) == 0:
+            return images
+        from gamornet.science.preprocess import preprocess_images
+
+        return preprocess_images(images, **self.preprocessing)
 
     def _result(self, tensor, images, probabilities=None):
         """The results of a batch given as a tensor (or array) for the network and as an array (and, when the
@@ -247,12 +273,14 @@ class Predictor:
         if getattr(self.engine, "needs_calibration", False):
             from gamornet.inference.int8 import calibrated_batches
 
-            # int8 without calibration images: calibrated on the first images of the run.
-            batches = calibrated_batches(self.engine, batches, images_of=lambda batch: batch.images)
+            # int8 without calibration images: calibrated on the first images of the run, preprocessed.
+            batches = calibrated_batches(self.engine, batches,
+                                         images_of=lambda batch: self.preprocess(np.asarray(batch.images, np.float32)))
 
         def prepared():
             for batch in batches:
-                images = np.asarray(batch.images, dtype=np.float32)
+                # Preprocessed here, in the background thread, like the reading.
+                images = self.preprocess(np.asarray(batch.images, dtype=np.float32))
                 yield batch, (tf.convert_to_tensor(images) if len(images) else images), images
 
         prepared_batches = prefetch(prepared(), depth=2)
@@ -377,7 +405,8 @@ class Predictor:
 
 
 def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32", calibration_images=None,
-                   mc_samples=0, seed=None, calibration=None, model_card=None, thresholds=None):
+                   mc_samples=0, seed=None, calibration="model", model_card=None, thresholds=None,
+                   preprocessing="model"):
     """Load a GaMorNet model for prediction.
 
     Parameters
@@ -385,12 +414,13 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     model : str or os.PathLike
         A published model (``'SDSS_sim'``, ``'SDSS_tl'``, ``'CANDELS_sim'``,
         ``'CANDELS_tl'``), fetched once into the cache (see
-        :mod:`gamornet.models`), or a model file: a Keras ``.hdf5`` file, or a
-        TFLearn checkpoint (its prefix, one of its three files, or a folder of
-        checkpoints).
+        :mod:`gamornet.models`), a model folder (what ``gamornet train``
+        writes, see :mod:`gamornet.models.folder`) or a model file: a Keras
+        ``.hdf5`` file (in a model folder or not), or a TFLearn checkpoint
+        (its prefix, one of its three files, or a folder of checkpoints).
     input_shape : {'SDSS', 'CANDELS'} or tuple of int, optional
-        The images' (x, y, ndim). Published models know theirs; a model file
-        needs it.
+        The images' (x, y, ndim). Published models and model folders know
+        theirs; a model file outside a model folder needs it.
     backend : {'keras', 'tflearn'}
         The flavour of the model file. Both run on the same Keras engine with
         the backend's own local response normalisation, so the TFLearn models
@@ -405,10 +435,22 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     seed : int, optional
         The seed of the MC-dropout masks: the same seed and batches give the
         same numbers. None: fresh masks every time.
-    calibration : str, os.PathLike or gamornet.science.calibration.Calibration, optional
-        A temperature fitted for this model (a file written by ``gamornet
-        calibrate``, see :mod:`gamornet.science.calibration`), applied to every
-        probability. A calibration fitted for another model is refused.
+    calibration : 'model', None, str, os.PathLike or gamornet.science.calibration.Calibration
+        A temperature fitted for this model, applied to every probability.
+        ``'model'`` (the default): the model folder's ``calibration.json``
+        (``gamornet calibrate --save``), if it has one; None or ``'none'``:
+        no calibration; or a file written by ``gamornet calibrate`` (see
+        :mod:`gamornet.science.calibration`), or a ``Calibration``. A
+        calibration fitted for other weights is refused.
+    preprocessing : 'model', None, dict, str or os.PathLike
+        What is done to every image before the network sees it
+        (:func:`gamornet.science.preprocess.preprocess_images`). ``'model'``
+        (the default): what the model folder records (``preprocessing.json``,
+        else its model card), none for a published model or a file outside a
+        model folder; None or ``'none'``: images as they are; or the settings
+        (a dict of :func:`gamornet.science.preprocess.preprocessing_settings`)
+        or a JSON file of them (a ``preprocessing.json``). Images are then
+        given raw, as they come from the survey; ``calibration_images`` too.
     model_card : None, 'auto', dict or str
         Check every image against a model card (:mod:`gamornet.models.card`)
         and add the column ``out_of_domain``: ``'auto'`` takes the model's own
@@ -425,8 +467,9 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         Keras model of SDSS images ...), what ``gamornet predict`` classifies
         with by default; for another input shape, the most probable class and
         all four handbook sets (:data:`gamornet.inference.bf16.DEFAULT_REFINED_RULES`).
-        The fewer the rules, the fewer galaxies are predicted twice. Other
-        precisions only check it.
+        When the model folder holds thresholds (``gamornet thresholds
+        --save``), they replace the handbook set. The fewer the rules, the
+        fewer galaxies are predicted twice. Other precisions only check it.
 
     Returns
     -------
@@ -457,8 +500,13 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
     resolved = models.resolve_model(model, backend, input_shape)
     shape = resolved.input_shape
     precision = _precision.check_precision(precision)
+    settings, settings_source = model_preprocessing(preprocessing, resolved)
     if calibration_images is not None:
         _checks.check_images(calibration_images, shape, "calibration_images")
+        if settings is not None:
+            from gamornet.science.preprocess import preprocess_images
+
+            calibration_images = preprocess_images(calibration_images, **settings)
     mc_samples = _checks.check_positive_int(mc_samples, "mc_samples", allow_zero=True)
     if mc_samples:
         from gamornet.inference.mc_dropout import check_n_samples
@@ -470,14 +518,15 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
             f"use precision 'fp32' or 'bf16' with mc_samples. Received: precision='int8', mc_samples={mc_samples}"
         )
     seed = _checks.check_seed(seed, allow_none=True)
-    rules = refined_rules(resolved) if thresholds is None else thresholds
-    Refinement(rules)  # checks the thresholds
     _precision.require_engine(precision)  # a missing extra is said before the model is loaded
     local_path = resolved.path
+    saved_thresholds, thresholds_source = resolved.thresholds
+    rules = refined_rules(resolved) if thresholds is None else thresholds
+    Refinement(rules)  # checks the thresholds
     from gamornet.models.card import resolve_model_card
 
     card = resolve_model_card(model_card, model if models.is_published_name(model) else local_path, backend, shape)
-    calibration = _model_calibration(calibration, resolved)
+    calibration, calibration_source = _model_calibration(calibration, resolved)
     engine = _engine.engine_for(local_path, shape, backend)
     if precision != "fp32":
         # A derived engine: the cached fp32 engine is left as it is. bf16 refines near the boundaries of the
@@ -488,8 +537,10 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
             cache_folder=os.path.dirname(os.path.abspath(local_path)), model_sha256=resolved.sha256,
             refinement=refinement,
         )  # fmt: skip
+    sources = {"preprocessing": settings_source, "calibration": calibration_source, "thresholds": thresholds_source}
     return Predictor(engine, model, local_path, backend, shape, precision=precision, mc_samples=mc_samples, seed=seed,
-                     calibration=calibration, model_card=card)
+                     calibration=calibration, model_card=card, preprocessing=settings, sources=sources,
+                     thresholds=saved_thresholds)
 
 
 def refined_rules(resolved):
@@ -499,21 +550,54 @@ def refined_rules(resolved):
     from gamornet.science.classify import MOST_PROBABLE, default_threshold_set
     from gamornet.inference.bf16 import DEFAULT_REFINED_RULES
 
+    saved, _ = resolved.thresholds
+    if saved is not None:
+        return (MOST_PROBABLE, saved)
     if resolved.data_set is None:
         return DEFAULT_REFINED_RULES
     return (MOST_PROBABLE, default_threshold_set(resolved.backend, resolved.data_set))
 
 
+def _is_none(choice):
+    return choice is None or (isinstance(choice, str) and choice == "none")
+
+
+def model_preprocessing(choice, resolved):
+    """(settings or None, their file or None): the preprocessing of ``choice`` for the resolved model.
+
+    ``'model'``: what the model folder records; None or ``'none'``: none; a
+    dict of settings; or the path of a JSON file of them.
+    """
+    from gamornet.models.folder import read_preprocessing_file
+    from gamornet.science.preprocess import preprocessing_settings
+
+    if _is_none(choice):
+        return None, None
+    if isinstance(choice, str) and choice == "model":
+        return resolved.preprocessing
+    if isinstance(choice, dict):
+        try:
+            return preprocessing_settings(**choice), None
+        except TypeError as error:
+            raise ValueError(f"preprocessing: settings that preprocess_images does not take: {error}") from None
+    if isinstance(choice, (str, os.PathLike)):
+        return read_preprocessing_file(choice), os.fspath(choice)
+    raise TypeError("preprocessing must be 'model', None (or 'none'), a dict of preprocessing settings or the path "
+                    f"of a JSON file of them. Received an object of type {type(choice).__name__}")  # fmt: skip
+
+
 def _model_calibration(calibration, resolved):
-    """The :class:`gamornet.science.calibration.Calibration` of the resolved model, checked; or None."""
-    if calibration is None:
-        return None
+    """(the :class:`gamornet.science.calibration.Calibration` of the resolved model, checked, or None; its file)."""
+    if isinstance(calibration, str) and calibration == "model":
+        calibration = resolved.calibration_file
+    if _is_none(calibration):
+        return None, None
     from gamornet.science import calibration as _calibration
     from gamornet.errors import CalibrationMismatchError
 
     sha256 = resolved.sha256
     if isinstance(calibration, (str, os.PathLike)):
-        return _calibration.load_calibration(calibration, sha256)
+        return _calibration.load_calibration(calibration, sha256), os.fspath(calibration)
     if not isinstance(calibration, _calibration.Calibration):
         raise TypeError(
             "calibration must be the path of a calibration file (gamornet calibrate --output) or a "
@@ -524,11 +608,11 @@ def _model_calibration(calibration, resolved):
             f"the calibration was fitted for another model (sha256 {calibration.model_sha256[:16]}...), but this "
             f"model's sha256 is {sha256[:16]}...: fit one for this model with gamornet calibrate"
         )
-    return calibration
+    return calibration, None
 
 
 def predict_mc(images, model, input_shape=None, backend="keras", n_samples=30, batch_size=64, seed=None,
-               return_samples=False, progress=False):
+               return_samples=False, progress=False, *, preprocessing="model", calibration="model"):
     """Predict galaxies with MC dropout: probabilities with an uncertainty per galaxy.
 
     Each image is predicted ``n_samples`` times with GaMorNet's dropout layers
@@ -559,6 +643,9 @@ def predict_mc(images, model, input_shape=None, backend="keras", n_samples=30, b
         Also return every draw (``samples``, of shape (n_samples, n, 3)).
     progress : bool
         Show a progress bar on standard error.
+    preprocessing, calibration
+        As for :func:`load_predictor`: by default what the model folder
+        records (images are then given raw).
 
     Returns
     -------
@@ -585,7 +672,8 @@ def predict_mc(images, model, input_shape=None, backend="keras", n_samples=30, b
         raise ValueError(f"backend must be one of {models.BACKENDS}. Received: backend={backend!r}")
     shape = models.input_shape_of(model, backend, input_shape)
     _checks.check_images(images, shape, "images")
-    with load_predictor(model, shape, backend, mc_samples=n_samples, seed=seed) as predictor:
+    with load_predictor(model, shape, backend, mc_samples=n_samples, seed=seed, preprocessing=preprocessing,
+                        calibration=calibration) as predictor:
         return predictor.predict_mc(images, batch_size, progress=progress, return_samples=return_samples)
 
 
@@ -593,7 +681,10 @@ def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_
     """The body of the 0.4.x ``gamornet_predict_keras`` and ``gamornet_predict_tflearn``.
 
     Every argument is checked before the model is loaded; the model is then
-    reused from the engine cache when the same file was used before.
+    reused from the engine cache when the same file was used before. Images go
+    to the network as given (the 0.4.x contract: the caller preprocesses), with
+    no calibration; a model folder's preprocessing is only used to warn, once,
+    when the images look as if it had not been applied.
     """
     shape = _checks.check_input_shape(input_shape)
     _checks.check_images(img_array, shape)
@@ -602,11 +693,40 @@ def predict_04x(img_array, model_load_path, input_shape, batch_size, individual_
     from gamornet.inference.precision import check_precision
 
     precision = check_precision(precision)
-    with load_predictor(model_load_path, shape, backend, precision=precision) as predictor:
+    with load_predictor(model_load_path, shape, backend, precision=precision, preprocessing=None,
+                        calibration=None) as predictor:
+        _warn_if_unpreprocessed(img_array, model_load_path, shape, backend)
         predictions = predictor._predict_checked(img_array, batch_size, progress=True, stacklevel=5)
     if individual_arrays:
         return predictions[:, 0], predictions[:, 1], predictions[:, 2]
     return predictions
+
+
+#: The models whose images were found unpreprocessed once already: warned about once per process.
+_WARNED_UNPREPROCESSED = set()
+
+
+def _warn_if_unpreprocessed(images, model, shape, backend):
+    """Warn once per model when a model folder records a preprocessing that the images seem not to have had."""
+    from gamornet.errors import PreprocessingWarning
+    from gamornet.science.preprocess import describe_preprocessing, unpreprocessed_share
+
+    resolved = models.resolve_model(model, backend, shape)
+    settings, source = resolved.preprocessing
+    key = os.path.abspath(resolved.path)
+    if settings is None or key in _WARNED_UNPREPROCESSED:
+        return
+    share = unpreprocessed_share(images, settings)
+    if share is None or share < 0.5:
+        return
+    _WARNED_UNPREPROCESSED.add(key)
+    warnings.warn(
+        f"{share:.0%} of the first images look unpreprocessed (their {settings['scaling']} is not 1), but the model "
+        f"was trained on images preprocessed with {describe_preprocessing(settings)} ({source}). The 0.4.x functions "
+        "give images to the network as they are: preprocess them first with gamornet.science.preprocess."
+        "preprocess_images(images, **settings), or use gamornet.load_predictor(model) or `gamornet predict`, which "
+        "apply the model's preprocessing", PreprocessingWarning, stacklevel=4,
+    )  # fmt: skip
 
 
 def clear_model_cache():

@@ -179,8 +179,9 @@ def resolve(model, backend="keras"):
     ----------
     model : str or os.PathLike
         A published name (``'SDSS_tl'`` ...) or a path: a Keras ``.hdf5``
-        file, or a TFLearn checkpoint (its prefix, one of its three files, or a
-        folder of checkpoints, whose newest is taken).
+        file or a model folder (:mod:`gamornet.models.folder`: its
+        ``trained_model.hdf5``), or a TFLearn checkpoint (its prefix, one of
+        its three files, or a folder of checkpoints, whose newest is taken).
     backend : {'keras', 'tflearn'}
 
     Returns
@@ -209,6 +210,10 @@ def resolve(model, backend="keras"):
         from gamornet.models.formats.tflearn_checkpoint import resolve_prefix
 
         return resolve_prefix(model)
+    if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
+        from gamornet.models.folder import find_weights
+
+        return find_weights(model)
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
             "model_load_path must be a path to a Keras model file or one of "
@@ -276,7 +281,8 @@ def input_shape_of(model, backend="keras", input_shape=None):
         A published name or a model file.
     backend : {'keras', 'tflearn'}
     input_shape : {'SDSS', 'CANDELS'} or tuple of int, optional
-        Needed for a model file. A given shape that does not fit the file is
+        Needed for a model file outside a model folder (a folder's model
+        card records it). A given shape that does not fit the file is
         refused when the file is read (:mod:`gamornet.models.formats` names
         the layer that does not fit).
 
@@ -298,6 +304,13 @@ def input_shape_of(model, backend="keras", input_shape=None):
         return checks.check_input_shape(input_shape)
     if is_published_name(model):
         return tuple(published_model(model, backend).input_shape)
+    folder = _model_folder(model, backend)
+    if folder is not None:
+        from gamornet.models.folder import folder_input_shape
+
+        shape = folder_input_shape(folder)
+        if shape is not None:
+            return checks.check_input_shape(shape)
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
             f"model must be the path of a model file or one of {', '.join(map(repr, PUBLISHED_MODEL_NAMES))}. "
@@ -305,8 +318,18 @@ def input_shape_of(model, backend="keras", input_shape=None):
         )  # fmt: skip
     raise ValueError(
         f"input_shape is needed with a model file ({os.fspath(model)!r}): 'SDSS', 'CANDELS' or a tuple "
-        "(x, y, ndim). (Published models, such as 'SDSS_tl', know their input shape.)"
+        "(x, y, ndim). (Published models, such as 'SDSS_tl', and model folders with a model card know their input "
+        "shape.)"
     )
+
+
+def _model_folder(model, backend):
+    """The model folder (:mod:`gamornet.models.folder`) of a Keras model given as a folder or a file in one."""
+    if backend != "keras" or is_published_name(model):
+        return None
+    from gamornet.models.folder import folder_of
+
+    return folder_of(model)
 
 
 def _data_set_of(shape):
@@ -335,6 +358,10 @@ class ResolvedModel:
         any other shape.
     published : bool
         Whether ``model`` names a published model.
+    folder : str or None
+        The model folder (:mod:`gamornet.models.folder`) of a Keras model
+        given as a folder or as a file in one: what it holds (preprocessing,
+        calibration, thresholds) is what predictions apply by default.
     """
 
     model: object
@@ -342,6 +369,7 @@ class ResolvedModel:
     input_shape: tuple
     data_set: object
     published: bool
+    folder: object = None
 
     @functools.cached_property
     def path(self):
@@ -353,6 +381,28 @@ class ResolvedModel:
         """The sha256 that identifies the model (as :func:`model_sha256`)."""
         return model_sha256(self.path, self.backend)
 
+    @functools.cached_property
+    def preprocessing(self):
+        """(settings or None, the file they come from or None): the preprocessing the model folder records."""
+        from gamornet.models.folder import read_preprocessing
+
+        return read_preprocessing(self.folder)
+
+    @functools.cached_property
+    def calibration_file(self):
+        """The model folder's ``calibration.json``, or None."""
+        from gamornet.models.folder import saved_calibration
+
+        return saved_calibration(self.folder)
+
+    @functools.cached_property
+    def thresholds(self):
+        """(gamornet.science.classify.Thresholds, path) saved in the model folder, checked against the weights'
+        sha256; (None, None) without (``CalibrationMismatchError`` for thresholds of other weights)."""
+        from gamornet.models.folder import saved_thresholds
+
+        return saved_thresholds(self.folder, self.sha256) if self.folder is not None else (None, None)
+
 
 def resolve_model(model, backend="keras", input_shape=None):
     """Resolve a model's name or file, its backend and input shape into a :class:`ResolvedModel`.
@@ -363,7 +413,8 @@ def resolve_model(model, backend="keras", input_shape=None):
     Parameters
     ----------
     model : str or os.PathLike
-        A published name (``'SDSS_tl'`` ...) or a model file.
+        A published name (``'SDSS_tl'`` ...), a model file, or a model folder
+        (:mod:`gamornet.models.folder`).
     backend : {'keras', 'tflearn'}
     input_shape : {'SDSS', 'CANDELS'} or tuple of int, optional
         As for :func:`input_shape_of`.
@@ -382,4 +433,4 @@ def resolve_model(model, backend="keras", input_shape=None):
     shape = input_shape_of(model, backend, input_shape)
     published = is_published_name(model)
     data_set = _data_set_of(published_model(model, backend).input_shape if published else shape)
-    return ResolvedModel(model, backend, shape, data_set, published)
+    return ResolvedModel(model, backend, shape, data_set, published, _model_folder(model, backend))

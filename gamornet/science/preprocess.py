@@ -25,8 +25,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["STRETCHES", "SCALINGS", "check_border", "check_stack", "estimate_background", "preprocess_images",
-           "preprocessing_settings"]
+__all__ = ["STRETCHES", "SCALINGS", "check_border", "check_stack", "describe_preprocessing", "estimate_background",
+           "preprocess_images", "preprocessing_settings", "unpreprocessed_share"]
 
 #: Stretches: ``'none'`` (linear), ``'asinh'`` (Lupton et al. 1999, AJ 118, 1406) and ``'log'``.
 STRETCHES = ("none", "asinh", "log")
@@ -157,6 +157,18 @@ def preprocessing_settings(stretch="none", scaling="peak", softening=3.0, border
     }
 
 
+def describe_preprocessing(settings):
+    """Preprocessing settings in words: ``'none (images as they are)'``, ``'asinh stretch (softening 3), peak
+    scaling'`` ..."""
+    if settings is None:
+        return "none (images as they are)"
+    parts = ["background subtracted"] if settings.get("subtract_background") else []
+    if settings.get("stretch", "none") != "none":
+        parts.append(f"{settings['stretch']} stretch (softening {settings.get('softening', 3.0):g})")
+    parts.append(f"{settings.get('scaling', 'peak')} scaling")
+    return ", ".join(parts) + f", border {settings.get('border', 4)} px"
+
+
 def preprocess_images(images, stretch="none", scaling="peak", softening=3.0, border=4, subtract_background=False):
     """Bring each image to a common scale, optionally after a stretch: a new array.
 
@@ -252,3 +264,40 @@ def _preprocess_chunk(chunk, settings):
         return chunk
     divisor = np.where(divisor > 0, divisor, 1.0)
     return chunk / divisor[:, None, None, :]
+
+
+def unpreprocessed_share(images, settings, n_images=64):
+    """The share of the first images whose scale shows that ``settings`` were not applied; None if it cannot tell.
+
+    After ``'peak'`` scaling every image's largest pixel is 1, after ``'sum'``
+    its positive pixels sum to 1, after ``'zscore'`` its standard deviation
+    is 1: an image further than 1% from that did not get the preprocessing
+    (blank images are not counted). With ``scaling='none'`` nothing tells.
+
+    Parameters
+    ----------
+    images : numpy.ndarray of shape (n, x, y, ndim)
+    settings : dict
+        As :func:`preprocessing_settings` returns.
+    n_images : int
+        How many of the first images are looked at.
+
+    Returns
+    -------
+    float or None
+    """
+    scaling = settings.get("scaling", "none")
+    if scaling == "none":
+        return None
+    sample = np.asarray(images[:n_images], dtype=np.float64)
+    flat = sample.reshape(len(sample), -1, sample.shape[3])
+    if scaling == "peak":
+        values = flat.max(axis=1)
+    elif scaling == "sum":
+        values = np.clip(flat, 0.0, None).sum(axis=1)
+    else:
+        values = flat.std(axis=1)
+    counted = (flat.max(axis=1) > flat.min(axis=1)) & np.isfinite(values)
+    if not counted.any():
+        return None
+    return float(np.mean(np.abs(values[counted] - 1.0) > 0.01))

@@ -328,6 +328,7 @@ class _Settings:
     partition_size: int
     hdu: int
     skip_bad: bool
+    thresholds_file: str = None
 
     def record(self):
         return {
@@ -340,6 +341,16 @@ class _Settings:
             "partition_size": self.partition_size,
             "hdu": self.hdu,
         }
+
+    def describe_applied(self):
+        """What the workers apply, in words (preprocessing, calibration, thresholds, each with its file)."""
+        from gamornet.models.folder import describe_applied
+        from gamornet.science.calibration import load_calibration
+
+        calibration = self.spec.option("calibration")
+        loaded = None if calibration is None else load_calibration(calibration, self.spec.model_sha256)
+        return describe_applied((self.spec.option("preprocessing"), None), (loaded, calibration),
+                                (self.describe_thresholds(), self.thresholds_file))
 
     def describe_thresholds(self):
         thresholds = self.thresholds
@@ -1001,10 +1012,12 @@ def run_settings(model, input_shape, backend, thresholds, partition_size, hdu, s
     partition_size = _checks.check_positive_int(partition_size, "partition_size")
     hdu = _checks.check_hdu(hdu)
     _check_predictor_options(options)
+    options = _model_options(options, model_record)
     name = thresholds if isinstance(thresholds, str) else None
-    if thresholds is None:
+    saved, thresholds_file = model_record.thresholds if thresholds is None else (None, None)
+    if thresholds is None and saved is None:
         name = default_thresholds(backend, model_record.data_set, shape)
-    rule = resolve_thresholds(name if thresholds is None else thresholds)
+    rule = resolve_thresholds(saved if saved is not None else name if thresholds is None else thresholds)
     if options.get("precision") == "bf16":
         # bf16 predicts again in fp32 the galaxies near the boundaries of the classes this run makes.
         options = dict(options, thresholds=(rule.disk, rule.bulge, bool(rule.disk_must_lead)))
@@ -1015,13 +1028,28 @@ def run_settings(model, input_shape, backend, thresholds, partition_size, hdu, s
 
         where = model if models.is_published_name(model) else model_record.path
         options = dict(options, model_card=resolve_model_card(options["model_card"], where, backend, shape))
-    # Published models go by name (each worker finds them in its cache); files by their absolute path.
+    # Published models go by name (each worker finds them in its cache); files and folders by their absolute path.
     for_workers = model if models.is_published_name(model) else os.path.abspath(os.fspath(model))
     # Files given as options (a calibration) go to the workers by absolute path.
     options = {name: os.path.abspath(os.fspath(value)) if isinstance(value, (str, os.PathLike))
                and os.path.isfile(value) else value for name, value in options.items()}
     spec = _PredictorSpec(for_workers, shape, backend, tuple(sorted(options.items())), model_record.sha256)
-    return _Settings(spec, rule, name, partition_size, hdu, bool(skip_bad))
+    return _Settings(spec, rule, name, partition_size, hdu, bool(skip_bad), thresholds_file)
+
+
+def _model_options(options, resolved):
+    """The options with the model folder's preprocessing and calibration made explicit, so that the workers apply
+    them and the run's settings (and a resume) record them: the settings themselves, and the calibration's file."""
+    from gamornet.inference.predictor import model_preprocessing
+
+    options = dict(options)
+    options["preprocessing"], _ = model_preprocessing(options.get("preprocessing", "model"), resolved)
+    calibration = options.get("calibration", "model")
+    if isinstance(calibration, str) and calibration == "model":
+        options["calibration"] = resolved.calibration_file
+    elif isinstance(calibration, str) and calibration == "none":
+        options["calibration"] = None
+    return options
 
 
 def predict_catalogue(inputs, model, output, client=None, partition_size=DEFAULT_PARTITION_SIZE, *,

@@ -51,7 +51,9 @@ The JSON output records T, the sha256 of the model that made the predictions
 (a temperature holds only for that model), the files it was fitted on with
 their sha256, and the expected calibration error (ECE) before and after.
 `gamornet predict --calibration calib.json` applies it and refuses it for any
-other model.
+other model. With --save MODEL_FOLDER it is written into the model folder (as
+calibration.json), where `gamornet predict --model MODEL_FOLDER` applies it by
+default, until the folder's weights change.
 """
 
 _THRESHOLDS_DESCRIPTION = """\
@@ -60,7 +62,9 @@ galaxies: the lowest threshold on p_disk whose disk-dominated galaxies are at
 least --disk-purity pure, and the same on p_bulge for bulges. Prints the
 purity, completeness and indeterminate fraction of the rule, writes the
 purity/completeness curves as a PNG (--plot; as in Figs. 8 and 9 of Ghosh et
-al. 2020), and the rule as JSON (--output) for `gamornet predict --thresholds`.
+al. 2020), and the rule as JSON (--output) for `gamornet predict --thresholds`,
+or into a model folder (--save MODEL_FOLDER, as thresholds.json), where
+`gamornet predict --model MODEL_FOLDER` uses it by default.
 Use predictions made the way you will use the thresholds (calibrated or not).
 """
 
@@ -77,7 +81,9 @@ def add_parser(subparsers):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(calibrate)
-    calibrate.add_argument("--output", required=True, metavar="CALIB.json", help="the calibration file to write")
+    calibrate.add_argument("--output", metavar="CALIB.json", help="the calibration file to write")
+    calibrate.add_argument("--save", metavar="MODEL_FOLDER",
+                           help="write it into this model folder (calibration.json), checked against its weights")
     calibrate.add_argument(
         "--model", metavar="NAME_OR_PATH",
         help="the model that made the predictions (published name or file), when the predictions file does not "
@@ -107,6 +113,8 @@ def add_parser(subparsers):
     thresholds.add_argument("--bulge-purity", type=float, default=0.95, metavar="P",
                             help="the purity of bulge-dominated galaxies to reach (default: 0.95)")
     thresholds.add_argument("--output", metavar="THR.json", help="write the thresholds for gamornet predict")
+    thresholds.add_argument("--save", metavar="MODEL_FOLDER",
+                            help="write them into this model folder (thresholds.json), checked against its weights")
     thresholds.add_argument("--plot", metavar="FILE.png", help="write the purity and completeness curves")
     thresholds.set_defaults(command_name="thresholds", handler=run_thresholds)
 
@@ -362,25 +370,55 @@ def _model_sha256(args, recorded):
     return computed, args.model
 
 
+def _save_folder(args, recorded):
+    """(the model folder of --save, the sha256 of its weights), refusing predictions made by other weights."""
+    if not os.path.isdir(args.save):
+        raise NotADirectoryError(f"--save must be a model folder (what gamornet train writes). Received: {args.save!r}")
+    sha256 = models.resolve_model(args.save, "keras").sha256
+    if recorded is not None and recorded.lower() != sha256:
+        what = "calibration" if args.command_name == "calibrate" else "thresholds"
+        raise ValueError(
+            f"{args.predictions!r} was made by the model with sha256 {recorded[:16]}..., but the weights in "
+            f"--save {args.save!r} have sha256 {sha256[:16]}...: a {what} is saved only beside the weights whose "
+            "predictions it was made from"
+        )
+    return args.save, sha256
+
+
 def run_calibrate(args):
     """Run ``gamornet calibrate``; return the exit status."""
+    if args.output is None and args.save is None:
+        raise ValueError("give --output CALIB.json (a calibration file), or --save MODEL_FOLDER (into a model folder)")
     _check_output(args.output, ".json", "--output")
     _check_output(args.plot, ".png", "--plot")
     check_n_bins(args.n_bins)
     probabilities, labels, description, recorded = _labelled_set(args)
+    if args.save is not None:
+        _, folder_sha256 = _save_folder(args, recorded)
+        recorded = recorded or folder_sha256
     sha256, model = _model_sha256(args, recorded)
     temperature = calibration.fit_temperature(probabilities, labels)
     calibrated = calibration.apply_temperature(probabilities, temperature)
     before = calibration.expected_calibration_error(probabilities, labels, args.n_bins)
     after = calibration.expected_calibration_error(calibrated, labels, args.n_bins)
     description.update(ece_before=before, ece_after=after, n_bins=args.n_bins)
-    calibration.save_calibration(args.output, temperature, sha256, model=model, fitted_on=description)
+    written = [args.output] if args.output else []
+    if args.output:
+        calibration.save_calibration(args.output, temperature, sha256, model=model, fitted_on=description)
+    if args.save is not None:
+        from gamornet.models.folder import CALIBRATION_FILE
+
+        path = os.path.join(args.save, CALIBRATION_FILE)
+        written.append(calibration.save_calibration(path, temperature, sha256, model=model or args.save,
+                                                    fitted_on=description))  # fmt: skip
     if args.plot:
         reliability_diagram(probabilities, labels, args.plot, args.n_bins, calibrated=calibrated)
     print(f"temperature T = {temperature:.4f}, fitted on {len(labels)} labelled galaxies "
           f"({'over' if temperature > 1 else 'under'}-confident model)")
     print(f"expected calibration error ({args.n_bins} bins): {before:.4f} before, {after:.4f} after")
-    print(f"written: {args.output}" + (f", {args.plot}" if args.plot else ""))
+    print(f"written: {', '.join(written + ([args.plot] if args.plot else []))}")
+    if args.save is not None:
+        print(f"gamornet predict --model {args.save} applies it by default (--calibration none turns it off)")
     return 0
 
 
@@ -393,15 +431,23 @@ def run_thresholds(args):
     probabilities, labels, description, recorded = _labelled_set(args)
     choice = choose_thresholds(probabilities, labels, args.disk_purity, args.bulge_purity)
     print(choice)
+    if args.save is not None:
+        _, recorded = _save_folder(args, recorded)
     if recorded is not None:
         description["model_sha256"] = recorded
     written = []
     if args.output:
         written.append(save_thresholds(args.output, choice, chosen_from=description))
+    if args.save is not None:
+        from gamornet.models.folder import THRESHOLDS_FILE
+
+        written.append(save_thresholds(os.path.join(args.save, THRESHOLDS_FILE), choice, chosen_from=description))
     if args.plot:
         written.append(purity_completeness_diagram(probabilities, labels, args.plot, choice))
     if written:
         print(f"written: {', '.join(written)}")
     if args.output:
         print(f"use them with: gamornet predict ... --thresholds {args.output}")
+    if args.save is not None:
+        print(f"gamornet predict --model {args.save} uses them by default (--thresholds replaces them)")
     return 0

@@ -65,6 +65,9 @@ def add_parser(subparsers):
     models.add_argument("--verify", action="store_true", help="recompute the sha256 of every cached file")
     models.add_argument("--files", action="store_true",
                         help="also list the data files (tutorial images, prediction tables)")
+    models.add_argument("--info", metavar="PATH",
+                        help="instead, describe a model folder (or a model file): what it holds (weights, model "
+                             "card, preprocessing, calibration, thresholds) and what gamornet predict applies")
     models.set_defaults(command_name="models", handler=run_models)
 
     download = subparsers.add_parser(
@@ -129,8 +132,46 @@ def _model_rows(entry, status):
     return rows
 
 
+def _applied(resolved):
+    """What ``gamornet predict --model PATH`` applies by default, in one line (or why it would stop)."""
+    from gamornet.errors import CalibrationMismatchError
+    from gamornet.models.folder import describe_applied
+    from gamornet.science.calibration import load_calibration
+    from gamornet.science.classify import default_thresholds
+
+    try:
+        path = resolved.calibration_file
+        calibration = None if path is None else load_calibration(path, resolved.sha256)
+        thresholds, source = resolved.thresholds
+    except CalibrationMismatchError as error:
+        return f"nothing until this is fixed: {error}"
+    if thresholds is not None:
+        rule = f"p_disk >= {thresholds.disk}, p_bulge >= {thresholds.bulge}" + (
+            ", p_disk leading" if thresholds.disk_must_lead else "")
+    else:
+        try:
+            rule = default_thresholds(resolved.backend, resolved.data_set, resolved.input_shape, "--thresholds")
+        except ValueError:
+            rule = "none: give --thresholds (no handbook set fits this input shape)"
+    return describe_applied(resolved.preprocessing, (calibration, path), (rule, source))
+
+
+def run_info(path):
+    """Print what a model folder (or file) holds and what ``gamornet predict`` applies; return the exit status."""
+    from gamornet import models
+    from gamornet.models.folder import describe_folder
+
+    resolved = models.resolve_model(path, "keras")
+    for line in describe_folder(resolved):
+        print(line)
+    print(f"gamornet predict --model {path} applies: {_applied(resolved)}")
+    return 0
+
+
 def run_models(args):
     """Print the table of published models (and data files); exit status 1 if a cached file changed."""
+    if args.info is not None:
+        return run_info(args.info)
     mirrors = _download.mirror_urls()
     print("Published GaMorNet models of Ghosh et al. (2020), ApJ 895, 112")
     print(f"cache:   {_download.cache_dir()}")

@@ -146,7 +146,8 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
                          load_model=False, model_load_path="./", save_model=True, verbose=1, *, nesterov=None,
                          preprocessing=None, augmentation=None, path_column="path", label_column="label",
                          distribute=None, precision="fp32", resume=False, fresh=False, seed=None, cache="auto",
-                         optimizer="sgd"):
+                         optimizer="sgd", lr_schedule="auto", keep_best="auto", divergence_guard="auto",
+                         keep_going=False):
     """Train a GaMorNet model with Keras.
 
     Parameters
@@ -229,11 +230,28 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
         0.4.x did. ``'adam'``: Adam (Kingma & Ba 2015), which learns faster
         in a short run from scratch; it takes lr values about ten times
         smaller (``gamornet demo`` uses a peak of 6e-4, see :doc:`/training`).
+    lr_schedule : {'auto', 'cosine', 'constant'}
+        ``'cosine'``: the recipe's schedule (:func:`gamornet.training.recipe.warmup_cosine`:
+        a warm-up over half an epoch to ``lr``, then a half cosine to 0);
+        ``'constant'``: ``lr`` throughout (with ``decay``, as 0.4.x).
+        ``'auto'`` (default): cosine with Adam, constant with SGD or when
+        ``lr`` is a schedule or ``decay`` is set.
+    keep_best : bool or 'auto'
+        Save and return the weights of the epoch with the lowest validation
+        loss, and say which epoch that was (recorded in the model card's
+        ``training``). ``'auto'``: with Adam; with SGD the last epoch, as 0.4.x.
+    divergence_guard : bool or 'auto'
+        After every epoch, warn (:class:`gamornet.errors.TrainingDivergedWarning`)
+        when the training loss is above ln 3 (a uniform guess) or the network
+        calls nearly every validation galaxy the same class, suggest a lower
+        ``lr``, and stop training. ``'auto'``: with Adam.
+    keep_going : bool
+        With the guard on, warn but go on training.
 
     Returns
     -------
     keras.Model
-        The trained model.
+        The trained model (the best epoch's, with ``keep_best``).
 
     Raises
     ------
@@ -252,7 +270,8 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
         files_save_path=files_save_path, epochs=epochs, checkpoint_freq=checkpoint_freq, batch_size=batch_size, lr=lr,
         momentum=momentum, decay=decay, nesterov=nesterov, loss=loss, load_model=load_model,
         model_load_path=model_load_path, save_model=save_model, verbose=verbose, path_column=path_column,
-        label_column=label_column, optimizer=optimizer,
+        label_column=label_column, optimizer=optimizer, lr_schedule=lr_schedule, keep_best=keep_best,
+        divergence_guard=divergence_guard, training_recipe={"keep_going": _checks.check_flag(keep_going, "keep_going")},
     )  # fmt: skip
 
 
@@ -262,7 +281,8 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
                       momentum=0.9, decay=0.0, nesterov=False, loss="categorical_crossentropy", save_model=True,
                       verbose=1, *, nestorov=None, preprocessing=None, augmentation=None, path_column="path",
                       label_column="label", distribute=None, precision="fp32", resume=False, fresh=False, seed=None,
-                      cache="auto", optimizer="sgd"):
+                      cache="auto", optimizer="sgd", lr_schedule="auto", keep_best="auto", divergence_guard="auto",
+                      keep_going=False):
     """Transfer learning: retrain a saved GaMorNet model on new images.
 
     Parameters
@@ -280,6 +300,8 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
         As for :func:`gamornet_train_keras` (``nestorov`` is accepted too, as a keyword).
     preprocessing, augmentation, path_column, label_column, distribute, precision, resume, fresh, seed, cache, optimizer
         As for :func:`gamornet_train_keras`.
+    lr_schedule, keep_best, divergence_guard, keep_going
+        The training recipe, as for :func:`gamornet_train_keras`.
 
     Returns
     -------
@@ -302,7 +324,9 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
         load_layers_bools=load_layers_bools, trainable_bools=trainable_bools, model_load_path=model_load_path,
         files_save_path=files_save_path, epochs=epochs, checkpoint_freq=checkpoint_freq, batch_size=batch_size, lr=lr,
         momentum=momentum, decay=decay, nesterov=nesterov, loss=loss, save_model=save_model, verbose=verbose,
-        path_column=path_column, label_column=label_column, optimizer=optimizer,
+        path_column=path_column, label_column=label_column, optimizer=optimizer, lr_schedule=lr_schedule,
+        keep_best=keep_best, divergence_guard=divergence_guard,
+        training_recipe={"keep_going": _checks.check_flag(keep_going, "keep_going")},
     )  # fmt: skip
 
 

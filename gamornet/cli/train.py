@@ -25,10 +25,23 @@ or 0, 1, 2 (or three one-hot columns: --label-column disk,indeterminate,bulge).
 Images are read in parallel threads while the network trains; they are kept in
 memory when they fit (--cache auto), else streamed from disk every epoch.
 
-The output folder receives trained_model.hdf5, metrics.csv (one row per
-finished epoch, numbered from 1), preprocessing.json (the preprocessing every
-image classified by the model must get), training_curves.png, augmentation.json
-when augmentation is on, and model_NN.hdf5 every --checkpoint-freq epochs.
+The output folder is a model folder: trained_model.hdf5, model_card.json (what
+it was trained on, and the epoch kept), preprocessing.json (the preprocessing
+every image classified by the model gets: `gamornet predict --model
+OUTPUT_DIR` applies it), metrics.csv (one row per finished epoch, numbered
+from 1), training_curves.png, augmentation.json when augmentation is on, and
+model_NN.hdf5 every --checkpoint-freq epochs. `gamornet calibrate --save` and
+`gamornet thresholds --save` add a calibration and thresholds to it;
+`gamornet models --info OUTPUT_DIR` shows what it holds.
+
+The recipe: the weights saved are those of the epoch with the lowest
+validation loss (--keep-last: the last epoch's), and the epoch kept is printed.
+With --optimizer adam the learning rate warms up over half an epoch from lr/20
+to --lr, then falls along a half cosine to 0 (--lr-schedule). After every
+epoch a guard checks that training has not diverged (a training loss above
+ln 3 = 1.099, a uniform guess, or one class for at least 97% of the validation
+galaxies): if it has, it says so, suggests a lower --lr, and stops
+(--keep-going goes on).
 
 Runs are resumable: the state after each epoch is kept in OUTPUT_DIR/backup/.
 A run killed at any moment (a time limit, a crash) continues from its last
@@ -44,6 +57,10 @@ distributed training (see the documentation page "Training on your own galaxies"
   --batch-size is the global batch, shared among the replicas. With k times
   more replicas, keep the per-replica batch by multiplying --batch-size by k,
   and scale --lr by k too (the linear scaling rule, Goyal et al. 2017).
+
+recommended recipe from scratch (the training page has its recalls on two simulators):
+  gamornet train --catalog train.csv --validation-catalog val.csv --input-shape CANDELS \\
+      --output-dir run/ --optimizer adam --lr 0.0006 --scaling peak --epochs 8 --batch-size 64
 
 examples:
   gamornet train --catalog train.csv --validation-catalog val.csv --input-shape CANDELS \\
@@ -95,6 +112,13 @@ def _add_common(parser, lr_default):
     fit.add_argument("--decay", type=number, default=0.0,
                      help="learning-rate decay, lr / (1 + decay * step) (default: 0)")  # fmt: skip
     fit.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    fit.add_argument("--lr-schedule", choices=("auto", "cosine", "constant"), default="auto",
+                     help="cosine: warm up over half an epoch from lr/20 to --lr, then a half cosine to 0; constant: "
+                          "--lr throughout (with --decay); auto: cosine with adam, constant with sgd (default: auto)")
+    fit.add_argument("--keep-last", action="store_true",
+                     help="save the last epoch's weights, not those of the epoch with the lowest validation loss")
+    fit.add_argument("--keep-going", action="store_true",
+                     help="when training diverges (see above), say so but go on rather than stop")
     fit.add_argument("--loss", default="categorical_crossentropy",
                      help="a Keras loss name (default: categorical_crossentropy)")  # fmt: skip
     fit.add_argument("--no-save-model", dest="save_model", action="store_false",
@@ -189,7 +213,9 @@ def _common_parameters(args):
         files_save_path=args.output_dir, epochs=args.epochs, checkpoint_freq=args.checkpoint_freq,
         batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, decay=args.decay, nesterov=args.nesterov,
         loss=args.loss, save_model=args.save_model, verbose=0, path_column=args.path_column,
-        label_column=args.label_column, optimizer=args.optimizer,
+        label_column=args.label_column, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
+        keep_best=not args.keep_last, divergence_guard=True,
+        training_recipe={"keep_going": args.keep_going, "lr_option": "--lr"},
     )  # fmt: skip
 
 
@@ -203,15 +229,27 @@ def _report(args, what):
     print(f"{what} finished. In {args.output_dir}: {', '.join(names)}")
 
 
+def _outcome(args, parameters, what):
+    """Report a finished run; exit status 1 when the divergence guard stopped it."""
+    _report(args, what)
+    diverged = parameters["training_recipe"].get("outcome", {}).get("diverged")
+    if diverged:
+        import sys
+
+        print(f"gamornet {args.command_name}: {diverged}", file=sys.stderr)
+        return 0 if args.keep_going else 1
+    return 0
+
+
 def run_train(args):
     """Handler of ``gamornet train``."""
     options = _options(args)
     from gamornet.training.keras import train_from_scratch
 
+    parameters = _common_parameters(args)
     train_from_scratch(options=options, load_model=args.load_model is not None, model_load_path=args.load_model,
-                       **_common_parameters(args))  # fmt: skip
-    _report(args, "Training")
-    return 0
+                       **parameters)  # fmt: skip
+    return _outcome(args, parameters, "Training")
 
 
 def run_tl(args):
@@ -219,7 +257,7 @@ def run_tl(args):
     options = _options(args)
     from gamornet.training.keras import transfer
 
+    parameters = _common_parameters(args)
     transfer(options=options, load_layers_bools=args.load_layers_bools, trainable_bools=args.trainable_bools,
-             model_load_path=args.model, **_common_parameters(args))  # fmt: skip
-    _report(args, "Transfer learning")
-    return 0
+             model_load_path=args.model, **parameters)  # fmt: skip
+    return _outcome(args, parameters, "Transfer learning")

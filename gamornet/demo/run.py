@@ -443,13 +443,9 @@ def _learning_rate(config, steps_per_epoch):
     """The learning rate given to the optimiser: ``lr``, or a warm-up and cosine schedule peaking at ``lr``."""
     if config.lr_schedule == "constant":
         return config.lr
-    from gamornet.models.network import keras  # TensorFlow imported quietly first (gamornet._utils.tf_logging)
+    from gamornet.training.recipe import warmup_cosine
 
-    total = config.epochs * steps_per_epoch
-    warmup = min(max(1, steps_per_epoch // 2), total - 1)
-    return keras.optimizers.schedules.CosineDecay(
-        config.lr / 20, decay_steps=max(1, total - warmup), alpha=0.0, warmup_target=config.lr, warmup_steps=warmup
-    )
+    return warmup_cosine(config.lr, config.epochs, steps_per_epoch)
 
 
 def _write_settings(config, settings, folder):
@@ -505,6 +501,7 @@ def _train_stage(config, settings, inputs, labels, learn, folder, seeds, progres
         optimizer=config.optimizer,
         loss=class_weighted_crossentropy(disk=config.disk_weight) if config.disk_weight != 1 else "categorical_crossentropy",
         save_model=True, verbose=1 if progress else 0,
+        keep_best=False, divergence_guard=False,  # the demo's figures are those of its last epoch, as published
     )  # fmt: skip
     paths.update(model=os.path.join(folder, "trained_model.hdf5"), metrics=os.path.join(folder, "metrics.csv"),
                  card=os.path.join(folder, CARD_FILE_NAME))  # fmt: skip

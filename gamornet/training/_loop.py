@@ -649,7 +649,7 @@ def _use_custom_loop(options, strategy, prepared):
 
 
 def run(build_model, training, validation, folder, *, input_shape, epochs, checkpoint_freq, batch_size, save_model,
-        verbose, loss, options, settings):
+        verbose, loss, options, settings, extra_callbacks=()):
     """Build, (resume,) train and save a model; the loop of every Keras training entry point.
 
     Parameters
@@ -663,6 +663,10 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
         The output folder (None: write nothing).
     settings : dict
         The run's settings, recorded with the resumable state.
+    extra_callbacks : callable
+        ``extra_callbacks(model, writer)`` returns further Keras callbacks (the recipe's
+        best epoch and divergence guard, :mod:`gamornet.training.recipe`),
+        which act after the run's own at each epoch's end.
 
     Returns
     -------
@@ -687,6 +691,7 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
             prepared = _prepare(training, input_shape, batch_size, options, seed, True, progress, initial_epoch)
         validation_data = _prepare(validation, input_shape, batch_size, options, seed, False, progress)
         callbacks, metrics = _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_size, epochs)
+        callbacks += list(extra_callbacks(model, writer) if extra_callbacks else ())
         if metrics is not None:
             metrics.resume_from(initial_epoch)
         fit_verbose = 0 if options.progress else verbose

@@ -21,6 +21,7 @@ from gamornet.presets import LOAD_BOOLS_PRESETS, N_WEIGHTED_LAYERS, TRAINABLE_BO
 from gamornet.io.catalogues import TrainingCatalogue
 from gamornet.training import _loop as _training_loop
 from gamornet.training import data as _training_data
+from gamornet.training import recipe as _recipe
 
 keras = import_keras()
 
@@ -126,14 +127,66 @@ def _describe_source(source):
     return "a tf.data.Dataset"
 
 
+def _steps_per_epoch(training, batch_size):
+    """Gradient steps per epoch of arrays or a catalogue; None for a tf.data.Dataset."""
+    return -(-len(training) // batch_size) if hasattr(training, "__len__") else None
+
+
+def _recipe_callbacks(recipe, training_recipe, validation, shape, options, folder, lr, verbose):
+    """The factory of the recipe's callbacks (best epoch, divergence guard) for the training loop."""
+    schedule, keep_best, guard = recipe
+
+    def make(model, writer):
+        made = []
+        quiet = not (options.progress or verbose)
+        if keep_best:
+            backup = os.path.join(folder, _training_loop.BACKUP_FOLDER) if writer and options.resume and folder else None
+            made.append(_recipe.KeepBestEpoch(backup, options.epoch_base, quiet=quiet or not writer))
+        if guard:
+            sample = _recipe.validation_sample(validation, shape, options.preprocessing, _training_data.read_image)
+            made.append(_recipe.DivergenceGuard(sample, lr, training_recipe.get("keep_going", False), options.epoch_base,
+                                                training_recipe.get("lr_option", "lr")))  # fmt: skip
+        training_recipe["callbacks"] = made
+        return made
+
+    return make
+
+
+def _describe_recipe(optimizer, lr, recipe):
+    schedule, keep_best, guard = recipe
+    rate = (f"peak lr {lr:g}, warmed up over half an epoch from lr/20 then a cosine down to 0" if schedule == "cosine"
+            else f"lr {_describe_setting(lr)}")
+    return (f"Training with {'Adam' if optimizer == 'adam' else 'SGD'} ({rate})"
+            + ("; keeping the epoch of lowest validation loss" if keep_best else "; keeping the last epoch")
+            + ("; divergence guard on" if guard else ""))  # fmt: skip
+
+
+def _record_recipe(folder, training_recipe, optimizer, lr, recipe, epochs):
+    """Record the recipe and its outcome (the epoch kept, a divergence) in the model card, and in ``outcome``."""
+    from gamornet.models.card import CARD_FILE_NAME, update_model_card
+
+    outcome = {"optimizer": optimizer, "lr": lr if isinstance(lr, (int, float)) else _describe_setting(lr),
+               "lr_schedule": recipe[0], "epochs": epochs}
+    for callback in training_recipe.get("callbacks", ()):
+        if isinstance(callback, _recipe.KeepBestEpoch) and callback.kept:
+            outcome.update(callback.kept)
+        if isinstance(callback, _recipe.DivergenceGuard) and callback.message:
+            outcome["diverged"] = callback.message
+    training_recipe["outcome"] = outcome
+    if folder is not None and os.path.isfile(os.path.join(folder, CARD_FILE_NAME)):
+        update_model_card(folder, training=outcome)
+
+
 def _train(data, input_shape, *, mode, build, files_save_path, epochs, checkpoint_freq, batch_size, verbose, lr,
            momentum, decay, nesterov, loss, save_model, options, path_column, label_column, model_settings,
-           optimizer):
+           optimizer, lr_schedule="auto", keep_best="auto", divergence_guard="auto", training_recipe=None):
     """The body shared by gamornet_train_keras, gamornet_tl_keras and the ``gamornet train`` / ``tl`` commands.
 
     ``data`` is (training_imgs, training_labels, validation_imgs,
     validation_labels) as the public functions received them; everything is
-    checked before a network is built.
+    checked before a network is built. ``training_recipe`` (a dict, filled
+    in) may hold ``keep_going`` and ``lr_option``; it receives
+    ``outcome``: the recipe and what it did (epoch kept, divergence).
     """
     shape = _checks.check_input_shape(input_shape)
     epochs, checkpoint_freq, batch_size, verbose = _check_training_options(epochs, checkpoint_freq, batch_size, verbose)
@@ -148,6 +201,14 @@ def _train(data, input_shape, *, mode, build, files_save_path, epochs, checkpoin
     _learning_rate(lr, decay)
     _checks.check_non_negative_float(momentum, "momentum")
     _checks.check_optimizer(optimizer)
+    recipe = _recipe.resolve_recipe(optimizer, lr, decay, lr_schedule, keep_best, divergence_guard)
+    steps = _steps_per_epoch(training, batch_size)
+    if recipe[0] == "cosine" and steps is None:
+        if lr_schedule == "cosine":
+            raise ValueError("lr_schedule='cosine' needs the number of steps per epoch, which a tf.data.Dataset does "
+                             "not give: give arrays or a catalogue, or lr_schedule='constant'")  # fmt: skip
+        recipe = ("constant",) + recipe[1:]
+    training_recipe = {} if training_recipe is None else training_recipe
     loss = _check_loss(loss)
     # Checked, not created: the folder is created once the network is built, so a bad argument or model file
     # leaves nothing behind.
@@ -157,21 +218,29 @@ def _train(data, input_shape, *, mode, build, files_save_path, epochs, checkpoin
     settings = dict(model_settings, mode=mode, input_shape=list(shape), batch_size=batch_size,
                     optimizer=optimizer, lr=_describe_setting(lr), momentum=momentum, decay=decay, nesterov=nesterov,
                     loss=_describe_setting(loss), precision=options.precision,
+                    **({"lr_schedule": "cosine"} if recipe[0] == "cosine" else {}),
                     training=_describe_source(training), validation=_describe_source(validation),
                     preprocessing=options.preprocessing,
                     augmentation=None if options.augmentation is None else options.augmentation.to_dict())  # fmt: skip
 
+    learning_rate = _recipe.warmup_cosine(lr, epochs, steps) if recipe[0] == "cosine" else lr
+
     def build_and_compile():
         model = build()
         # The optimizer is made here, in the scope of the run's tf.distribute strategy.
-        compile_model(model, check_compile_options(lr, momentum, decay, nesterov, loss, optimizer)[0], loss)
+        compile_model(model, check_compile_options(learning_rate, momentum, decay, nesterov, loss, optimizer)[0], loss)
         return model
 
-    return _training_loop.run(
+    if options.progress:
+        print(_describe_recipe(optimizer, lr, recipe), flush=True)
+    model = _training_loop.run(
         build_and_compile, training, validation, folder, input_shape=shape, epochs=epochs,
         checkpoint_freq=checkpoint_freq, batch_size=batch_size, save_model=save_model, verbose=verbose, loss=loss,
         options=options, settings=settings,
+        extra_callbacks=_recipe_callbacks(recipe, training_recipe, validation, shape, options, folder, lr, verbose),
     )  # fmt: skip
+    _record_recipe(folder, training_recipe, optimizer, lr, recipe, epochs)
+    return model
 
 
 def train_from_scratch(data, input_shape, options, *, load_model, model_load_path, **parameters):

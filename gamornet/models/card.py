@@ -79,6 +79,7 @@ import os
 import numpy as np
 
 from gamornet._utils.atomic import atomic_write
+from gamornet.models.folder import CARD_FILE_NAME
 from gamornet.science.preprocess import check_border, check_stack, estimate_background
 
 __all__ = [
@@ -98,9 +99,6 @@ __all__ = [
     "has_statistics",
     "check_domain",
 ]
-
-#: The card's file name, beside the model it describes.
-CARD_FILE_NAME = "model_card.json"
 
 #: The per-image statistics, in the order they are reported (see the module's notes for their definitions).
 STATISTICS = ("background_level", "border_noise", "peak_snr", "size", "concentration")

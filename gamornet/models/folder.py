@@ -27,12 +27,12 @@ Backend-neutral: imports neither TensorFlow nor tflearn.
 import json
 import os
 
-from gamornet.models.card import CARD_FILE_NAME, read_model_card
-
-__all__ = ["CALIBRATION_FILE", "PREPROCESSING_FILE", "THRESHOLDS_FILE", "WEIGHTS_FILE", "describe_applied",
+__all__ = ["CALIBRATION_FILE", "CARD_FILE_NAME", "PREPROCESSING_FILE", "THRESHOLDS_FILE", "WEIGHTS_FILE", "describe_applied",
            "describe_folder", "find_weights", "folder_input_shape", "folder_of", "read_preprocessing", "read_preprocessing_file",
            "saved_calibration", "saved_thresholds", "thresholds_sha256"]
 
+#: The model card of a model folder (:mod:`gamornet.models.card`).
+CARD_FILE_NAME = "model_card.json"
 #: The weights of a model folder (Keras).
 WEIGHTS_FILE = "trained_model.hdf5"
 #: The preprocessing of a model folder.
@@ -127,7 +127,7 @@ def read_preprocessing(folder):
         return read_preprocessing_file(path), path
     card_path = os.path.join(folder, CARD_FILE_NAME)
     if os.path.isfile(card_path):
-        settings = read_model_card(card_path).get("preprocessing")
+        settings = _read_json(card_path).get("preprocessing")
         if settings is not None:
             from gamornet.science.preprocess import preprocessing_settings
 
@@ -237,7 +237,7 @@ def describe_folder(resolved):
     lines.append(f"folder: {folder}")
     card_path = os.path.join(folder, CARD_FILE_NAME)
     if os.path.isfile(card_path):
-        card = read_model_card(card_path)
+        card = _read_json(card_path)
         survey = f" of {card['survey']}" if card.get("survey") else ""
         lines.append(f"model card: {card_path} (trained by {card.get('trained_by')} on "
                      f"{card.get('n_training_images')} images{survey})")  # fmt: skip

@@ -10,8 +10,8 @@ What lets GaMorNet learn on a new simulator in minutes (measured in
 - :class:`KeepBestEpoch`: the weights of the epoch with the lowest
   validation loss are the ones saved and returned, and a line says which
   epoch that was;
-- :class:`DivergenceGuard`: after every epoch, a training loss above that of
-  a uniform guess (ln 3 = 1.0986 for three classes), or one class given to
+- :class:`DivergenceGuard`: after every epoch, a loss above that of a
+  uniform guess (ln 3 = 1.0986 for three classes), or one class given to
   nearly every validation galaxy, is said plainly with a suggestion (a lower
   learning rate), and training stops unless told to go on.
 
@@ -199,8 +199,9 @@ class KeepBestEpoch(keras.callbacks.Callback):
 class DivergenceGuard(keras.callbacks.Callback):
     """After each epoch, say plainly when training has diverged, suggest a lower lr, and stop unless told to go on.
 
-    Diverged: the epoch's training loss is above :data:`UNIFORM_LOSS` (worse
-    than a uniform guess), or the network gives one class to at least
+    Diverged: the validation loss after the epoch, or the training loss of an
+    epoch after the first, is above :data:`UNIFORM_LOSS` (worse than a uniform
+    guess), or the network gives one class to at least
     :data:`ONE_CLASS_SHARE` of the validation ``sample`` while fewer than 90%
     of them truly are of that class.
     """
@@ -210,6 +211,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.sample, self.lr, self.keep_going = sample, lr, keep_going
         self.epoch_base, self.lr_option = epoch_base, lr_option
         self.message = None
+        self._first = None
 
     def _one_class(self):
         if self.sample is None:
@@ -224,12 +226,26 @@ class DivergenceGuard(keras.callbacks.Callback):
                     f"while {truly:.0%} of them are")  # fmt: skip
         return None
 
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
+    def _losses(self, epoch, logs):
+        """Why the losses say training diverged: the validation loss after any epoch, or the training loss of an
+        epoch after the first (the first's average includes the untrained network's), above ln 3."""
         reasons = []
-        if loss is not None and (not np.isfinite(float(loss)) or float(loss) > UNIFORM_LOSS):
-            reasons.append(f"the training loss, {float(loss):.3f}, is above {UNIFORM_LOSS:.3f}, that of a uniform "
-                           "guess (1/3 for each class)")  # fmt: skip
+        for name, what, counted in (("loss", "training", epoch > self._first), ("val_loss", "validation", True)):
+            value = (logs or {}).get(name)
+            if counted and value is not None and (not np.isfinite(float(value)) or float(value) > UNIFORM_LOSS):
+                reasons.append(f"the {what} loss, {float(value):.3f}, is above {UNIFORM_LOSS:.3f}, that of a uniform "
+                               "guess (1/3 for each class)")  # fmt: skip
+        return reasons
+
+    def on_train_begin(self, logs=None):
+        self._first = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first is None:
+            self._first = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        reasons = self._losses(epoch, logs)
         one_class = self._one_class()
         if one_class:
             reasons.append(one_class)

@@ -24,6 +24,8 @@ SMOKE_RUNS = {
     "input_identity.py": (["--quick"], "added by the identity"),
     "mc_dropout.py": (["--quick"], "target (b) >= 0.5 x (a)"),
     "model_reuse.py": (["--repeats", "1", "--input-shape", "CANDELS"], "second / first"),
+    "other_simulator.py": (["--n", "6", "--size", "32"], "integrated S/N"),
+    "own_simulator.py": (["--quick"], "(c) gamornet predict on raw FITS"),
     "precision.py": (["--quick", "--profile"], "longest layers"),
     "predict_throughput.py": (["--quick"], "load average at end"),
     "reference_agreement.py": ([], "CANDELS"),

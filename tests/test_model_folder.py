@@ -261,6 +261,7 @@ def test_a_folder_whose_weights_changed_refuses_its_old_calibration_and_threshol
     write_labels(tmp_path / "labels.csv", sources, ["disk", "bulge", "indeterminate"] * 4)
     assert main(["calibrate", first, "--labels", str(tmp_path / "labels.csv"), "--save", folder]) == 0
     # New weights in the folder (as a retraining would write).
+    shutil.copy(os.path.join(folder, "trained_model.hdf5"), str(tmp_path / "old_weights.hdf5"))
     weights = [(kernel * 1.01, bias) for kernel, bias in formats.read_weights(os.path.join(folder, "trained_model.hdf5"),
                                                                               SHAPE, "keras")]  # fmt: skip
     write_keras2_file(os.path.join(folder, "trained_model.hdf5"), weights)
@@ -269,9 +270,13 @@ def test_a_folder_whose_weights_changed_refuses_its_old_calibration_and_threshol
     with pytest.raises(CalibrationMismatchError):
         gamornet.load_predictor(folder)
     assert main(base + ["--thresholds", "0.5,0.5", "--calibration", "none"]) == 0
-    # A calibration saved from predictions of other weights is refused too.
+    # A calibration made from predictions of the old weights (a FITS table records their sha256) is refused.
+    old = str(tmp_path / "old.fits")
+    shutil.copy(os.path.join(str(tmp_path), "old_weights.hdf5"), os.path.join(folder, "trained_model.hdf5"))
+    assert main(base[:-1] + [old, "--thresholds", "0.5,0.5", "--calibration", "none"]) == 0
+    write_keras2_file(os.path.join(folder, "trained_model.hdf5"), weights)
     capsys.readouterr()
-    assert main(["calibrate", first, "--labels", str(tmp_path / "labels.csv"), "--save", folder]) == 1
+    assert main(["calibrate", old, "--labels", str(tmp_path / "labels.csv"), "--save", folder]) == 1
     assert "a calibration is saved only beside the weights whose predictions it was made from" in capsys.readouterr().err
     assert main(["models", "--info", folder]) == 0
     assert "calibration: REFUSED: made for other weights" in capsys.readouterr().out

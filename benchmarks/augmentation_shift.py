@@ -103,7 +103,6 @@ def main(argv=None):
 
     import gamornet
     from gamornet.keras_module import gamornet_train_keras
-    from gamornet.science.preprocess import preprocess_images
     from gamornet.training.data import AugmentationSettings
 
     settings = {"stretch": "asinh", "scaling": "peak", "softening": 3.0}
@@ -123,7 +122,8 @@ def main(argv=None):
             with gamornet.load_predictor(os.path.join(folder, "trained_model.hdf5"), (64, 64, 1)) as predictor:
                 for name in list(sets)[2:]:
                     images, labels = sets[name]
-                    probabilities = predictor.predict(preprocess_images(images, **settings), batch_size=256)
+                    # The model folder's preprocessing.json: the predictor preprocesses the raw images itself.
+                    probabilities = predictor.predict(images, batch_size=256)
                     results[label][name] = recalls(probabilities, labels)
         print(f"[{time.perf_counter() - started:5.0f} s] trained and evaluated: {label}", flush=True)
 

@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import shutil
-import sys
 import warnings
 
 import numpy as np
@@ -28,8 +27,6 @@ from gamornet.models import formats
 from gamornet.science.calibration import apply_temperature
 from gamornet.science.classify import Thresholds, classify
 from gamornet.science.preprocess import preprocess_images
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
 SHAPE = (32, 32, 1)
 PREPROCESSINGS = {
@@ -296,3 +293,71 @@ def test_a_folder_without_weights_and_a_file_outside_a_folder(tmp_path, capsys):
     (alone / "model.hdf5").write_bytes(b"")
     assert main(["predict", str(tmp_path), "--model", str(alone / "model.hdf5")]) == 1
     assert "--input-shape is needed with a model file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- catalogue mode and Dask
+
+CANDELS = (83, 83, 1)
+ASINH_PEAK = PREPROCESSINGS["asinh_peak"]
+
+
+@pytest.fixture(scope="module")
+def candels_folder(tmp_path_factory):
+    """A CANDELS model folder of known weights whose preprocessing.json asks for an asinh stretch and peak scaling."""
+    folder = tmp_path_factory.mktemp("candels-model")
+    images = reference.galaxy_images(3, CANDELS, seed=1)
+    weights = reference.calibrated_weights(CANDELS, preprocess_images(images, **ASINH_PEAK), reference.lrn_keras,
+                                           seed=2)  # fmt: skip
+    write_keras2_file(str(folder / "trained_model.hdf5"), weights)
+    (folder / "preprocessing.json").write_text(json.dumps({"preprocess_images": ASINH_PEAK,
+                                                           "input_shape": list(CANDELS)}))  # fmt: skip
+    return str(folder), weights
+
+
+@pytest.mark.slow
+@pytest.mark.numeric
+def test_catalogue_mode_preprocesses_the_stamps(candels_folder, tmp_path_factory, tmp_path, capsys):
+    import survey_field
+    from astropy.table import Table
+    from test_cutouts import WHOLE, expected_stamp
+
+    folder, weights = candels_folder
+    field = survey_field.build_field(str(tmp_path_factory.mktemp("field")))
+    catalog_path = str(tmp_path / "catalogue.fits")
+    field.catalog.write(catalog_path)
+    output = tmp_path / "predictions.fits"
+    assert main(["predict", "--catalog", catalog_path, "--images", os.path.join(field.folder, "tile_*.fits"),
+                 "--model", folder, "--no-progress", "--output", str(output)]) == 0  # fmt: skip
+    table = Table.read(output, mask_invalid=False)
+    names = list(field.catalog["name"])
+    probabilities = np.stack([table["p_disk"], table["p_indet"], table["p_bulge"]], axis=1)
+    drawn = WHOLE + ("edge",)
+    stamps = np.stack([expected_stamp(field, name)[..., None] for name in drawn])
+    expected = reference.forward(preprocess_images(stamps, **ASINH_PEAK), weights, reference.lrn_keras)
+    np.testing.assert_allclose(probabilities[[names.index(name) for name in drawn]], expected, atol=1e-4)
+    assert "applies preprocessing: asinh stretch (softening 3), peak scaling" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dask_workers_apply_it_and_the_run_records_it(candels_folder, tmp_path, capsys):
+    from gamornet.survey.distributed import read_provenance
+
+    folder, weights = candels_folder
+    raw = reference.galaxy_images(4, CANDELS, seed=9).astype(np.float32)
+    write_fits(str(tmp_path / "raw"), raw)
+    base = ["predict", str(tmp_path / "raw"), "--model", folder, "--no-progress", "--thresholds", "0.6,0.6"]
+    output = str(tmp_path / "run.parquet")
+    assert main(base + ["--output", output, "--workers", "1"]) == 0
+    assert "applies preprocessing: asinh stretch (softening 3), peak scaling" in capsys.readouterr().err
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(output).to_pandas()
+    expected = reference.forward(preprocess_images(raw, **ASINH_PEAK), weights, reference.lrn_keras)
+    np.testing.assert_allclose(table[["p_disk", "p_indet", "p_bulge"]].to_numpy(dtype=float), expected, atol=1e-4)
+    provenance = read_provenance(output)
+    assert provenance["preprocessing"]["stretch"] == "asinh"
+    assert provenance["predictor_options"]["preprocessing"]["scaling"] == "peak"
+    # Other preprocessing on the same output folder is another run: refused, not mixed.
+    assert main(base + ["--output", output, "--workers", "1", "--preprocessing", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "holds part of a run made with another model or other settings" in err and "preprocessing" in err

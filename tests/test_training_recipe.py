@@ -1,10 +1,10 @@
 """The training recipe (gamornet.training.recipe): the warm-up + cosine schedule, the best epoch kept, the divergence
 guard; trained on galaxies of another simulator than gamornet's (benchmarks/other_simulator.py), at tiny sizes."""
 
+import importlib.util
 import json
 import math
 import os
-import sys
 import warnings
 
 import numpy as np
@@ -13,9 +13,20 @@ import pytest
 from gamornet.cli.main import main
 from gamornet.errors import TrainingDivergedWarning
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from other_simulator import simulate_other, write_fits_catalogue  # noqa: E402 - the benchmarks' simulator
+
+def _other_simulator():
+    """benchmarks/other_simulator.py, loaded from its file (the benchmarks folder is not put on sys.path: its
+    distributed.py would hide Dask's ``distributed``)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "other_simulator.py")
+    spec = importlib.util.spec_from_file_location("other_simulator", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+other_simulator = _other_simulator()
+simulate_other, write_fits_catalogue = other_simulator.simulate_other, other_simulator.write_fits_catalogue
 
 SIZE = 32
 

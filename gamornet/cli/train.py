@@ -37,11 +37,11 @@ model_NN.hdf5 every --checkpoint-freq epochs. `gamornet calibrate --save` and
 The recipe: the weights saved are those of the epoch with the lowest
 validation loss (--keep-last: the last epoch's), and the epoch kept is printed.
 With --optimizer adam the learning rate warms up over half an epoch from lr/20
-to --lr, then falls along a half cosine to 0 (--lr-schedule). After every
-epoch a guard checks that training has not diverged (a training loss above
-ln 3 = 1.099, a uniform guess, or one class for at least 97% of the validation
-galaxies): if it has, it says so, suggests a lower --lr, and stops
-(--keep-going goes on).
+to --lr, then falls along a half cosine to 0 (--lr-schedule), and after every
+epoch a guard checks that training has not diverged (a loss above ln 3 =
+1.099, that of a uniform guess, or one class for at least 97% of the
+validation galaxies): if it has, it says so, suggests a lower --lr, and stops
+with exit status 1 (--keep-going goes on).
 
 Runs are resumable: the state after each epoch is kept in OUTPUT_DIR/backup/.
 A run killed at any moment (a time limit, a crash) continues from its last
@@ -214,7 +214,7 @@ def _common_parameters(args):
         batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, decay=args.decay, nesterov=args.nesterov,
         loss=args.loss, save_model=args.save_model, verbose=0, path_column=args.path_column,
         label_column=args.label_column, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
-        keep_best=not args.keep_last, divergence_guard=True,
+        keep_best=not args.keep_last, divergence_guard="auto",
         training_recipe={"keep_going": args.keep_going, "lr_option": "--lr"},
     )  # fmt: skip
 

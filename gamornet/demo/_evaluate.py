@@ -124,7 +124,7 @@ def evaluate_network(config, network, sets, inputs, card, log):
 
     truth = {name: sets[name][1]["label"] for name in PREDICTED_SETS}
     log(f"Predicting the validation, test and shifted sets with {network['path']}")
-    with load_predictor(network["path"], config.input_shape) as predictor:
+    with load_predictor(network["path"], config.input_shape, preprocessing=None) as predictor:  # inputs preprocessed
         raw = predict_sets(predictor, inputs)
         test = argmax_scores(raw["test"], truth["test"])
         log(f"MC dropout: {config.mc_samples} draws of the dense layers per test galaxy")
@@ -152,7 +152,7 @@ def evaluate_comparison(config, network, sets, inputs, card):
     from gamornet.inference.predictor import load_predictor
 
     truth = {name: sets[name][1]["label"] for name in PREDICTED_SETS}
-    with load_predictor(network["path"], config.input_shape) as predictor:
+    with load_predictor(network["path"], config.input_shape, preprocessing=None) as predictor:  # inputs preprocessed
         raw = predict_sets(predictor, inputs)
     return {
         "test": argmax_scores(raw["test"], truth["test"]),

@@ -179,16 +179,18 @@ class KeepBestEpoch(keras.callbacks.Callback):
                     json.dump(self.best, stream)
 
     def on_train_end(self, logs=None):
-        if self.best is None or self.last is None:
+        if self.best is None:
             return
-        best, last = self.best["epoch"] + self.epoch_base, self.last["epoch"] + self.epoch_base
-        if self.best["epoch"] != self.last["epoch"]:
+        best = self.best["epoch"] + self.epoch_base
+        last = None if self.last is None else self.last["epoch"] + self.epoch_base
+        if self.last is None or self.best["epoch"] != self.last["epoch"]:
+            # Also when a resumed run had nothing left to train: the best epoch's weights are in the backup.
             if self._weights is not None:
                 self.model.set_weights(self._weights)
             else:
                 self.model.load_weights(self._paths()[0])
-            line = (f"Kept epoch {best}, whose validation loss {self.best['val_loss']:.4f} is the lowest (the last "
-                    f"epoch, {last}, had {float(self.last['val_loss']):.4f})")  # fmt: skip
+            line = f"Kept epoch {best}, whose validation loss {self.best['val_loss']:.4f} is the lowest" + (
+                "" if self.last is None else f" (the last epoch, {last}, had {float(self.last['val_loss']):.4f})")
         else:
             line = f"Kept the last epoch, {best}, whose validation loss {self.best['val_loss']:.4f} is the lowest"
         self.kept = {"kept_epoch": best, "kept_val_loss": round(self.best["val_loss"], 6), "last_epoch": last}

@@ -86,7 +86,8 @@ def _read_catalogue(path):
     with open(path, newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     folder = os.path.dirname(path)
-    return ([os.path.join(folder, row["path"]) for row in rows], np.array([CLASSES.index(row["label"]) for row in rows]),
+    labels = np.array([CLASSES.index(row["label"]) for row in rows])
+    return ([os.path.join(folder, row["path"]) for row in rows], labels,
             np.array([float(row["magnitude"]) for row in rows]), np.array([float(row["snr"]) for row in rows]))
 
 

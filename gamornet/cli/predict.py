@@ -111,7 +111,7 @@ examples:
   gamornet predict cutouts/ --model SDSS_tl --output sdss.csv
   gamornet predict 'field*/*.fits' --model CANDELS_tl --backend tflearn --output candels.fits --skip-bad
   gamornet predict stack.npy --model my_model.hdf5 --input-shape 64,64,2 --thresholds 0.6,0.6
-  gamornet predict raw_cutouts/ --model my_run/ --output classes.csv      # the folder's preprocessing, calibration, thresholds
+  gamornet predict raw_cutouts/ --model my_run/ --output classes.csv   # applies what the folder holds
   gamornet predict cutouts/ --model my_run/ --preprocessing none --calibration none --thresholds 0.7,0.7
   gamornet predict --catalog galaxies.fits --images 'tiles/*.fits' --model SDSS_tl --output sdss.csv
 """

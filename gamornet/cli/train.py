@@ -112,13 +112,7 @@ def _add_common(parser, lr_default):
     fit.add_argument("--decay", type=number, default=0.0,
                      help="learning-rate decay, lr / (1 + decay * step) (default: 0)")  # fmt: skip
     fit.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    fit.add_argument("--lr-schedule", choices=("auto", "cosine", "constant"), default="auto",
-                     help="cosine: warm up over half an epoch from lr/20 to --lr, then a half cosine to 0; constant: "
-                          "--lr throughout (with --decay); auto: cosine with adam, constant with sgd (default: auto)")
-    fit.add_argument("--keep-last", action="store_true",
-                     help="save the last epoch's weights, not those of the epoch with the lowest validation loss")
-    fit.add_argument("--keep-going", action="store_true",
-                     help="when training diverges (see above), say so but go on rather than stop")
+    _add_recipe(fit)
     fit.add_argument("--loss", default="categorical_crossentropy",
                      help="a Keras loss name (default: categorical_crossentropy)")  # fmt: skip
     fit.add_argument("--no-save-model", dest="save_model", action="store_false",
@@ -152,6 +146,17 @@ def _add_common(parser, lr_default):
     run.add_argument("--fresh", action="store_true", help="start over, forgetting the state of an earlier run")
     run.add_argument("--seed", type=non_negative_int, default=None, help="seed of weights, shuffling and dropout")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def _add_recipe(fit):
+    """The options of the training recipe (gamornet.training.recipe)."""
+    fit.add_argument("--lr-schedule", choices=("auto", "cosine", "constant"), default="auto",
+                     help="cosine: warm up over half an epoch from lr/20 to --lr, then a half cosine to 0; constant: "
+                          "--lr throughout (with --decay); auto: cosine with adam, constant with sgd (default: auto)")
+    fit.add_argument("--keep-last", action="store_true",
+                     help="save the last epoch's weights, not those of the epoch with the lowest validation loss")
+    fit.add_argument("--keep-going", action="store_true",
+                     help="when training diverges (see above), say so but go on rather than stop")
 
 
 def add_parser(subparsers):

@@ -27,9 +27,9 @@ Backend-neutral: imports neither TensorFlow nor tflearn.
 import json
 import os
 
-__all__ = ["CALIBRATION_FILE", "CARD_FILE_NAME", "PREPROCESSING_FILE", "THRESHOLDS_FILE", "WEIGHTS_FILE", "describe_applied",
-           "describe_folder", "find_weights", "folder_input_shape", "folder_of", "read_preprocessing", "read_preprocessing_file",
-           "saved_calibration", "saved_thresholds", "thresholds_sha256"]
+__all__ = ["CALIBRATION_FILE", "CARD_FILE_NAME", "PREPROCESSING_FILE", "THRESHOLDS_FILE", "WEIGHTS_FILE",
+           "describe_applied", "describe_folder", "find_weights", "folder_input_shape", "folder_of", "read_preprocessing",
+           "read_preprocessing_file", "saved_calibration", "saved_thresholds", "thresholds_sha256"]
 
 #: The model card of a model folder (:mod:`gamornet.models.card`).
 CARD_FILE_NAME = "model_card.json"
@@ -245,7 +245,8 @@ def describe_folder(resolved):
             lines.append("training: " + ", ".join(f"{key} {value}" for key, value in card["training"].items()))
     settings, source = resolved.preprocessing
     lines.append(f"preprocessing: {describe_preprocessing(settings)}" + (f" (from {source})" if source else ""))
-    for name, path in (("calibration", saved_calibration(folder)), ("thresholds", os.path.join(folder, THRESHOLDS_FILE))):
+    saved = (("calibration", saved_calibration(folder)), ("thresholds", os.path.join(folder, THRESHOLDS_FILE)))
+    for name, path in saved:
         if path is None or not os.path.isfile(path):
             lines.append(f"{name}: none saved (gamornet {'calibrate' if name == 'calibration' else name} --save)")
             continue
@@ -254,7 +255,8 @@ def describe_folder(resolved):
                 detail = f"temperature T = {load_calibration(path, resolved.sha256).temperature:.4f}"
             else:
                 rule, _ = saved_thresholds(folder, resolved.sha256)
-                detail = f"p_disk >= {rule.disk}, p_bulge >= {rule.bulge}" + (", p_disk leading" if rule.disk_must_lead else "")
+                detail = f"p_disk >= {rule.disk}, p_bulge >= {rule.bulge}" + (
+                    ", p_disk leading" if rule.disk_must_lead else "")
         except CalibrationMismatchError:
             detail = "REFUSED: made for other weights (their sha256 differs); make it again with --save"
         lines.append(f"{name}: {detail} ({path})")

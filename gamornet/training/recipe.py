@@ -219,7 +219,8 @@ class DivergenceGuard(keras.callbacks.Callback):
         if self.sample is None:
             return None
         images, labels = self.sample
-        predicted = np.argmax(np.asarray(self.model.predict(images, batch_size=128, verbose=0)), axis=1)
+        predicted = np.concatenate([np.argmax(np.asarray(self.model(images[start : start + 128], training=False)), axis=1)
+                                    for start in range(0, len(images), 128)])  # fmt: skip
         counts = np.bincount(predicted, minlength=3)
         top = int(np.argmax(counts))
         share, truly = counts[top] / len(predicted), float(np.mean(np.argmax(labels, axis=1) == top))

@@ -335,7 +335,9 @@ class _Settings:
             "model_sha256": self.spec.model_sha256,
             "backend": self.spec.backend,
             "input_shape": list(self.spec.input_shape),
-            "predictor_options": {name: _option_record(value) for name, value in self.spec.options},
+            # No preprocessing or calibration (None) is recorded as nothing, as before model folders had them.
+            "predictor_options": {name: _option_record(value) for name, value in self.spec.options
+                                  if not (name in ("preprocessing", "calibration") and value is None)},
             "thresholds": {"disk": self.thresholds.disk, "bulge": self.thresholds.bulge,
                            "disk_must_lead": bool(self.thresholds.disk_must_lead)},
             "partition_size": self.partition_size,

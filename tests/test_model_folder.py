@@ -206,7 +206,7 @@ def own_folder(tmp_path, trained):
         pytest.skip("one preprocessing is enough here")
     copy = str(tmp_path / "model")
     shutil.copytree(folder, copy)
-    write_fits(str(tmp_path / "raw"), raw_images(12, seed=21))
+    write_fits(str(tmp_path / "raw"), raw_images(36, seed=21))  # gamornet calibrate wants >= 30 labelled galaxies
     return copy, settings
 
 
@@ -217,7 +217,7 @@ def test_calibration_and_thresholds_saved_into_the_folder_are_applied_and_named(
     base = ["predict", str(tmp_path / "raw"), "--model", folder, "--no-progress"]
     assert main(base + ["--thresholds", "0.5,0.5", "--output", first]) == 0
     sources, plain, _ = read_predictions(first)
-    labels = ["disk", "bulge", "indeterminate"] * 4
+    labels = ["disk", "bulge", "indeterminate"] * 12
     write_labels(tmp_path / "labels.csv", sources, labels)
     assert main(["calibrate", first, "--labels", str(tmp_path / "labels.csv"), "--save", folder]) == 0
     assert main(["thresholds", first, "--labels", str(tmp_path / "labels.csv"), "--save", folder,
@@ -255,7 +255,7 @@ def test_a_folder_whose_weights_changed_refuses_its_old_calibration_and_threshol
     base = ["predict", str(tmp_path / "raw"), "--model", folder, "--no-progress", "--output", first]
     assert main(base + ["--thresholds", "0.5,0.5"]) == 0
     sources, _, _ = read_predictions(first)
-    write_labels(tmp_path / "labels.csv", sources, ["disk", "bulge", "indeterminate"] * 4)
+    write_labels(tmp_path / "labels.csv", sources, ["disk", "bulge", "indeterminate"] * 12)
     assert main(["calibrate", first, "--labels", str(tmp_path / "labels.csv"), "--save", folder]) == 0
     # New weights in the folder (as a retraining would write).
     shutil.copy(os.path.join(folder, "trained_model.hdf5"), str(tmp_path / "old_weights.hdf5"))

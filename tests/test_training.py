@@ -515,6 +515,9 @@ def test_cli_train_resume_fresh_and_tl(tmp_path, catalogues, capsys):
     # Other settings are refused rather than mixed into the saved run.
     assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--momentum", "0.5")) == 1
     assert "holds a run started with other settings (momentum: 0.9 then, 0.5 now)" in capsys.readouterr().err
+    # The seed is one of the settings: another one would draw other batches and dropout masks.
+    assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--seed", "99")) == 1
+    assert "holds a run started with other settings (seed: 0 then, 99 now)" in capsys.readouterr().err
     assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--optimizer", "adam")) == 1
     assert "holds a run started with other settings (optimizer: 'sgd' then, 'adam' now)" in capsys.readouterr().err
     weights = output / "backup" / json.loads((output / "backup" / "state.json").read_text())["weights"]
@@ -549,6 +552,7 @@ def test_cli_bad_catalogue_is_named(tmp_path, catalogues, capsys):
 
 # --------------------------------------------------------------------------- runs in other processes
 
+import contextlib  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -578,10 +582,12 @@ def _completed_epochs(output):
 
 
 @pytest.mark.slow
-def test_a_run_killed_in_its_second_epoch_resumes_at_epoch_2(tmp_path, catalogues):
+def test_a_run_killed_in_its_second_epoch_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path, catalogues):
     output = tmp_path / "run"
     # 24 images in batches of 4: 6 steps per epoch, so the second epoch lasts long enough to be killed in.
     command = _train_command(catalogues, output, "--epochs", "2", "--batch-size", "4")
+    uninterrupted = _gamornet(_train_command(catalogues, tmp_path / "uninterrupted", "--epochs", "2", "--batch-size",
+                                             "4", "--quiet"))  # fmt: skip
     process = _gamornet(command)
     deadline = time.monotonic() + 240
     while _completed_epochs(output) < 1:
@@ -594,7 +600,8 @@ def test_a_run_killed_in_its_second_epoch_resumes_at_epoch_2(tmp_path, catalogue
     first_rows = _metrics(output / "metrics.csv")
     assert [row["epoch"] for row in first_rows] == ["1"] and _completed_epochs(output) == 1  # killed in epoch 2
 
-    process = _gamornet(command)
+    # Resumed without --seed: the run's own seed (0) is taken from its saved settings.
+    process = _gamornet([word for word in command if word not in ("--seed", "0")])
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert "Resuming the run in" in out and "1 of 2 epochs were finished; continuing with epoch 2" in out
@@ -602,6 +609,69 @@ def test_a_run_killed_in_its_second_epoch_resumes_at_epoch_2(tmp_path, catalogue
     rows = _metrics(output / "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"] and rows[0] == first_rows[0]
     assert "trained_model.hdf5" in os.listdir(output)
+    # The shuffling and the dropout masks are those the uninterrupted run drew: the same numbers, to the last digit.
+    assert uninterrupted.communicate(timeout=300)[0] is not None and uninterrupted.returncode == 0
+    assert rows == _metrics(tmp_path / "uninterrupted" / "metrics.csv")
+
+
+@contextlib.contextmanager
+def _small_file_system(folder, size, *options):
+    """A tmpfs of ``size`` mounted on ``folder`` for the test (root only; the test is skipped otherwise)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small file system (tmpfs) needs root; run the tests as root to check this")
+    os.makedirs(folder, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs",
+                              str(folder)], capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_training_cleanly_and_the_run_resumes_once_there_is_space(tmp_path, catalogues):
+    # The training state of the 32 x 32 network (weights and momenta) takes about 170 MB: the state of epoch 1
+    # fits in 200 MB, that of epoch 2 (written before the first is removed) does not.
+    with _small_file_system(tmp_path / "small", "200m") as small:
+        output = small / "run"
+        command = _train_command(catalogues, output, "--epochs", "2", "--quiet")
+        process = _gamornet(command)
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 1, err  # an error, not a crash (rc 139 before)
+        assert "Traceback" not in err and "h5py" not in err
+        assert err.startswith("gamornet train: error: cannot write the training state of epoch 2")
+        assert "no space left on the disk" in err and "The run's state after epoch 1 is kept" in err
+        state = json.loads((output / "backup" / "state.json").read_text())
+        assert state["completed_epochs"] == 1
+        assert sorted(os.listdir(output / "backup")) == ["epoch-0001.state.npy", "state.json"]
+        # metrics.csv and the state agree: epoch 1 only.
+        rows = _metrics(output / "metrics.csv")
+        assert [row["epoch"] for row in rows] == ["1"] == [str(row[0]) for row in state["metrics"]]
+
+        subprocess.run(["mount", "-o", "remount,size=1g", str(small)], check=True)
+        process = _gamornet(command)
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        assert [row["epoch"] for row in _metrics(output / "metrics.csv")] == ["1", "2"]
+        assert _metrics(output / "metrics.csv")[0] == rows[0]
+
+
+def test_a_read_only_output_folder_is_refused_before_training(tmp_path, catalogues, capsys):
+    folder = tmp_path / "read-only"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # root writes into any folder: a read-only file system then
+        context = _small_file_system(folder, "1m", "ro")
+    else:
+        folder.mkdir()
+        folder.chmod(0o555)
+        context = contextlib.nullcontext(folder)
+    with context:
+        assert cli.main(_train_command(catalogues, folder, "--epochs", "1")) == 1
+        captured = capsys.readouterr()
+        assert f"the output folder '{folder}' cannot be written to" in captured.err
+        assert "nothing was trained" in captured.err and "epoch 1" not in captured.out
+        assert os.listdir(folder) == []
 
 
 def _free_ports(count):

@@ -276,6 +276,7 @@ def test_augmentation_settings():
 # --------------------------------------------------------------------------- training through the 0.4.x functions
 
 from gamornet.training import _loop as _training_loop  # noqa: E402
+from gamornet.training import keras as training_keras  # noqa: E402
 from gamornet.cli import main as cli
 from gamornet import keras_module as km  # noqa: E402
 
@@ -353,11 +354,11 @@ def test_resumed_runs_recognise_the_same_schedule_and_loss():
     def schedule():
         return keras.optimizers.schedules.CosineDecay(0.01, decay_steps=100, warmup_target=0.1, warmup_steps=10)
 
-    assert km._describe_setting(schedule()) == km._describe_setting(schedule())
-    assert km._describe_setting(schedule()) != km._describe_setting(keras.optimizers.schedules.CosineDecay(0.01, 50))
+    assert training_keras._describe_setting(schedule()) == training_keras._describe_setting(schedule())
+    assert training_keras._describe_setting(schedule()) != training_keras._describe_setting(keras.optimizers.schedules.CosineDecay(0.01, 50))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
-    assert km._describe_setting(loss)["config"]["label_smoothing"] == 0.1
-    assert km._describe_setting(keras.losses.categorical_crossentropy) == km._describe_setting(
+    assert training_keras._describe_setting(loss)["config"]["label_smoothing"] == 0.1
+    assert training_keras._describe_setting(keras.losses.categorical_crossentropy) == training_keras._describe_setting(
         keras.losses.categorical_crossentropy)
 
 
@@ -430,7 +431,7 @@ def test_custom_distributed_step_matches_fit(tmp_path, galaxies, loss):
     runs = {}
     for engine in ("fit", "custom"):
         options = _training_loop.check_run_options(seed=0, engine=engine)
-        model = km._train_from_scratch(
+        model = training_keras.train_from_scratch(
             (images[:16], labels[:16], images[24:], labels[24:]), SHAPE, options, load_model=False,
             model_load_path=None, files_save_path=str(tmp_path / engine), epochs=2, checkpoint_freq=0, batch_size=8,
             lr=1e-3, momentum=0.9, decay=0.0, nesterov=False, loss=loss, save_model=False,
@@ -589,8 +590,9 @@ def test_a_run_killed_in_its_second_epoch_resumes_to_the_numbers_of_an_uninterru
     uninterrupted = _gamornet(_train_command(catalogues, tmp_path / "uninterrupted", "--epochs", "2", "--batch-size",
                                              "4", "--quiet"))  # fmt: skip
     process = _gamornet(command)
-    deadline = time.monotonic() + 240
-    while _completed_epochs(output) < 1:
+    deadline = time.monotonic() + 600  # a guard only: a busy shared machine may take minutes
+    # The state is committed first, then metrics.csv (by a thread, while epoch 2 trains): wait for both.
+    while _completed_epochs(output) < 1 or not (output / "metrics.csv").exists():
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the first epoch did not finish in time"
         time.sleep(0.02)

@@ -232,13 +232,17 @@ class MetricsAndCheckpoints(keras.callbacks.Callback):
             if int(row[0]) - self.epoch_base < initial_epoch:
                 self.rows.append([int(row[0])] + list(row[1:]))
 
-    def write(self, when):
-        """Write metrics.csv from the rows (``when``: for the error message)."""
+    def on_train_end(self, logs=None):
+        if self.state is not None:
+            self.state.wait()
+
+    def write(self, when, rows=None):
+        """Write metrics.csv from the rows (``rows``, else this writer's; ``when``: for the error message)."""
         try:
             with atomic_write(self.path, "w", newline="") as stream:
                 writer = csv.writer(stream)
                 writer.writerow(self.COLUMNS)
-                writer.writerows(self.rows)
+                writer.writerows(self.rows if rows is None else rows)
         except OSError as error:
             kept = "The training state is kept: run the same command again to write it" if self.state else ""
             raise explain_write_error(error, f"{self.path!r} {when}", kept) from None
@@ -246,9 +250,12 @@ class MetricsAndCheckpoints(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.rows.append([epoch + self.epoch_base] + [_plain(logs.get(column, "")) for column in self.COLUMNS[1:]])
+        when = f"after epoch {epoch + self.epoch_base}"
         if self.state is not None:
-            self.state.commit(self.model, epoch + 1, self.rows)
-        self.write(f"after epoch {epoch + self.epoch_base}")
+            rows = list(self.rows)
+            self.state.commit(self.model, epoch + 1, rows, then=lambda: self.write(when, rows))
+        else:
+            self.write(when)
         if self.checkpoint_freq and (epoch + 1) % self.checkpoint_freq == 0:
             save_model_atomically(self.model, os.path.join(self.folder, f"model_{epoch + 1:02d}.hdf5"),
                                   f"the checkpoint model_{epoch + 1:02d}.hdf5 into {self.folder!r}")  # fmt: skip
@@ -663,6 +670,36 @@ def _use_custom_loop(options, strategy, prepared):
     return options.distribute is None and prepared.steps is not None
 
 
+def _fit_epochs(model, strategy, loss, training, validation, folder, writer, options, seed, state, initial_epoch,
+                rows, *, input_shape, epochs, checkpoint_freq, batch_size, verbose, progress):
+    """The data, the callbacks and the training epochs of :func:`run`."""
+    with naming_bad_images():
+        if is_multiworker(strategy):
+            prepared = _multiworker_training_data(strategy, training, input_shape, batch_size, options, seed, progress,
+                                                  initial_epoch)  # fmt: skip
+        else:
+            prepared = _prepare(training, input_shape, batch_size, options, seed, True, progress, initial_epoch)
+        validation_data = _prepare(validation, input_shape, batch_size, options, seed, False, progress)
+        callbacks, metrics = _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_size, epochs)
+        if metrics is not None:
+            metrics.resume_from(initial_epoch, rows)
+            if initial_epoch:
+                metrics.write("when the run resumed")
+        fit_verbose = 0 if options.progress else verbose
+        if _use_custom_loop(options, strategy, prepared):
+            callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=fit_verbose != 0,
+                                                         verbose=fit_verbose, epochs=epochs, steps=prepared.steps,
+                                                         model=model)  # fmt: skip
+            custom_loop(model, strategy, loss, prepared, validation_data, epochs, initial_epoch, callback_list)
+        else:
+            # The datasets shuffle themselves; one iterator serves all epochs (steps_per_epoch), so the batches of
+            # each epoch do not depend on how many iterators Keras makes.
+            model.fit(prepared.dataset, validation_data=validation_data.dataset, epochs=epochs,
+                      initial_epoch=initial_epoch, steps_per_epoch=prepared.steps,
+                      validation_steps=validation_data.steps, callbacks=callbacks, verbose=fit_verbose,
+                      shuffle=False)  # fmt: skip
+
+
 def run(build_model, training, validation, folder, *, input_shape, epochs, checkpoint_freq, batch_size, save_model,
         verbose, loss, options, settings):
     """Build, (resume,) train and save a model; the loop of every Keras training entry point.
@@ -694,31 +731,13 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
         check_writable(folder)
     initial_epoch, rows = _restore(folder, writer, options, state, model, epochs, verbose)
     progress = options.progress or verbose == 1
-    with naming_bad_images():
-        if is_multiworker(strategy):
-            prepared = _multiworker_training_data(strategy, training, input_shape, batch_size, options, seed, progress,
-                                                  initial_epoch)  # fmt: skip
-        else:
-            prepared = _prepare(training, input_shape, batch_size, options, seed, True, progress, initial_epoch)
-        validation_data = _prepare(validation, input_shape, batch_size, options, seed, False, progress)
-        callbacks, metrics = _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_size, epochs)
-        if metrics is not None:
-            metrics.resume_from(initial_epoch, rows)
-            if initial_epoch:
-                metrics.write("when the run resumed")
-        fit_verbose = 0 if options.progress else verbose
-        if _use_custom_loop(options, strategy, prepared):
-            callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=fit_verbose != 0,
-                                                         verbose=fit_verbose, epochs=epochs, steps=prepared.steps,
-                                                         model=model)  # fmt: skip
-            custom_loop(model, strategy, loss, prepared, validation_data, epochs, initial_epoch, callback_list)
-        else:
-            # The datasets shuffle themselves; one iterator serves all epochs (steps_per_epoch), so the batches of
-            # each epoch do not depend on how many iterators Keras makes.
-            model.fit(prepared.dataset, validation_data=validation_data.dataset, epochs=epochs,
-                      initial_epoch=initial_epoch, steps_per_epoch=prepared.steps,
-                      validation_steps=validation_data.steps, callbacks=callbacks, verbose=fit_verbose,
-                      shuffle=False)  # fmt: skip
+    try:
+        _fit_epochs(model, strategy, loss, training, validation, folder, writer, options, seed, state, initial_epoch,
+                    rows, input_shape=input_shape, epochs=epochs, checkpoint_freq=checkpoint_freq,
+                    batch_size=batch_size, verbose=verbose, progress=progress)  # fmt: skip
+    finally:
+        if state is not None:
+            state.wait(quietly=True)  # stopped (Ctrl-C, an error): the epoch being committed is still kept
     if folder is not None and writer:
         if save_model:
             save_model_atomically(model, os.path.join(folder, "trained_model.hdf5"))

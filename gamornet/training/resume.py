@@ -16,8 +16,10 @@ A run killed at any moment leaves the previous state whole; a resumed run
 restores the variables, the random state and the rows, and the data
 pipelines draw each epoch's order and augmentation from the seed and the
 epoch's number, so the resumed run computes the epochs the uninterrupted one
-would have. A full disk stops the run with an ``OSError`` that says so, and
-what is on disk stays the last epoch kept.
+would have. Steps 1-3 run in a thread while the next epoch trains (the
+variables are copied first); one commit at a time. A full disk stops the run
+with an ``OSError`` that says so, and what is on disk stays the last epoch
+kept.
 """
 
 import contextlib
@@ -25,6 +27,7 @@ import errno
 import glob
 import json
 import os
+import threading
 
 import numpy as np
 
@@ -115,6 +118,7 @@ class ResumableState:
         self.state_path = os.path.join(self.folder, "state.json")
         self.settings = _normalised(settings)
         self.writer = writer
+        self._thread = self._error = None
 
     def clear(self):
         """Forget any earlier state (``fresh``)."""
@@ -180,40 +184,69 @@ class ResumableState:
             ) from None
         return int(state["completed_epochs"]), state.get("metrics")
 
-    def commit(self, model, completed_epochs, rows):
-        """Keep the state after ``completed_epochs`` epochs, with ``rows`` of metrics.csv (see the module)."""
+    def commit(self, model, completed_epochs, rows, then=None):
+        """Keep the state after ``completed_epochs`` epochs, with ``rows`` of metrics.csv (see the module).
+
+        The variables are copied now, and written by a thread while the next
+        epoch trains; ``then()`` (writing metrics.csv) follows, in that
+        thread. One commit at a time: the previous one is waited for first,
+        and its error, if any, raised here. A full disk is found now.
+        """
         if not self.writer:
             return
+        self.wait()
         os.makedirs(self.folder, exist_ok=True)
-        name = f"epoch-{completed_epochs:04d}{_STATE_SUFFIX}"
-        kept = (f"The run's state after epoch {completed_epochs - 1} is kept"
-                if completed_epochs > 1 else "No epoch is kept yet")  # fmt: skip
-        kept += "; free some space, then run the same command again to resume it"
         variables = run_variables(model)
         n_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for group in variables.values() for v in group)
-        path = os.path.join(self.folder, name)
-        remove_stale_temporaries(path)
+        where = f"the training state of epoch {completed_epochs} into {self.folder!r}"
         try:
             check_free_space(self.folder, n_bytes, f"the training state ({_megabytes(n_bytes)})")
+        except OSError as error:
+            raise explain_write_error(error, where, _kept(completed_epochs - 1)) from None
+        arrays = [variable.numpy() for group in ("weights", "optimizer", "random") for variable in variables[group]]
+        rows = [list(row) for row in rows]
+        self._thread = threading.Thread(target=self._write, args=(arrays, completed_epochs, rows, then, where),
+                                        name="gamornet-training-state")  # fmt: skip
+        self._thread.start()
+
+    def wait(self, quietly=False):
+        """Wait for the commit under way, if any; raise its error (unless ``quietly``)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        error, self._error = self._error, None
+        if error is not None and not quietly:
+            raise error
+
+    def _write(self, arrays, completed_epochs, rows, then, where):
+        name = f"epoch-{completed_epochs:04d}{_STATE_SUFFIX}"
+        path = os.path.join(self.folder, name)
+        try:
+            remove_stale_temporaries(path)
             with atomic_path(path, suffix=_STATE_SUFFIX) as temporary:
-                _write_variables(temporary, variables)
+                with open(temporary, "wb") as stream:
+                    for array in arrays:
+                        np.save(stream, array, allow_pickle=False)
             with atomic_write(self.state_path, "w", encoding="utf-8") as stream:
                 json.dump({"completed_epochs": completed_epochs, "weights": name, "settings": self.settings,
                            "metrics": rows}, stream, indent=1)  # fmt: skip
         except OSError as error:
-            raise explain_write_error(error, f"the training state of epoch {completed_epochs} into {self.folder!r}",
-                                      kept) from None  # fmt: skip
+            self._error = explain_write_error(error, where, _kept(completed_epochs - 1))
+            return
         for old in glob.glob(os.path.join(self.folder, "epoch-*")):
             if os.path.basename(old) != name:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(old)
+        if then is not None:
+            try:
+                then()
+            except OSError as error:
+                self._error = error
 
 
-def _write_variables(path, variables):
-    with open(path, "wb") as stream:
-        for group in ("weights", "optimizer", "random"):
-            for variable in variables[group]:
-                np.save(stream, np.asarray(variable.numpy()), allow_pickle=False)
+def _kept(epochs):
+    kept = f"The run's state after epoch {epochs} is kept" if epochs else "No epoch is kept yet"
+    return kept + "; free some space, then run the same command again to resume it"
 
 
 def _read_variables(path, variables):

@@ -1,40 +1,44 @@
-"""Training throughput of GaMorNet (Keras), against a bare compiled train step.
+"""Training throughput of GaMorNet (Keras), against its compiled step's compute alone, with a profile per epoch.
 
-In one run, on the same images, it measures the training images/s of
+In one run, on the same images, for each number of images per epoch (2,048,
+8,192 and 32,768 by default; CANDELS shape, batch 64, SGD with momentum 0.9),
+it trains each method for a few epochs and times every epoch after the first
+(the first pays for tracing and for reading a cached catalogue):
 
-(a) a bare compiled train step (the floor to reach): the same network and
-    optimizer (SGD with momentum 0.9), a ``tf.function`` with a
-    ``GradientTape``, over batches gathered from the images in memory in a new
-    random order each epoch; no metrics, no validation, no callbacks;
-(b) ``gamornet_train_keras`` on the arrays in memory (the 0.4.x call), with a
-    validation set of one batch (64 images) and its metrics.csv;
-(c) ``gamornet_train_keras`` on a catalogue of the same images as FITS files
-    on disk, ``cache='auto'`` (they fit, so they are read once into memory);
-(d) the same, ``cache=False``: every epoch decodes every FITS file again;
-(e) what gamornet_train_keras did before this benchmark's fixes: ``model.fit``
-    on the arrays with Keras' own array adapter (``shuffle=True``), the same
-    validation set and metrics.csv callback.
+(a) the floor: the same network and optimizer in a bare compiled train step
+    (a ``tf.function`` with a ``GradientTape``) on batches made into tensors
+    beforehand (a pool of at most 128 batches, used in turn: the arithmetic
+    does not depend on the pixel values), so nothing but the step's compute;
+(n) the old floor of this benchmark, for comparison with earlier figures: the
+    same step fed numpy slices of the arrays in a new random order each epoch
+    (a copy and a conversion per step);
+(b) ``gamornet_train_keras`` on the arrays in memory, as the command line
+    runs it: resumable (the state committed after every epoch), a validation
+    set of one batch (64 images) and metrics.csv;
+(c) the same on a catalogue of the same images as FITS files, ``cache='auto'``
+    (they fit, so they are read once into memory);
+(d) the same, ``cache=False``: every epoch decodes every FITS file again.
 
-Throughput is the marginal rate between 1 and 3 epochs (of 2,048 CANDELS
-images, batch 64, by default): 2 x n / (time(3 epochs) - time(1 epoch)), so
-fixed costs (building the network, tracing, reading a cached catalogue)
-cancel; they are shown as the intercept. Methods and epoch counts are
-interleaved over the repeats; the targets are judged on the median times. The
-rate per CPU-second of this process is shown too: the machine may be shared,
-and other programs disturb it less.
+Each epoch of (b)-(d) is split by the training loop (``gamornet.training._loop.EPOCH_PROFILES``)
+into the time in the compiled steps, waiting for the input pipeline, in
+validation, in the end-of-epoch work (the resumable state, of which the part
+spent committing it is shown apart, metrics.csv) and the rest. Methods are
+interleaved within each repeat (in rotated order); a ratio to the floor is
+taken within each repeat, and the report gives the medians over repeats and
+their spread (min-max), which shows how noisy the shared machine was.
 
-It also measures the peak resident memory (RSS) of ``gamornet train`` on
-catalogues of 2,000 and 8,000 FITS files, streamed (``--cache stream``), one
-epoch, as a subprocess; and, for comparison, read into memory
-(``--cache memory``), which grows with the number of images by design.
+Targets (issue 29): (b) >= 0.95 x (a) and (c) >= 0.9 x (a), at 8,192 and
+32,768 images per epoch.
 
-Targets (issue 16): (b) >= 0.95 x (a); (c) >= 0.9 x (b); streamed peak RSS
-grows by less than 10 % from 2,000 to 8,000 images.
+It can also measure the peak resident memory (RSS) of ``gamornet train`` on
+catalogues of 2,000 and 8,000 FITS files, streamed and read into memory
+(``--rss``): streamed memory must not grow with the number of images.
 
 Usage::
 
-    python benchmarks/training_throughput.py            # the full benchmark, ~30 min on 2 idle cores
-    python benchmarks/training_throughput.py --quick    # tiny sizes, a smoke run
+    python benchmarks/training_throughput.py                      # all sizes: hours on 2 cores
+    python benchmarks/training_throughput.py --sizes 2048,8192 --repeats 3 --methods anbc
+    python benchmarks/training_throughput.py --quick               # tiny sizes, a smoke run
 """
 
 import argparse
@@ -58,32 +62,39 @@ sys.path.insert(0, _HERE)
 from predict_throughput import _shape, load_average  # noqa: E402  (the same input shapes and load line)
 
 METHODS = {
-    "a": "(a) compiled train step (floor)",
+    "a": "(a) compiled step, tensors made before",
+    "n": "(n) compiled step fed numpy (old floor)",
     "b": "(b) gamornet_train_keras, arrays",
     "c": "(c) FITS catalogue, read once",
     "d": "(d) FITS catalogue, streamed",
-    "e": "(e) model.fit on arrays (before)",
 }
 VALIDATION_IMAGES = 64
+#: At most this many distinct batches are made into tensors for the floor (a), then used in turn.
+FLOOR_POOL = 128
+SHARES = ("steps", "input", "validation", "state", "files", "rest")
 
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="64 images, 1 repeat, RSS at 100 and 400: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="64 images, 2 epochs, 1 repeat: a smoke run")
     parser.add_argument("--input-shape", default="CANDELS", help="SDSS, CANDELS or X,Y,NDIM (default: CANDELS)")
-    parser.add_argument("--images", type=int, default=None, help="training images per epoch (default: 2048)")
-    parser.add_argument("--epochs", default="1,3", help="the two epoch counts of the marginal rate (default: 1,3)")
-    parser.add_argument("--rss-sizes", default=None, help="the two catalogue sizes of the RSS runs (default: 2000,8000)")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats of every timing (default: 3)")
+    parser.add_argument("--sizes", default=None, help="images per epoch, comma-separated (default: 2048,8192,32768)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run; all but the first are timed "
+                        "(default: 3)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=None, help="repeats of every run (default: 3)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--methods", default="abcde", help="which of a, b, c, d, e to time (default: abcde)")
-    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS runs")
+    parser.add_argument("--methods", default="anbc", help="which of a, n, b, c, d to time (default: anbc)")
+    parser.add_argument("--rss", action="store_true", help="also measure the peak RSS of streamed and cached runs")
+    parser.add_argument("--rss-sizes", default=None, help="the two catalogue sizes of the RSS runs (default: 2000,8000)")
+    parser.add_argument("--no-rss", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old calls
     args = parser.parse_args(argv)
-    args.images = args.images or (64 if args.quick else 2048)
-    args.epochs = tuple(int(value) for value in args.epochs.split(","))
+    args.sizes = tuple(int(value) for value in (args.sizes or ("64" if args.quick else "2048,8192,32768")).split(","))
+    args.epochs = args.epochs or (2 if args.quick else 3)
     args.rss_sizes = tuple(int(value) for value in (args.rss_sizes or ("100,400" if args.quick else "2000,8000")).split(","))
     args.repeats = args.repeats or (1 if args.quick else 3)
+    if "a" not in args.methods:
+        args.methods = "a" + args.methods
     return args
 
 
@@ -124,14 +135,16 @@ def write_catalogue(folder, name, images, labels):
 
 
 class Floor:
-    """(a): a fresh network and optimizer per run, a tf.function step with a GradientTape, no Keras loop."""
+    """(a) and (n): a fresh network and optimizer per run, a tf.function step with a GradientTape, no Keras loop."""
 
-    def __init__(self, images, labels, batch_size):
+    def __init__(self, images, labels, batch_size, numpy_fed):
         import tensorflow as tf
 
-        self.tf = tf
-        self.images, self.labels = tf.constant(images), tf.constant(labels)
-        self.batch_size = batch_size
+        self.tf, self.images, self.labels, self.batch_size, self.numpy_fed = tf, images, labels, batch_size, numpy_fed
+        if not numpy_fed:
+            n_batches = min(FLOOR_POOL, len(images) // batch_size)
+            order = np.random.default_rng(1).permutation(len(images))[: n_batches * batch_size].reshape(n_batches, -1)
+            self.pool = [(tf.constant(images[rows]), tf.constant(labels[rows])) for rows in order]
 
     def __call__(self, epochs, shape):
         import keras
@@ -151,77 +164,123 @@ class Floor:
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return loss
 
-        n = int(self.images.shape[0])
+        n, profiles = len(self.images), []
+        steps = n // self.batch_size
+        rng = np.random.default_rng(0)
         for _ in range(epochs):
-            order = tf.random.shuffle(tf.range(n))
-            for start in range(0, n, self.batch_size):
-                batch = order[start : start + self.batch_size]
-                step(tf.gather(self.images, batch), tf.gather(self.labels, batch))
+            start = time.perf_counter()
+            if self.numpy_fed:
+                order = rng.permutation(n)
+                for index in range(steps):
+                    rows = order[index * self.batch_size : (index + 1) * self.batch_size]
+                    float(step(self.images[rows], self.labels[rows]))
+            else:
+                for index in range(steps):
+                    float(step(*self.pool[index % len(self.pool)]))
+            seconds = time.perf_counter() - start
+            profiles.append(dict(epoch=seconds, steps=seconds, images=steps * self.batch_size))
+        return profiles
 
 
-def fit_on_arrays_as_before(images, labels, validation, shape, batch_size, folder, epochs):
-    """(e): Keras' model.fit on the arrays, its array adapter shuffling, with the metrics.csv callback."""
-    from gamornet import keras_module
-    from gamornet.training import _loop as _training_loop
-    from gamornet.training.keras import check_compile_options, compile_model
+class StateTimer:
+    """Times the commits of the resumable state (within the end-of-epoch callbacks)."""
 
-    model = keras_module.gamornet_build_model_keras(shape)
-    optimizer, loss = check_compile_options(0.0001, 0.9, 0.0, False, "categorical_crossentropy")
-    compile_model(model, optimizer, loss)
-    callback = _training_loop.MetricsAndCheckpoints(folder, 0)
-    model.fit(images, labels, validation_data=validation, batch_size=batch_size, epochs=epochs, shuffle=True,
-              callbacks=[callback], verbose=0)  # fmt: skip
+    def __init__(self):
+        from gamornet.training.resume import ResumableState
+
+        self.seconds, original = [], ResumableState.commit
+
+        def timed(state, *arguments, **keywords):
+            start = time.perf_counter()
+            try:
+                return original(state, *arguments, **keywords)
+            finally:
+                self.seconds.append(time.perf_counter() - start)
+
+        ResumableState.commit = timed
+
+
+def library_run(train, n_images, state_timer):
+    """Runs ``train()`` and returns its epochs' profiles from the training loop."""
+    from gamornet.training import _loop
+
+    _loop.EPOCH_PROFILES, state_timer.seconds = [], []
+    try:
+        train()
+        profiles = _loop.EPOCH_PROFILES
+    finally:
+        _loop.EPOCH_PROFILES = None
+    for profile, state in zip(profiles, state_timer.seconds):
+        profile["state"], profile["files"] = state, profile["callbacks"] - state
+        profile["rest"] = profile["epoch"] - sum(profile[key] for key in SHARES[:-1])
+        profile["images"] = n_images
+    return profiles
 
 
 def timers(args, shape, images, labels, catalogues, workdir):
-    """A function per method: epochs -> trains for that many epochs."""
+    """A function per method: epochs -> the profiles of those epochs."""
     from gamornet.keras_module import gamornet_train_keras
 
     validation = (images[:VALIDATION_IMAGES], labels[:VALIDATION_IMAGES])
     folder = os.path.join(workdir, "run")
-    common = dict(files_save_path=folder, batch_size=args.batch_size, verbose=0)
-    result = {}
-    if "a" in args.methods:
-        floor = Floor(images, labels, args.batch_size)
-        result["a"] = lambda epochs: floor(epochs, shape)
-    if "b" in args.methods:
-        result["b"] = lambda epochs: gamornet_train_keras(images, labels, *validation, shape, epochs=epochs, **common)
-    if "c" in args.methods:
-        result["c"] = lambda epochs: gamornet_train_keras(catalogues[0], None, catalogues[1], None, shape,
-                                                          epochs=epochs, cache="auto", **common)  # fmt: skip
-    if "d" in args.methods:
-        result["d"] = lambda epochs: gamornet_train_keras(catalogues[0], None, catalogues[1], None, shape,
-                                                          epochs=epochs, cache=False, **common)  # fmt: skip
-    if "e" in args.methods:
-        result["e"] = lambda epochs: fit_on_arrays_as_before(images, labels, validation, shape, args.batch_size,
-                                                             os.makedirs(folder, exist_ok=True) or folder, epochs)  # fmt: skip
-    return result
+    common = dict(files_save_path=folder, batch_size=args.batch_size, verbose=0, resume=True, fresh=True, seed=0)
+    state_timer = StateTimer()
+    n = len(images)
+    methods = {
+        "a": lambda: (lambda floor: lambda epochs: floor(epochs, shape))(Floor(images, labels, args.batch_size, False)),
+        "n": lambda: (lambda floor: lambda epochs: floor(epochs, shape))(Floor(images, labels, args.batch_size, True)),
+        "b": lambda: lambda epochs: library_run(lambda: gamornet_train_keras(
+            images, labels, *validation, shape, epochs=epochs, **common), n, state_timer),
+        "c": lambda: lambda epochs: library_run(lambda: gamornet_train_keras(
+            catalogues[0], None, catalogues[1], None, shape, epochs=epochs, cache="auto", **common), n, state_timer),
+        "d": lambda: lambda epochs: library_run(lambda: gamornet_train_keras(
+            catalogues[0], None, catalogues[1], None, shape, epochs=epochs, cache=False, **common), n, state_timer),
+    }  # fmt: skip
+    return {key: methods[key]() for key in args.methods}
 
 
-def time_methods(functions, epoch_counts, repeats):
-    """Wall and CPU seconds (all threads of this process) of every method and epoch count, interleaved."""
-    times = {(key, n): [] for key in functions for n in epoch_counts}
-    cpu_times = {(key, n): [] for key in functions for n in epoch_counts}
+def time_methods(functions, epochs, repeats):
+    """{method: [profiles of the timed epochs, per repeat]}, the methods interleaved in rotated order."""
+    results = {key: [] for key in functions}
     keys = list(functions)
     for repeat in range(repeats):
-        order = keys[repeat % len(keys):] + keys[: repeat % len(keys)]  # rotate, so no method always goes first
-        for epochs in epoch_counts if repeat % 2 == 0 else epoch_counts[::-1]:
-            for key in order:
-                with quiet():
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    functions[key](epochs)
-                    times[(key, epochs)].append(time.perf_counter() - start)
-                    cpu_times[(key, epochs)].append(time.process_time() - cpu_start)
-    return times, cpu_times
+        for key in keys[repeat % len(keys):] + keys[: repeat % len(keys)]:
+            with quiet():
+                profiles = functions[key](epochs)
+            results[key].append(profiles[1:])  # the first epoch pays for tracing and caching
+    return results
 
 
-def rates(times, key, epoch_counts, n_images, pick):
-    (e1, e2) = epoch_counts
-    t1, t2 = pick(times[(key, e1)]), pick(times[(key, e2)])
-    if t2 <= t1:
-        return float("nan"), float("nan")
-    rate = (e2 - e1) * n_images / (t2 - t1)
-    return rate, t1 - e1 * n_images / rate
+def _per_image(profiles, share):
+    """Seconds of ``share`` per image, over the timed epochs of one repeat."""
+    return sum(profile.get(share, 0.0) for profile in profiles) / sum(profile["images"] for profile in profiles)
+
+
+def report(results, args, n_images):
+    floor = [_per_image(profiles, "epoch") for profiles in results["a"]]
+    print()
+    print(f"{n_images} images per epoch ({args.repeats} repeat(s) of {args.epochs} epochs, the first not timed):")
+    print(f"  {'method':<40} {'images/s':>8} {'x (a)':>6} {'min-max x (a)':>14} | seconds per epoch: "
+          + " ".join(f"{share:>10}" for share in SHARES) + " | target")  # fmt: skip
+    for key, repeats in results.items():
+        per_image = [_per_image(profiles, "epoch") for profiles in repeats]
+        ratios = [f / p for f, p in zip(floor, per_image)]
+        shares = [statistics.median(_per_image(profiles, share) for profiles in repeats) * n_images
+                  if any(share in profile for profiles in repeats for profile in profiles) else float("nan")
+                  for share in SHARES]  # fmt: skip
+        target = ""
+        threshold = {"b": 0.95, "c": 0.9}.get(key)
+        if threshold and n_images >= 8192 and not args.quick:
+            target = ("PASS" if statistics.median(ratios) >= threshold else "FAIL") + f" (>= {threshold} x (a))"
+        print(f"  {METHODS[key]:<40} {1 / statistics.median(per_image):>8.1f} {statistics.median(ratios):>6.3f} "
+              f"{min(ratios):>6.3f}-{max(ratios):<7.3f} | {'':>18} " + " ".join(f"{value:>10.2f}" for value in shares)
+              + f" | {target}")  # fmt: skip
+    print("  x (a): the floor's epoch time over the method's, within each repeat (median; min-max over repeats).")
+    print("  Seconds per epoch: medians over repeats, at this epoch size; steps: in the compiled step; input: waiting")
+    print("  for the next batch; state: committing the resumable state; files: metrics.csv and other callbacks.")
+    print("  raw epoch seconds, per repeat:")
+    for key, repeats in results.items():
+        print(f"    {key}: " + "; ".join(", ".join(f"{p['epoch']:.2f}" for p in profiles) for profiles in repeats))
 
 
 _LAUNCHER = """
@@ -271,64 +330,39 @@ def report_rss(results, sizes):
         print(f"  --cache {cache}: growth from {sizes[0]} to {sizes[1]} images {growth:+.1f} % {verdict}")
 
 
-def report(functions, times, cpu_times, args):
-    n = args.images
-    median = {key: rates(times, key, args.epochs, n, statistics.median) for key in functions}
-    best = {key: rates(times, key, args.epochs, n, min) for key in functions}
-    cpu = {key: rates(cpu_times, key, args.epochs, n, min) for key in functions}
-    nan = float("nan")
-    references = {"a": ("a", 0.95, "b"), "b": ("b", 0.9, "c")}
-    floor = {name: table.get("a", (nan,))[0] for name, table in (("median", median), ("best", best), ("cpu", cpu))}
-    memory = {name: table.get("b", (nan,))[0] for name, table in (("median", median), ("best", best), ("cpu", cpu))}
-    print()
-    print(f"{'method':<36} {'images/s':>8} {'x (a)':>6} {'x (b)':>6} {'fixed s':>7} | {'best':>6} {'x (a)':>6} | "
-          f"{'img/CPU-s':>9} {'x (a)':>6} {'x (b)':>6} | target (median)")  # fmt: skip
-    for key in functions:
-        rate, fixed = median[key]
-        target = "floor" if key == "a" else ""
-        for reference, (name, threshold, checked) in references.items():
-            table = floor if reference == "a" else memory
-            if key == checked and not args.quick and table["median"] == table["median"]:
-                ratio = rate / table["median"]
-                target = ("PASS" if ratio >= threshold else "FAIL") + f" (>= {threshold} x ({name}))"
-        print(f"{METHODS[key]:<36} {rate:>8.1f} {rate / floor['median']:>6.3f} {rate / memory['median']:>6.3f} "
-              f"{fixed:>7.1f} | {best[key][0]:>6.1f} {best[key][0] / floor['best']:>6.3f} | {cpu[key][0]:>9.1f} "
-              f"{cpu[key][0] / floor['cpu']:>6.3f} {cpu[key][0] / memory['cpu']:>6.3f} | {target}")  # fmt: skip
-    print("images/s: marginal wall-clock rate between the epoch counts, from the median times; fixed s: the "
-          "intercept\n(building, tracing, reading a cached catalogue); best: from the best-of-repeats times; "
-          "img/CPU-s: per CPU-second\nof this process (all threads); x (a), x (b): ratios to the floor and to "
-          "training from arrays")
-    print()
-    print("raw times (s), per epoch count, in run order:")
-    for key in functions:
-        print(f"  {key}: " + "; ".join(f"{epochs} epoch(s): " + ", ".join(f"{t:.1f}" for t in times[(key, epochs)])
-                                       for epochs in args.epochs))  # fmt: skip
-
-
 def main(argv=None):
     args = parse_arguments(argv)
     shape = _shape(args.input_shape)
     import tensorflow as tf
 
     print("GaMorNet training throughput")
-    print(f"  input shape {shape}, batch size {args.batch_size}, {args.images} training images, marginal rate "
-          f"between {args.epochs[0]} and {args.epochs[1]} epochs, {args.repeats} repeat(s); validation: "
-          f"{VALIDATION_IMAGES} images")  # fmt: skip
+    print(f"  input shape {shape}, batch size {args.batch_size}, images per epoch {args.sizes}, {args.epochs} epochs "
+          f"per run (the first not timed), {args.repeats} repeat(s); validation: {VALIDATION_IMAGES} images")
     print(f"  Python {platform.python_version()}, TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, no GPU used "
           f"({len(tf.config.list_physical_devices('GPU'))} visible), load average at start {' '.join(load_average())}")
     with tempfile.TemporaryDirectory(prefix="gamornet-training-benchmark-") as workdir:
-        images, labels = galaxy_images(args.images, shape)
-        start = time.perf_counter()
-        catalogues = (write_catalogue(workdir, "train", images, labels),
-                      write_catalogue(workdir, "validation", images[:VALIDATION_IMAGES], labels[:VALIDATION_IMAGES]))
-        print(f"  {args.images} FITS files written in {time.perf_counter() - start:.1f} s")
-        functions = timers(args, shape, images, labels, catalogues, workdir)
-        times, cpu_times = time_methods(functions, args.epochs, args.repeats)
-        report(functions, times, cpu_times, args)
-        if not args.no_rss:
-            report_rss(peak_rss(args, shape, workdir, catalogues[1]), args.rss_sizes)
+        for n_images in args.sizes:
+            images, labels = galaxy_images(n_images, shape)
+            catalogues = None
+            if set(args.methods) & set("cd"):
+                start = time.perf_counter()
+                catalogues = (write_catalogue(workdir, f"train_{n_images}", images, labels),
+                              write_catalogue(workdir, f"validation_{n_images}", images[:VALIDATION_IMAGES],
+                                              labels[:VALIDATION_IMAGES]))  # fmt: skip
+                print(f"  {n_images} FITS files written in {time.perf_counter() - start:.1f} s")
+            functions = timers(args, shape, images, labels, catalogues, workdir)
+            report(time_methods(functions, args.epochs, args.repeats), args, n_images)
+            print(f"  load average now {' '.join(load_average())}", flush=True)
+        if args.rss:
+            validation = write_catalogue(workdir, "rss_validation", *(part[:VALIDATION_IMAGES] for part in images_labels(
+                shape)))  # fmt: skip
+            report_rss(peak_rss(args, shape, workdir, validation), args.rss_sizes)
     print(f"load average at end {' '.join(load_average())}")
     return 0
+
+
+def images_labels(shape):
+    return galaxy_images(VALIDATION_IMAGES, shape, seed=3)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ SMOKE_RUNS = {
     "precision.py": (["--quick", "--profile"], "longest layers"),
     "predict_throughput.py": (["--quick"], "load average at end"),
     "reference_agreement.py": ([], "CANDELS"),
-    "training_throughput.py": (["--quick", "--no-rss"], "(a) compiled train step (floor)"),
+    "training_throughput.py": (["--quick", "--no-rss"], "(a) compiled step, tensors made before"),
 }
 
 

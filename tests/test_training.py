@@ -276,6 +276,7 @@ def test_augmentation_settings():
 # --------------------------------------------------------------------------- training through the 0.4.x functions
 
 from gamornet.training import _loop as _training_loop  # noqa: E402
+from gamornet.training import keras as training_keras  # noqa: E402
 from gamornet.cli import main as cli
 from gamornet import keras_module as km  # noqa: E402
 
@@ -353,11 +354,11 @@ def test_resumed_runs_recognise_the_same_schedule_and_loss():
     def schedule():
         return keras.optimizers.schedules.CosineDecay(0.01, decay_steps=100, warmup_target=0.1, warmup_steps=10)
 
-    assert km._describe_setting(schedule()) == km._describe_setting(schedule())
-    assert km._describe_setting(schedule()) != km._describe_setting(keras.optimizers.schedules.CosineDecay(0.01, 50))
+    assert training_keras._describe_setting(schedule()) == training_keras._describe_setting(schedule())
+    assert training_keras._describe_setting(schedule()) != training_keras._describe_setting(keras.optimizers.schedules.CosineDecay(0.01, 50))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
-    assert km._describe_setting(loss)["config"]["label_smoothing"] == 0.1
-    assert km._describe_setting(keras.losses.categorical_crossentropy) == km._describe_setting(
+    assert training_keras._describe_setting(loss)["config"]["label_smoothing"] == 0.1
+    assert training_keras._describe_setting(keras.losses.categorical_crossentropy) == training_keras._describe_setting(
         keras.losses.categorical_crossentropy)
 
 
@@ -430,7 +431,7 @@ def test_custom_distributed_step_matches_fit(tmp_path, galaxies, loss):
     runs = {}
     for engine in ("fit", "custom"):
         options = _training_loop.check_run_options(seed=0, engine=engine)
-        model = km._train_from_scratch(
+        model = training_keras.train_from_scratch(
             (images[:16], labels[:16], images[24:], labels[24:]), SHAPE, options, load_model=False,
             model_load_path=None, files_save_path=str(tmp_path / engine), epochs=2, checkpoint_freq=0, batch_size=8,
             lr=1e-3, momentum=0.9, decay=0.0, nesterov=False, loss=loss, save_model=False,
@@ -515,6 +516,9 @@ def test_cli_train_resume_fresh_and_tl(tmp_path, catalogues, capsys):
     # Other settings are refused rather than mixed into the saved run.
     assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--momentum", "0.5")) == 1
     assert "holds a run started with other settings (momentum: 0.9 then, 0.5 now)" in capsys.readouterr().err
+    # The seed is one of the settings: another one would draw other batches and dropout masks.
+    assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--seed", "99")) == 1
+    assert "holds a run started with other settings (seed: 0 then, 99 now)" in capsys.readouterr().err
     assert cli.main(_train_command(catalogues, output, "--epochs", "2", "--optimizer", "adam")) == 1
     assert "holds a run started with other settings (optimizer: 'sgd' then, 'adam' now)" in capsys.readouterr().err
     weights = output / "backup" / json.loads((output / "backup" / "state.json").read_text())["weights"]
@@ -569,6 +573,7 @@ def test_a_blank_training_image_is_refused_and_named(tmp_path, ending):
 
 # --------------------------------------------------------------------------- runs in other processes
 
+import contextlib  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -598,13 +603,16 @@ def _completed_epochs(output):
 
 
 @pytest.mark.slow
-def test_a_run_killed_in_its_second_epoch_resumes_at_epoch_2(tmp_path, catalogues):
+def test_a_run_killed_in_its_second_epoch_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path, catalogues):
     output = tmp_path / "run"
     # 24 images in batches of 4: 6 steps per epoch, so the second epoch lasts long enough to be killed in.
     command = _train_command(catalogues, output, "--epochs", "2", "--batch-size", "4")
+    uninterrupted = _gamornet(_train_command(catalogues, tmp_path / "uninterrupted", "--epochs", "2", "--batch-size",
+                                             "4", "--quiet"))  # fmt: skip
     process = _gamornet(command)
-    deadline = time.monotonic() + 240
-    while _completed_epochs(output) < 1:
+    deadline = time.monotonic() + 600  # a guard only: a busy shared machine may take minutes
+    # The state is committed first, then metrics.csv (by a thread, while epoch 2 trains): wait for both.
+    while _completed_epochs(output) < 1 or not (output / "metrics.csv").exists():
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the first epoch did not finish in time"
         time.sleep(0.02)
@@ -614,7 +622,8 @@ def test_a_run_killed_in_its_second_epoch_resumes_at_epoch_2(tmp_path, catalogue
     first_rows = _metrics(output / "metrics.csv")
     assert [row["epoch"] for row in first_rows] == ["1"] and _completed_epochs(output) == 1  # killed in epoch 2
 
-    process = _gamornet(command)
+    # Resumed without --seed: the run's own seed (0) is taken from its saved settings.
+    process = _gamornet([word for word in command if word not in ("--seed", "0")])
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert "Resuming the run in" in out and "1 of 2 epochs were finished; continuing with epoch 2" in out
@@ -622,6 +631,69 @@ def test_a_run_killed_in_its_second_epoch_resumes_at_epoch_2(tmp_path, catalogue
     rows = _metrics(output / "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"] and rows[0] == first_rows[0]
     assert "trained_model.hdf5" in os.listdir(output)
+    # The shuffling and the dropout masks are those the uninterrupted run drew: the same numbers, to the last digit.
+    assert uninterrupted.communicate(timeout=300)[0] is not None and uninterrupted.returncode == 0
+    assert rows == _metrics(tmp_path / "uninterrupted" / "metrics.csv")
+
+
+@contextlib.contextmanager
+def _small_file_system(folder, size, *options):
+    """A tmpfs of ``size`` mounted on ``folder`` for the test (root only; the test is skipped otherwise)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small file system (tmpfs) needs root; run the tests as root to check this")
+    os.makedirs(folder, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs",
+                              str(folder)], capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_training_cleanly_and_the_run_resumes_once_there_is_space(tmp_path, catalogues):
+    # The training state of the 32 x 32 network (weights and momenta) takes about 170 MB: the state of epoch 1
+    # fits in 200 MB, that of epoch 2 (written before the first is removed) does not.
+    with _small_file_system(tmp_path / "small", "200m") as small:
+        output = small / "run"
+        command = _train_command(catalogues, output, "--epochs", "2", "--quiet")
+        process = _gamornet(command)
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 1, err  # an error, not a crash (rc 139 before)
+        assert "Traceback" not in err and "h5py" not in err
+        assert err.startswith("gamornet train: error: cannot write the training state of epoch 2")
+        assert "no space left on the disk" in err and "The run's state after epoch 1 is kept" in err
+        state = json.loads((output / "backup" / "state.json").read_text())
+        assert state["completed_epochs"] == 1
+        assert sorted(os.listdir(output / "backup")) == ["epoch-0001.state.npy", "state.json"]
+        # metrics.csv and the state agree: epoch 1 only.
+        rows = _metrics(output / "metrics.csv")
+        assert [row["epoch"] for row in rows] == ["1"] == [str(row[0]) for row in state["metrics"]]
+
+        subprocess.run(["mount", "-o", "remount,size=1g", str(small)], check=True)
+        process = _gamornet(command)
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        assert [row["epoch"] for row in _metrics(output / "metrics.csv")] == ["1", "2"]
+        assert _metrics(output / "metrics.csv")[0] == rows[0]
+
+
+def test_a_read_only_output_folder_is_refused_before_training(tmp_path, catalogues, capsys):
+    folder = tmp_path / "read-only"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # root writes into any folder: a read-only file system then
+        context = _small_file_system(folder, "1m", "ro")
+    else:
+        folder.mkdir()
+        folder.chmod(0o555)
+        context = contextlib.nullcontext(folder)
+    with context:
+        assert cli.main(_train_command(catalogues, folder, "--epochs", "1")) == 1
+        captured = capsys.readouterr()
+        assert f"the output folder '{folder}' cannot be written to" in captured.err
+        assert "nothing was trained" in captured.err and "epoch 1" not in captured.out
+        assert os.listdir(folder) == []
 
 
 def _free_ports(count):

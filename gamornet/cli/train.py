@@ -43,9 +43,11 @@ epoch a guard checks that training has not diverged (a loss above ln 3 =
 validation galaxies): if it has, it says so, suggests a lower --lr, and stops
 with exit status 1 (--keep-going goes on).
 
-Runs are resumable: the state after each epoch is kept in OUTPUT_DIR/backup/.
-A run killed at any moment (a time limit, a crash) continues from its last
-finished epoch when the same command is run again; --fresh starts over.
+Runs are resumable: the state after each epoch (weights, optimizer, random
+state) is kept in OUTPUT_DIR/backup/. A run killed at any moment (a time limit,
+a crash) continues from its last finished epoch when the same command is run
+again, with the numbers the uninterrupted run would have had; --fresh starts
+over.
 """
 
 _EPILOG = """\
@@ -144,7 +146,9 @@ def _add_common(parser, lr_default):
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                      help="mixed precision: bf16 on CPU or GPU, fp16 on GPU only (default: fp32)")  # fmt: skip
     run.add_argument("--fresh", action="store_true", help="start over, forgetting the state of an earlier run")
-    run.add_argument("--seed", type=non_negative_int, default=None, help="seed of weights, shuffling and dropout")
+    run.add_argument("--seed", type=non_negative_int, default=None,
+                     help="seed of the initial weights, shuffling, augmentation and dropout (default: one is drawn "
+                          "and recorded, and a resumed run keeps it; resuming with another seed is refused)")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 

@@ -20,7 +20,6 @@ import contextlib
 import csv
 import dataclasses
 import functools
-import glob
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from gamornet._utils.tf_logging import import_keras, import_tensorflow
 from gamornet.errors import GamornetWarning
 from gamornet.io.catalogues import TrainingCatalogue
 from gamornet.training import data as _data
+from gamornet.training.resume import ResumableState, check_free_space, explain_write_error, os_error
 
 keras = import_keras()
 tf = import_tensorflow()
@@ -46,9 +46,6 @@ PRECISION_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_flo
 
 #: Tasks a CPU-only node may run under Slurm (see _cluster_resolver).
 _CPU_TASK_SLOTS = 4096
-
-#: The folder, inside the output folder, that holds the state a resumed run starts from.
-BACKUP_FOLDER = "backup"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,14 +165,29 @@ class _NoLegacyFormatNotice(logging.Filter):
         return "saving your model as an HDF5 file" not in record.getMessage()
 
 
-def save_model_atomically(model, path):
-    """Write ``model`` as a legacy HDF5 file (Keras picks the format by the .hdf5 ending)."""
+def save_model_atomically(model, path, what=None):
+    """Write ``model`` as a legacy HDF5 file (Keras picks the format by the .hdf5 ending).
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (a full disk is found before writing, as
+        HDF5 fails badly on one); nothing is left behind.
+    """
+    what = what or f"the model {path!r}"
+    folder = os.path.dirname(os.path.abspath(path))
+    n_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+    if model.optimizer is not None:
+        n_bytes += sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables)
     notice = _NoLegacyFormatNotice()
     logger = logging.getLogger("absl")
     logger.addFilter(notice)
     try:
+        check_free_space(folder, n_bytes, what)
         with atomic_path(path, suffix=".hdf5") as temporary:
             model.save(temporary, include_optimizer=True)
+    except OSError as error:
+        raise explain_write_error(error, what, "Nothing was written") from None
     finally:
         logger.removeFilter(notice)
 
@@ -185,121 +197,72 @@ class MetricsAndCheckpoints(keras.callbacks.Callback):
 
     ``epoch_base`` is the number of the first epoch in metrics.csv: 0 in the
     0.4.x functions (as Keras' CSVLogger wrote it), 1 in the command line.
-    Rows of epochs before ``initial_epoch`` are kept from an earlier run's
-    metrics.csv when a run resumes; later ones are dropped.
+    With a :class:`~gamornet.training.resume.ResumableState` (``state``), each
+    epoch's state is committed first, with the rows, and metrics.csv follows
+    it, so the two always agree; a resumed run takes its rows from the state.
     """
 
     COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 
-    def __init__(self, folder, checkpoint_freq, epoch_base=0):
+    def __init__(self, folder, checkpoint_freq, epoch_base=0, state=None):
         super().__init__()
         self.folder = folder
         self.checkpoint_freq = checkpoint_freq
         self.epoch_base = epoch_base
+        self.state = state
         self.rows = []
 
     @property
     def path(self):
         return os.path.join(self.folder, "metrics.csv")
 
-    def resume_from(self, initial_epoch):
-        """Keep the rows of the epochs an earlier run finished before ``initial_epoch``."""
+    def resume_from(self, initial_epoch, rows=None):
+        """Keep the rows of the epochs an earlier run finished before ``initial_epoch``.
+
+        ``rows`` are those kept with the resumable state; without them (a state
+        of gamornet 0.5.0), those of metrics.csv.
+        """
         self.rows = []
-        if initial_epoch == 0 or not os.path.isfile(self.path):
+        if initial_epoch == 0:
             return
-        with open(self.path, newline="", encoding="utf-8") as stream:
-            for row in csv.DictReader(stream):
-                epoch = int(row["epoch"])
-                if epoch - self.epoch_base < initial_epoch:
-                    self.rows.append([epoch] + [row.get(column, "") for column in self.COLUMNS[1:]])
+        if rows is None and os.path.isfile(self.path):
+            with open(self.path, newline="", encoding="utf-8") as stream:
+                rows = [[row.get(column, "") for column in self.COLUMNS] for row in csv.DictReader(stream)]
+        for row in rows or []:
+            if int(row[0]) - self.epoch_base < initial_epoch:
+                self.rows.append([int(row[0])] + list(row[1:]))
+
+    def on_train_end(self, logs=None):
+        if self.state is not None:
+            self.state.wait()
+
+    def write(self, when, rows=None):
+        """Write metrics.csv from the rows (``rows``, else this writer's; ``when``: for the error message)."""
+        try:
+            with atomic_write(self.path, "w", newline="") as stream:
+                writer = csv.writer(stream)
+                writer.writerow(self.COLUMNS)
+                writer.writerows(self.rows if rows is None else rows)
+        except OSError as error:
+            kept = "The training state is kept: run the same command again to write it" if self.state else ""
+            raise explain_write_error(error, f"{self.path!r} {when}", kept) from None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.rows.append([epoch + self.epoch_base] + [_plain(logs.get(column, "")) for column in self.COLUMNS[1:]])
-        with atomic_write(self.path, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(self.COLUMNS)
-            writer.writerows(self.rows)
+        when = f"after epoch {epoch + self.epoch_base}"
+        if self.state is not None:
+            rows = list(self.rows)
+            self.state.commit(self.model, epoch + 1, rows, then=lambda: self.write(when, rows))
+        else:
+            self.write(when)
         if self.checkpoint_freq and (epoch + 1) % self.checkpoint_freq == 0:
-            save_model_atomically(self.model, os.path.join(self.folder, f"model_{epoch + 1:02d}.hdf5"))
+            save_model_atomically(self.model, os.path.join(self.folder, f"model_{epoch + 1:02d}.hdf5"),
+                                  f"the checkpoint model_{epoch + 1:02d}.hdf5 into {self.folder!r}")  # fmt: skip
 
 
 def _plain(value):
     return float(value) if isinstance(value, (np.generic, np.ndarray)) or tf.is_tensor(value) else value
-
-
-def _normalised(settings):
-    return json.loads(json.dumps(settings, sort_keys=True, default=str))
-
-
-class ResumableState(keras.callbacks.Callback):
-    """The training state a killed run resumes from: Keras' BackupAndRestore, written atomically.
-
-    After every epoch, the weights and the optimizer's state go to
-    ``<folder>/backup/epoch-<n>.weights.h5`` and then ``state.json`` names
-    that file and the number of finished epochs: each written under a
-    temporary name and renamed, so a run killed at any moment leaves the
-    previous state whole. ``state.json`` also records the run's settings; a
-    run started with different ones is refused rather than mixed.
-    """
-
-    def __init__(self, folder, settings, writer=True):
-        super().__init__()
-        self.folder = os.path.join(folder, BACKUP_FOLDER)
-        self.state_path = os.path.join(self.folder, "state.json")
-        self.settings = _normalised(settings)
-        self.writer = writer
-
-    def clear(self):
-        """Forget any earlier state (``fresh``)."""
-        if self.writer:
-            for path in glob.glob(os.path.join(self.folder, "*")):
-                os.remove(path)
-
-    def _read_state(self):
-        if not os.path.isfile(self.state_path):
-            return None
-        with open(self.state_path, encoding="utf-8") as stream:
-            return json.load(stream)
-
-    def restore(self, model):
-        """Load the saved state into ``model`` (whose optimizer is built here); return the epochs finished."""
-        state = self._read_state()
-        if state is None:
-            return 0
-        changed = sorted(key for key in set(state["settings"]) | set(self.settings)
-                         if state["settings"].get(key) != self.settings.get(key))  # fmt: skip
-        if changed:
-            details = "; ".join(f"{key}: {state['settings'].get(key)!r} then, {self.settings.get(key)!r} now" for key in changed)
-            raise ValueError(
-                f"{os.path.dirname(self.folder)!r} holds a run started with other settings ({details}). Start it "
-                "again with the same settings to resume it, or start over with fresh=True (--fresh), or use another "
-                "output folder"
-            )
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        path = os.path.join(self.folder, state["weights"])
-        try:
-            model.load_weights(path)
-        except (OSError, ValueError) as error:
-            raise OSError(
-                f"the training state in {self.folder!r} cannot be restored from {path!r} ({error}); start over with "
-                "fresh=True (--fresh)"
-            ) from None
-        return int(state["completed_epochs"])
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.writer:
-            return
-        os.makedirs(self.folder, exist_ok=True)
-        name = f"epoch-{epoch + 1:04d}.weights.h5"
-        with atomic_path(os.path.join(self.folder, name), suffix=".weights.h5") as temporary:
-            self.model.save_weights(temporary)
-        with atomic_write(self.state_path, "w", encoding="utf-8") as stream:
-            json.dump({"completed_epochs": epoch + 1, "weights": name, "settings": self.settings}, stream, indent=2)
-        for old in glob.glob(os.path.join(self.folder, "epoch-*.weights.h5")):
-            if os.path.basename(old) != name:
-                os.remove(old)
 
 
 class ProgressBars(keras.callbacks.Callback):
@@ -351,7 +314,7 @@ def _per_example_loss(loss):
 class DistributedSteps:
     """The compiled training and evaluation steps of the custom loop.
 
-    ``train(iterator)`` runs one step on every replica: the forward pass and
+    ``train(batch)`` runs one step on every replica: the forward pass and
     the loss under a ``GradientTape``, the per-replica loss divided by the
     *global* batch size (``tf.nn.compute_average_loss``), so that the gradients
     summed over replicas by the optimizer are those of the global batch's mean
@@ -386,8 +349,8 @@ class DistributedSteps:
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return self._totals(labels, predictions, per_example)
 
-    def _train(self, iterator):
-        images, labels = next(iterator)
+    def _train(self, batch):
+        images, labels = batch
         per_replica = self.strategy.run(self._replica_step, args=(images, labels))
         return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica]
 
@@ -409,6 +372,29 @@ def _evaluate(steps, validation):
     return {"val_loss": totals[0] / totals[2], "val_accuracy": totals[1] / totals[2]}
 
 
+#: Set to a list to receive, from :func:`custom_loop`, one dict per epoch of the seconds spent waiting for the input
+#: pipeline ("input"), in the compiled steps ("steps"), in validation, in the end-of-epoch callbacks (the resumable
+#: state, metrics.csv, checkpoints: "callbacks") and in all ("epoch"); benchmarks/training_throughput.py reads them.
+EPOCH_PROFILES = None
+
+
+class _EpochClock:
+    """Adds the seconds since the last call to a named share of the epoch (see :data:`EPOCH_PROFILES`)."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.shares = dict.fromkeys(("input", "steps", "validation", "callbacks"), 0.0)
+
+    def add(self, share):
+        now = time.perf_counter()
+        self.shares[share] += now - self.last
+        self.last = now
+
+    def done(self):
+        if EPOCH_PROFILES is not None:
+            EPOCH_PROFILES.append(dict(self.shares, epoch=time.perf_counter() - self.start))
+
+
 def custom_loop(model, strategy, loss, training, validation, epochs, initial_epoch, callbacks):
     """Train as ``model.fit`` would, with :class:`DistributedSteps`.
 
@@ -422,16 +408,25 @@ def custom_loop(model, strategy, loss, training, validation, epochs, initial_epo
     logs = {}
     callbacks.on_train_begin()
     for epoch in range(initial_epoch, epochs):
+        clock = _EpochClock()
         callbacks.on_epoch_begin(epoch)
         totals = np.zeros(3)
         for step in range(training.steps):
             callbacks.on_train_batch_begin(step)
-            totals += [float(value) for value in steps.train(iterator)]
+            clock.add("callbacks")
+            batch = next(iterator)
+            clock.add("input")
+            totals += [float(value) for value in steps.train(batch)]
+            clock.add("steps")
             logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
             callbacks.on_train_batch_end(step, logs)
+        clock.add("callbacks")
         if validation is not None:
             logs = dict(logs, **_evaluate(steps, validation))
+        clock.add("validation")
         callbacks.on_epoch_end(epoch, logs)
+        clock.add("callbacks")
+        clock.done()
         if model.stop_training:
             break
     callbacks.on_train_end(logs)
@@ -603,31 +598,58 @@ def _multiworker_training_data(strategy, source, input_shape, batch_size, option
 
 
 def _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_size, epochs):
-    """The callbacks of a run, in the order they act at each epoch's end, and the metrics writer (or None)."""
+    """The callbacks of a run, in the order they act at each epoch's end, and the metrics writer (or None).
+
+    The metrics writer commits the resumable state (``state``) before it writes metrics.csv.
+    """
     callbacks = []
-    metrics = MetricsAndCheckpoints(folder, checkpoint_freq, options.epoch_base) if folder and writer else None
+    metrics = MetricsAndCheckpoints(folder, checkpoint_freq, options.epoch_base, state) if folder and writer else None
     if metrics is not None:
         callbacks.append(metrics)
-    if state is not None:
-        callbacks.append(state)
     if options.progress and prepared.n_images is not None:
         callbacks.append(ProgressBars(prepared.n_images, batch_size, epochs, options.epoch_base))
     return callbacks, metrics
 
 
-def _restore(folder, writer, options, settings, model, epochs, verbose):
-    """The resumable state of a run (or None) and the number of epochs it had finished."""
-    if not options.resume or folder is None:
-        return None, 0
-    state = ResumableState(folder, settings, writer)
+def _run_seed(folder, writer, options, settings):
+    """The run's seed and its resumable state (or None): the seed given, else the one a resumed run was started with,
+    else a new one; it joins the settings, so a run resumed with another seed is refused."""
+    state = ResumableState(folder, settings, writer) if options.resume and folder is not None else None
+    seed = options.seed
+    if seed is None and state is not None and not options.fresh:
+        seed = state.saved_seed()
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    if state is not None:
+        state.settings["seed"] = seed
+    return seed, state
+
+
+def _restore(folder, writer, options, state, model, epochs, verbose):
+    """The number of epochs the run's resumable state had finished, restored into ``model``, and their rows."""
+    if state is None:
+        return 0, []
     if options.fresh:
         state.clear()
-    initial_epoch = min(state.restore(model), epochs)
+    finished, rows = state.restore(model)
+    initial_epoch = min(finished, epochs)
     if initial_epoch and writer and (options.progress or verbose):
         left = f"continuing with epoch {initial_epoch + options.epoch_base}" if initial_epoch < epochs else \
             "nothing is left to train"
         print(f"Resuming the run in {folder}: {initial_epoch} of {epochs} epochs were finished; {left}", flush=True)
-    return state, initial_epoch
+    return initial_epoch, rows
+
+
+def check_writable(folder):
+    """Raise an ``OSError`` now, before any training, if files cannot be created in ``folder``."""
+    try:
+        with atomic_write(os.path.join(folder, ".gamornet-write-test"), "w") as stream:
+            stream.write("")
+        os.remove(os.path.join(folder, ".gamornet-write-test"))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise os_error(error.errno, f"the output folder {folder!r} cannot be written to ({reason}); nothing was "
+                      "trained. Give an output folder you can write to") from None  # fmt: skip
 
 
 def _use_custom_loop(options, strategy, prepared):
@@ -646,6 +668,37 @@ def _use_custom_loop(options, strategy, prepared):
     if options.engine == "fit":
         return False
     return options.distribute is None and prepared.steps is not None
+
+
+def _fit_epochs(model, strategy, loss, training, validation, folder, writer, options, seed, state, initial_epoch,
+                rows, *, input_shape, epochs, checkpoint_freq, batch_size, verbose, progress, extra_callbacks=()):
+    """The data, the callbacks and the training epochs of :func:`run`."""
+    with naming_bad_images():
+        if is_multiworker(strategy):
+            prepared = _multiworker_training_data(strategy, training, input_shape, batch_size, options, seed, progress,
+                                                  initial_epoch)  # fmt: skip
+        else:
+            prepared = _prepare(training, input_shape, batch_size, options, seed, True, progress, initial_epoch)
+        validation_data = _prepare(validation, input_shape, batch_size, options, seed, False, progress)
+        callbacks, metrics = _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_size, epochs)
+        callbacks += list(extra_callbacks(model, writer) if extra_callbacks else ())
+        if metrics is not None:
+            metrics.resume_from(initial_epoch, rows)
+            if initial_epoch:
+                metrics.write("when the run resumed")
+        fit_verbose = 0 if options.progress else verbose
+        if _use_custom_loop(options, strategy, prepared):
+            callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=fit_verbose != 0,
+                                                         verbose=fit_verbose, epochs=epochs, steps=prepared.steps,
+                                                         model=model)  # fmt: skip
+            custom_loop(model, strategy, loss, prepared, validation_data, epochs, initial_epoch, callback_list)
+        else:
+            # The datasets shuffle themselves; one iterator serves all epochs (steps_per_epoch), so the batches of
+            # each epoch do not depend on how many iterators Keras makes.
+            model.fit(prepared.dataset, validation_data=validation_data.dataset, epochs=epochs,
+                      initial_epoch=initial_epoch, steps_per_epoch=prepared.steps,
+                      validation_steps=validation_data.steps, callbacks=callbacks, verbose=fit_verbose,
+                      shuffle=False)  # fmt: skip
 
 
 def run(build_model, training, validation, folder, *, input_shape, epochs, checkpoint_freq, batch_size, save_model,
@@ -674,39 +727,23 @@ def run(build_model, training, validation, folder, *, input_shape, epochs, check
     """
     strategy = make_strategy(options.distribute)
     writer = is_chief(strategy)
-    if options.seed is not None:
-        keras.utils.set_random_seed(options.seed)
-    seed = options.seed if options.seed is not None else int(np.random.randint(0, 2**31 - 1))
+    seed, state = _run_seed(folder, writer, options, settings)
+    keras.utils.set_random_seed(seed)
     with precision_policy(options.precision), strategy.scope():
         model = build_model()
     if folder is not None and writer:
         _checks.resolve_save_folder(folder)  # created only now: a bad argument or model file leaves nothing behind
-    state, initial_epoch = _restore(folder, writer, options, settings, model, epochs, verbose)
+        check_writable(folder)
+    initial_epoch, rows = _restore(folder, writer, options, state, model, epochs, verbose)
     progress = options.progress or verbose == 1
-    with naming_bad_images():
-        if is_multiworker(strategy):
-            prepared = _multiworker_training_data(strategy, training, input_shape, batch_size, options, seed, progress,
-                                                  initial_epoch)  # fmt: skip
-        else:
-            prepared = _prepare(training, input_shape, batch_size, options, seed, True, progress, initial_epoch)
-        validation_data = _prepare(validation, input_shape, batch_size, options, seed, False, progress)
-        callbacks, metrics = _callbacks(folder, writer, options, checkpoint_freq, state, prepared, batch_size, epochs)
-        callbacks += list(extra_callbacks(model, writer) if extra_callbacks else ())
-        if metrics is not None:
-            metrics.resume_from(initial_epoch)
-        fit_verbose = 0 if options.progress else verbose
-        if _use_custom_loop(options, strategy, prepared):
-            callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=fit_verbose != 0,
-                                                         verbose=fit_verbose, epochs=epochs, steps=prepared.steps,
-                                                         model=model)  # fmt: skip
-            custom_loop(model, strategy, loss, prepared, validation_data, epochs, initial_epoch, callback_list)
-        else:
-            # The datasets shuffle themselves; one iterator serves all epochs (steps_per_epoch), so the batches of
-            # each epoch do not depend on how many iterators Keras makes.
-            model.fit(prepared.dataset, validation_data=validation_data.dataset, epochs=epochs,
-                      initial_epoch=initial_epoch, steps_per_epoch=prepared.steps,
-                      validation_steps=validation_data.steps, callbacks=callbacks, verbose=fit_verbose,
-                      shuffle=False)  # fmt: skip
+    try:
+        _fit_epochs(model, strategy, loss, training, validation, folder, writer, options, seed, state, initial_epoch,
+                    rows, input_shape=input_shape, epochs=epochs, checkpoint_freq=checkpoint_freq,
+                    batch_size=batch_size, verbose=verbose, progress=progress,
+                    extra_callbacks=extra_callbacks)  # fmt: skip
+    finally:
+        if state is not None:
+            state.wait(quietly=True)  # stopped (Ctrl-C, an error): the epoch being committed is still kept
     if folder is not None and writer:
         if save_model:
             save_model_atomically(model, os.path.join(folder, "trained_model.hdf5"))

@@ -22,6 +22,7 @@ from gamornet.io.catalogues import TrainingCatalogue
 from gamornet.training import _loop as _training_loop
 from gamornet.training import data as _training_data
 from gamornet.training import recipe as _recipe
+from gamornet.training.resume import BACKUP_FOLDER
 
 keras = import_keras()
 
@@ -140,7 +141,7 @@ def _recipe_callbacks(recipe, training_recipe, validation, shape, options, folde
         made = []
         quiet = not (options.progress or verbose)
         if keep_best:
-            backup = os.path.join(folder, _training_loop.BACKUP_FOLDER) if writer and options.resume and folder else None
+            backup = os.path.join(folder, BACKUP_FOLDER) if writer and options.resume and folder else None
             made.append(_recipe.KeepBestEpoch(backup, options.epoch_base, quiet=quiet or not writer))
         if guard:
             sample = _recipe.validation_sample(validation, shape, options.preprocessing, _training_data.read_image)

@@ -79,7 +79,7 @@ import os
 import numpy as np
 
 from gamornet._utils.atomic import atomic_write
-from gamornet.models.folder import CARD_FILE_NAME
+from gamornet.models.folder import CARD_FILE_NAME, CORRUPT_CARD_ADVICE
 from gamornet.science.preprocess import check_border, check_stack, estimate_background
 
 __all__ = [
@@ -440,12 +440,7 @@ def find_model_card(model, backend="keras"):
     try:
         return read_model_card(path)
     except ValueError as error:
-        raise ValueError(
-            f"{error}. This card beside the model was written by gamornet train with the model's training images' "
-            "statistics: restore it from the training run (or regenerate it with "
-            "gamornet.models.card.write_model_card on the training images), or move it out of the model's folder "
-            "to predict without the out-of-domain check (the column out_of_domain is then not written)"
-        ) from None
+        raise ValueError(f"{error}. {CORRUPT_CARD_ADVICE}") from None
 
 
 def resolve_model_card(card, model, backend="keras", input_shape=None):

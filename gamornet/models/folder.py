@@ -74,11 +74,22 @@ def folder_of(model):
     return folder if any(os.path.isfile(os.path.join(folder, name)) for name in _MARKERS) else None
 
 
+#: What to do with a model card beside a model that cannot be read.
+CORRUPT_CARD_ADVICE = (
+    "This card beside the model was written by gamornet train with the model's training images' statistics: restore "
+    "it from the training run (or regenerate it with gamornet.models.card.write_model_card on the training images), "
+    "or move it out of the model's folder to predict without the out-of-domain check (the column out_of_domain is "
+    "then not written)"
+)
+
+
 def _read_json(path):
     with open(path, encoding="utf-8") as stream:
         try:
             return json.load(stream)
         except json.JSONDecodeError as error:
+            if os.path.basename(path) == CARD_FILE_NAME:
+                raise ValueError(f"{path!r} is not a JSON model card: {error}. {CORRUPT_CARD_ADVICE}") from None
             raise ValueError(f"{path!r} is not valid JSON: {error}") from None
 
 

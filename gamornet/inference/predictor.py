@@ -713,8 +713,10 @@ def _warn_if_unpreprocessed(images, model, shape, backend):
 
     resolved = models.resolve_model(model, backend, shape)
     settings, source = resolved.preprocessing
+    if settings is None:  # a published model, or a file with no folder: nothing recorded, nothing fetched again
+        return
     key = os.path.abspath(resolved.path)
-    if settings is None or key in _WARNED_UNPREPROCESSED:
+    if key in _WARNED_UNPREPROCESSED:
         return
     share = unpreprocessed_share(images, settings)
     if share is None or share < 0.5:

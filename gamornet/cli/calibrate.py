@@ -376,10 +376,10 @@ def _save_folder(args, recorded):
         raise NotADirectoryError(f"--save must be a model folder (what gamornet train writes). Received: {args.save!r}")
     sha256 = models.resolve_model(args.save, "keras").sha256
     if recorded is not None and recorded.lower() != sha256:
-        what = "calibration" if args.command_name == "calibrate" else "thresholds"
+        what = "a calibration is" if args.command_name == "calibrate" else "thresholds are"
         raise ValueError(
             f"{args.predictions!r} was made by the model with sha256 {recorded[:16]}..., but the weights in "
-            f"--save {args.save!r} have sha256 {sha256[:16]}...: a {what} is saved only beside the weights whose "
+            f"--save {args.save!r} have sha256 {sha256[:16]}...: {what} saved only beside the weights whose "
             "predictions it was made from"
         )
     return args.save, sha256
@@ -429,10 +429,10 @@ def run_thresholds(args):
     check_purity(args.disk_purity, "--disk-purity")
     check_purity(args.bulge_purity, "--bulge-purity")
     probabilities, labels, description, recorded = _labelled_set(args)
-    choice = choose_thresholds(probabilities, labels, args.disk_purity, args.bulge_purity)
-    print(choice)
     if args.save is not None:
         _, recorded = _save_folder(args, recorded)
+    choice = choose_thresholds(probabilities, labels, args.disk_purity, args.bulge_purity)
+    print(choice)
     if recorded is not None:
         description["model_sha256"] = recorded
     written = []

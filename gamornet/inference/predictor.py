@@ -519,10 +519,10 @@ def load_predictor(model, input_shape=None, backend="keras", *, precision="fp32"
         )
     seed = _checks.check_seed(seed, allow_none=True)
     _precision.require_engine(precision)  # a missing extra is said before the model is loaded
-    local_path = resolved.path
     saved_thresholds, thresholds_source = resolved.thresholds
     rules = refined_rules(resolved) if thresholds is None else thresholds
     Refinement(rules)  # checks the thresholds
+    local_path = resolved.path  # the model file is looked for once every argument is checked
     from gamornet.models.card import resolve_model_card
 
     card = resolve_model_card(model_card, model if models.is_published_name(model) else local_path, backend, shape)

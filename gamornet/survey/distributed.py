@@ -336,7 +336,9 @@ class _Settings:
             "backend": self.spec.backend,
             "input_shape": list(self.spec.input_shape),
             # No preprocessing or calibration (None) is recorded as nothing, as before model folders had them.
-            "predictor_options": {name: _option_record(value) for name, value in self.spec.options
+            # The preprocessing is recorded as its settings, readable; a model card (also a dict) by its sha256.
+            "predictor_options": {name: _jsonable(value) if name == "preprocessing" else _option_record(value)
+                                  for name, value in self.spec.options
                                   if not (name in ("preprocessing", "calibration") and value is None)},
             "thresholds": {"disk": self.thresholds.disk, "bulge": self.thresholds.bulge,
                            "disk_must_lead": bool(self.thresholds.disk_must_lead)},

@@ -171,12 +171,27 @@ class KeepBestEpoch(keras.callbacks.Callback):
             self.best = {"epoch": int(epoch), "val_loss": float(value)}
             self._weights = self.model.get_weights()
             if self.backup is not None:
-                os.makedirs(self.backup, exist_ok=True)
-                weights, record = self._paths()
-                with atomic_path(weights, suffix=".weights.h5") as temporary:
-                    self.model.save_weights(temporary)
-                with atomic_write(record, "w", encoding="utf-8") as stream:
-                    json.dump(self.best, stream)
+                self._save_best(epoch)
+
+    def _save_best(self, epoch):
+        """Keep the best epoch's weights in the backup folder; a full disk stops the run with a clean error."""
+        from gamornet.training.resume import check_free_space, explain_write_error
+
+        os.makedirs(self.backup, exist_ok=True)
+        weights, record = self._paths()
+        what = "the best epoch's weights"
+        try:
+            # Checked first, as the resume state is (HDF5 writers fail badly on a full disk), with room for the resume
+            # state that a thread may be writing into the same folder at the same time (weights and optimiser slots).
+            check_free_space(self.backup, 4 * sum(array.nbytes for array in self._weights), what)
+            with atomic_path(weights, suffix=".weights.h5") as temporary:
+                self.model.save_weights(temporary)
+            with atomic_write(record, "w", encoding="utf-8") as stream:
+                json.dump(self.best, stream)
+        except OSError as error:
+            raise explain_write_error(error, f"{what} of epoch {epoch + 1 + self.epoch_base}",
+                                      f"The run's state after epoch {epoch + self.epoch_base} is kept: free some space "
+                                      "and run the same command again to resume") from None
 
     def on_train_end(self, logs=None):
         if self.best is None:
